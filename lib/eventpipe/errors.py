@@ -1,0 +1,92 @@
+"""The pipeline's exceptions: one base, a few specific errors that carry their facts.
+
+Every error prints itself as one line that says what went wrong, where, and
+what to do; the CLI prints that line and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SettingsError(PipelineError):
+    """A setting, parameter, option or environment variable is wrong (exit 2)."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailable(SettingsError):
+    """The database cannot be reached before the run starts (exit 2, nothing written)."""
+
+
+class SourceError(PipelineError):
+    """The API answered in a way that retrying cannot fix (400/401/403/404)."""
+
+    def __init__(self, message: str, *, status: int | None = None, page: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.page = page
+
+
+class RetriesExhausted(SourceError):
+    """A page kept failing with retryable faults until the retry limit or budget ran out."""
+
+    def __init__(self, message: str, *, page: int, attempts: int, last_error: str):
+        super().__init__(message, page=page)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class QualityGateFailed(PipelineError):
+    """The pass rate of a batch is under ``quality.min_pass_rate``: nothing is loaded."""
+
+    def __init__(self, pass_rate: float, threshold: float, top_reasons: dict[str, int]):
+        reasons = ", ".join(f"{k} ({v})" for k, v in top_reasons.items()) or "none"
+        super().__init__(
+            f"quality gate failed: pass rate {pass_rate:.2%} is under quality.min_pass_rate "
+            f"{threshold:.2%}; nothing was loaded. Top reasons: {reasons}. Fix the source or "
+            f"lower the threshold with -p quality.min_pass_rate=..."
+        )
+        self.pass_rate = pass_rate
+        self.threshold = threshold
+        self.top_reasons = top_reasons
+
+
+class CountsMismatch(PipelineError):
+    """The stage counts of a run do not add up (a bug, never a user mistake)."""
+
+
+class StageFailed(PipelineError):
+    """A notebook stage failed; carries the stage, the failure class and the report path."""
+
+    def __init__(self, stage: str, failure_class: str, detail: str, notebook: str | None):
+        where = f" (report: {notebook})" if notebook else ""
+        super().__init__(f"stage {stage} failed [{failure_class}]: {detail}{where}")
+        self.stage = stage
+        self.failure_class = failure_class
+        self.detail = detail
+        self.notebook = notebook
+
+
+class RunInProgress(PipelineError):
+    """Another run holds the run lock."""
+
+    exit_code = 0
+
+    def __init__(self, run_id: str | None):
+        super().__init__(
+            f"another run is in progress (run_id {run_id or 'unknown'}); "
+            "use --wait to wait for it instead of exiting"
+        )
+        self.run_id = run_id

@@ -1,0 +1,282 @@
+"""Runner: executes the stage notebooks with papermill and turns their scraps into the run's metrics.
+
+Each run gets ``reports/<run_id>/`` (the executed notebooks: the audit log,
+``metrics.json`` and ``run.log``) and ``runs/<run_id>/`` (intermediate Parquet).
+On any failure the executed notebook is kept, stamped at the top with what
+happened and where, the run is marked ``failed`` with a failure class, and a
+``StageFailed`` is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import nbformat
+
+from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
+from .errors import PipelineError, SettingsError, StageFailed
+from .settings import PROJECT_ROOT, Settings, iso, parse_instant
+from .stages import check_counts
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+STAGES = (
+    ("extract", "01_extract.ipynb"),
+    ("transform_quality", "02_transform_quality.ipynb"),
+    ("load", "03_load.ipynb"),
+)
+SCRAP = "metrics"
+FAILURE_BANNER = "eventpipe-failure"
+
+
+def new_run_id(kind: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{kind}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunPlan:
+    """One papermill run of the stage notebooks over one window."""
+
+    kind: str
+    since: datetime
+    until: datetime
+    run_id: str = ""
+    advance_watermark: bool = False
+    parent_run_id: str | None = None
+    stages: tuple[str, ...] = tuple(s for s, _ in STAGES)
+    extra_overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or new_run_id(self.kind)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    metrics: dict[str, Any]
+    report_dir: Path
+    error: StageFailed | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Fail before any data is fetched when a folder the run writes to is not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SettingsError(f"{what} {path} is not writable ({e.strerror}): fix its permissions or set "
+                            f"-p paths.{what.replace(' ', '_')}=<folder>") from None
+
+
+@contextmanager
+def demo_api(settings: Settings) -> Iterator[str]:
+    """Serve the bundled demo API from this process and point the notebooks' kernels at it."""
+    d = settings.demo
+    data = DemoData(DemoConfig(seed=d.seed, events_per_hour=d.events_per_hour, dirty_share=d.dirty_share,
+                               duplicate_share=d.duplicate_share))
+    saved = {k: os.environ.get(k) for k in ("API_BASE_URL", "API_KEY")}
+    with DemoServer(data, api_key=DEMO_KEY) as server:
+        os.environ["API_BASE_URL"], os.environ["API_KEY"] = server.url, DEMO_KEY
+        log.info("demo API serving at %s", server.url)
+        try:
+            yield server.url
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+class Runner:
+    """Plans windows and executes runs; the CLI and the tests both drive it."""
+
+    def __init__(self, settings: Settings, store: Store | None = None):
+        self.settings = settings
+        self.store = store or Store(settings)
+        self.reports_dir = settings.path("reports_dir")
+        self.runs_dir = settings.path("runs_dir")
+
+    def preflight(self) -> None:
+        """Everything that can be checked before a run: folders, database, schema."""
+        check_writable(self.reports_dir, "reports dir")
+        check_writable(self.runs_dir, "runs dir")
+        self.store.ping()
+        self.store.create_schema()
+
+    # -- windows -------------------------------------------------------------------------------
+
+    def incremental_plan(self, full: bool = False, now: datetime | None = None) -> RunPlan | None:
+        """``[watermark - overlap, now - settle)``; the first run starts at ``window.initial_since``."""
+        now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+        w = self.settings.window
+        until = now - w.settle
+        if full:
+            since, kind = self.settings.quality.min_timestamp, "full"
+        else:
+            kind = "incremental"
+            mark = self.store.watermark()
+            if mark is not None:
+                since = mark - w.overlap
+            elif w.initial_since:
+                since = parse_instant(w.initial_since)
+            else:
+                since = now - timedelta(days=7)
+        if since >= until:
+            log.info("nothing to read: window [%s, %s) is empty", iso(since), iso(until))
+            return None
+        return RunPlan(kind, since, until, advance_watermark=True)
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def execute(self, plan: RunPlan) -> RunOutcome:
+        import papermill as pm
+        import scrapbook as sb
+
+        report_dir = self.reports_dir / plan.run_id
+        run_dir = self.runs_dir / plan.run_id
+        report_dir.mkdir(parents=True, exist_ok=True)
+        file_log = _attach_file_log(report_dir / "run.log")
+        log.info("run %s (%s): window [%s, %s) -> %s", plan.run_id, plan.kind, iso(plan.since), iso(plan.until),
+                 self.store.masked_url)
+        self.store.start_run(plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id)
+        started = time.perf_counter()
+        stage_metrics: dict[str, dict[str, Any]] = {}
+        seconds: dict[str, float] = {}
+        try:
+            for stage, notebook in STAGES:
+                if stage not in plan.stages:
+                    continue
+                out = report_dir / notebook
+                params = self._parameters(plan, run_dir, stage)
+                t0 = time.perf_counter()
+                log.info("stage %s: executing %s", stage, notebook)
+                try:
+                    pm.execute_notebook(
+                        str(NOTEBOOK_DIR / notebook), str(out), parameters=params,
+                        kernel_name=self.settings.runner.kernel_name, log_output=True, progress_bar=False,
+                        execution_timeout=self.settings.runner.cell_timeout_s, cwd=str(NOTEBOOK_DIR))
+                except Exception as e:  # papermill, nbclient and kernel failures all end the run here
+                    seconds[stage] = round(time.perf_counter() - t0, 3)
+                    raise self._stage_failure(stage, out, e) from None
+                seconds[stage] = round(time.perf_counter() - t0, 3)
+                stage_metrics[stage] = sb.read_notebook(str(out)).scraps[SCRAP].data
+                log.info("stage %s: done in %.2fs", stage, seconds[stage])
+            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "succeeded")
+            if "load" in plan.stages:
+                check_counts(metrics["counts"])
+            _write_json(report_dir / "metrics.json", metrics)
+            if not os.environ.get("EVENTPIPE_KEEP_RUNS"):
+                shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
+            return RunOutcome(plan.run_id, "succeeded", metrics, report_dir, stage_seconds=seconds)
+        except StageFailed as failure:
+            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed")
+            metrics["error"] = {"stage": failure.stage, "class": failure.failure_class, "detail": failure.detail}
+            self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail,
+                                {"duration_s": metrics["duration_s"]})
+            _write_json(report_dir / "metrics.json", metrics)
+            log.error("%s", failure)
+            return RunOutcome(plan.run_id, "failed", metrics, report_dir, failure, seconds)
+        except PipelineError as e:
+            self.store.fail_run(plan.run_id, None, "runner error", str(e))
+            raise
+        finally:
+            logging.getLogger().removeHandler(file_log)
+            file_log.close()
+
+    def _parameters(self, plan: RunPlan, run_dir: Path, stage: str) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "since": iso(plan.since), "until": iso(plan.until), "run_id": plan.run_id, "run_dir": str(run_dir),
+            "params_file": self.settings.params_file or "",
+            "overrides": [*self.settings.overrides, *plan.extra_overrides],
+            "kind": plan.kind,
+        }
+        if stage in ("transform_quality", "load"):
+            params["replay"] = plan.kind == "replay"
+        if stage == "load":
+            params["advance_watermark"] = plan.advance_watermark
+        return params
+
+    def _stage_failure(self, stage: str, out: Path, exc: Exception) -> StageFailed:
+        name = type(exc).__name__
+        if name == "PapermillExecutionError":
+            cls = "timeout" if getattr(exc, "ename", "") == "CellTimeoutError" else "cell error"
+            detail = f"{exc.ename}: {exc.evalue}".strip()  # type: ignore[attr-defined]
+        elif name in ("CellTimeoutError", "TimeoutError"):
+            cls, detail = "timeout", f"a cell ran longer than runner.cell_timeout_s={self.settings.runner.cell_timeout_s}s"
+        elif name == "DeadKernelError":
+            cls, detail = "dead kernel", "the notebook's kernel died (killed, crashed or out of memory)"
+        else:
+            cls, detail = "runner error", f"{name}: {exc}"
+        detail = detail.splitlines()[0] if detail else cls
+        stamp_failure(out, stage, cls, detail)
+        return StageFailed(stage, cls, detail, str(out) if out.exists() else None)
+
+    def _metrics(self, plan: RunPlan, report_dir: Path, stages: dict[str, dict[str, Any]],
+                 seconds: dict[str, float], started: float, status: str) -> dict[str, Any]:
+        counts: dict[str, Any] = {}
+        for m in stages.values():
+            for k in ("extracted", "rejected_transform", "duplicates", "transformed", "passed", "rejected_quality",
+                      "loaded", "inserted", "updated", "unchanged", "dead_letters_new", "dead_letters_seen"):
+                if k in m:
+                    counts[k] = m[k]
+        return {
+            "run_id": plan.run_id, "kind": plan.kind, "status": status,
+            "window": {"since": iso(plan.since), "until": iso(plan.until)},
+            "counts": counts,
+            "pass_rate": stages.get("transform_quality", {}).get("pass_rate"),
+            "stage_seconds": seconds,
+            "duration_s": round(time.perf_counter() - started, 3),
+            "stages": stages,
+            "report_dir": str(report_dir),
+            "database": self.store.masked_url,
+            "watermark": stages.get("load", {}).get("watermark"),
+        }
+
+
+def stamp_failure(path: Path, stage: str, failure_class: str, detail: str) -> None:
+    """Put a clear banner at the top of the saved notebook (papermill only marks cell errors itself)."""
+    if not path.exists():
+        return
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception:  # a half-written notebook: leave it as it is
+        return
+    banner = nbformat.v4.new_markdown_cell(
+        f'<span style="color:red;font-size:1.4em">**This run FAILED in stage `{stage}`: {failure_class}.**</span>\n\n'
+        f"{detail}\n\nThe cells below show how far the stage got; the run is marked `failed` and the "
+        "watermark did not move.")
+    banner.metadata["tags"] = [FAILURE_BANNER]
+    nb.cells = [c for c in nb.cells if FAILURE_BANNER not in c.get("metadata", {}).get("tags", [])]
+    nb.cells.insert(0, banner)
+    nbformat.write(nb, str(path))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _attach_file_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler

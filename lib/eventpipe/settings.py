@@ -1,0 +1,419 @@
+"""Settings: environment (and ``.env``) -> params YAML -> ``-p section.key=value``.
+
+Everything is validated up front; each problem becomes one line of a
+``SettingsError``. Secrets (``API_KEY``, the password inside ``DATABASE_URL``)
+come from the environment only and are never part of the parameters that a
+notebook or a report sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlparse
+
+import yaml
+
+from .errors import SettingsError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SQLITE = "data/eventpipe.sqlite"
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
+    """``"15m"``, ``"1h30m"``, ``"7d"``, ``"0s"`` or a number of seconds -> timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return timedelta(seconds=float(text))
+    s = str(text).strip().lower()
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
+    return timedelta(seconds=total)
+
+
+def format_duration(td: timedelta) -> str:
+    secs = int(td.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs and secs % size == 0:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def parse_instant(text: str | datetime) -> datetime:
+    """An ISO 8601 date or date-time -> aware UTC datetime (no offset means UTC)."""
+    if isinstance(text, datetime):
+        dt = text
+    else:
+        s = str(text).strip()
+        try:
+            dt = datetime.fromisoformat(s.replace("z", "Z"))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not an ISO 8601 date or time (use e.g. 2024-05-01 or 2024-05-01T06:00:00Z)"
+            ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+
+
+class Secret:
+    """A value that never prints itself."""
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+def _param(default: Any, help: str) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str = _param("", "API base URL; empty means the API_BASE_URL environment variable")
+    endpoint: str = _param("/analytics", "path of the events endpoint")
+    per_page: int = _param(100, "items asked for per page")
+    timeout_s: float = _param(30.0, "seconds to wait for one page (connect and read)")
+    max_retries: int = _param(5, "retries per page on 429, 5xx, timeouts and dropped connections")
+    backoff_initial_s: float = _param(0.5, "first backoff; doubles per retry, with jitter")
+    backoff_max_s: float = _param(30.0, "cap on one backoff wait (Retry-After included)")
+    retry_budget_s: float = _param(300.0, "overall time a page may spend on retries")
+    items_field: str = _param("items", "JSON field holding the items")
+    has_more_field: str = _param("has_more", "JSON field saying another page follows")
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    initial_since: str = _param("", "start of the first incremental run; empty means 7 days before now")
+    overlap: timedelta = _param(timedelta(hours=1), "re-read this much before the watermark (late events)")
+    settle: timedelta = _param(timedelta(0), "incremental runs read up to now minus this")
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    min_pass_rate: float = _param(0.95, "below this share of passing records the run fails and loads nothing")
+    allowed_events: tuple = _param(
+        ["page_view", "click", "sign_up", "purchase", "logout"], "allowed event types (after normalising)"
+    )
+    min_timestamp: datetime = _param(datetime(2020, 1, 1, tzinfo=timezone.utc), "events before this are rejected")
+    max_future: timedelta = _param(timedelta(hours=1), "events later than now plus this are rejected")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    batch_size: int = _param(100_000, "records per chunk in extract, transform and load")
+    schema: str = _param("", "PostgreSQL schema for the tables; empty means the default search path")
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    reports_dir: str = _param("reports", "executed notebooks and metrics, one folder per run")
+    runs_dir: str = _param("runs", "intermediate Parquet, one folder per run")
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    cell_timeout_s: int = _param(3600, "papermill execution timeout per cell")
+    kernel_name: str = _param("python3", "Jupyter kernel the notebooks run in")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    seed: int = _param(42, "seed of the synthetic events")
+    events_per_hour: int = _param(120, "synthetic events per hour of event time")
+    dirty_share: float = _param(0.02, "share of events broken in a way the record rules reject")
+    duplicate_share: float = _param(0.02, "share of events sent again (a later copy wins)")
+
+
+SECTIONS = {
+    "api": ApiSettings,
+    "window": WindowSettings,
+    "quality": QualitySettings,
+    "load": LoadSettings,
+    "paths": PathSettings,
+    "runner": RunnerSettings,
+    "demo": DemoSettings,
+}
+
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    api: ApiSettings
+    window: WindowSettings
+    quality: QualitySettings
+    load: LoadSettings
+    paths: PathSettings
+    runner: RunnerSettings
+    demo: DemoSettings
+    database_url: Secret
+    api_key: Secret
+    params_file: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def database_url_masked(self) -> str:
+        return mask_url(self.database_url.reveal())
+
+    def path(self, name: str) -> Path:
+        return resolve_path(getattr(self.paths, name))
+
+    def public(self) -> dict[str, Any]:
+        """Every parameter as plain JSON-able values; no secrets."""
+        out: dict[str, Any] = {}
+        for section in SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                out[f"{section}.{f.name}"] = _to_plain(getattr(getattr(self, section), f.name))
+        out["database_url"] = self.database_url_masked
+        return out
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def resolve_path(p: str | Path) -> Path:
+    """Relative paths are relative to the project root, wherever the caller runs."""
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def known_params() -> dict[str, tuple[str, Any, str]]:
+    """``section.key`` -> (type name, default, help), for ``--help`` and error messages."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            out[f"{section}.{f.name}"] = (_type_name(f.type), _to_plain(default), f.metadata["help"])
+    return out
+
+
+def _type_name(t: Any) -> str:
+    return {"timedelta": "duration", "datetime": "datetime", "tuple": "list"}.get(str(t), str(t))
+
+
+def _coerce(key: str, type_name: str, value: Any) -> Any:
+    if type_name == "str":
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise ValueError("expected text")
+        return str(value)
+    if type_name == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected a whole number")
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    if type_name == "float":
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        return float(value)
+    if type_name == "duration":
+        return parse_duration(value)
+    if type_name == "datetime":
+        return parse_instant(value if not hasattr(value, "isoformat") else value.isoformat())
+    if type_name == "list":
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int)) for v in value):
+            raise ValueError("expected a list of names (YAML list or comma-separated)")
+        return tuple(str(v) for v in value)
+    raise ValueError(f"unsupported type {type_name}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value`` -> (key, YAML-parsed value)."""
+    if "=" not in text:
+        raise SettingsError(f"-p {text!r}: expected section.key=value, e.g. -p api.per_page=500")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    p = resolve_path(path) if not Path(path).exists() else Path(path)
+    if not p.is_file():
+        raise SettingsError(f"params file {str(path)!r} not found: pass an existing YAML file (see params/)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SettingsError(f"params file {str(path)!r} is not valid YAML{where}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"params file {str(path)!r} must be a mapping of sections (api:, window:, ...)")
+    flat: dict[str, Any] = {}
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            raise SettingsError(f"params file {str(path)!r}: section {section!r} must be a mapping")
+        for k, v in body.items():
+            flat[f"{section}.{k}"] = v
+    return flat
+
+
+def load_dotenv_once() -> None:
+    from dotenv import load_dotenv
+
+    for candidate in (Path.cwd() / ".env", PROJECT_ROOT / ".env"):
+        if candidate.is_file():
+            load_dotenv(candidate, override=False)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and pick the driver we ship (psycopg2)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise SettingsError(
+            f"DATABASE_URL {mask_url(url)!r} is not a URL: use postgresql://user@host:5432/db or sqlite:///path.sqlite"
+        )
+    base = scheme.split("+", 1)[0].lower()
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    if base == "sqlite":
+        return f"sqlite://{rest}"
+    raise SettingsError(
+        f"DATABASE_URL has unknown scheme {scheme!r}: use postgresql://... or sqlite:///path.sqlite"
+    )
+
+
+def load_settings(
+    params_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    require_api: bool = False,
+) -> Settings:
+    """Resolve and validate every setting; raise one ``SettingsError`` listing each problem."""
+    if env is None:
+        load_dotenv_once()
+        env = os.environ
+    known = known_params()
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+
+    if env.get("API_BASE_URL"):
+        values["api.base_url"] = env["API_BASE_URL"]
+    sources: list[tuple[str, dict[str, Any]]] = []
+    if params_file:
+        sources.append((f"params file {str(params_file)!r}", load_params_file(params_file)))
+    ov: dict[str, Any] = {}
+    for text in overrides:
+        k, v = parse_override(text)
+        ov[k] = v
+    sources.append(("-p", ov))
+    for origin, mapping in sources:
+        for key, value in mapping.items():
+            if key not in known:
+                close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+                hint = f" (did you mean {close[0]}?)" if close else " (see `run_pipeline.py params`)"
+                problems.append(f"{origin}: unknown parameter {key!r}{hint}")
+                continue
+            values[key] = value
+
+    sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        type_name = known[key][0]
+        try:
+            sections[section][name] = _coerce(key, type_name, value)
+        except (ValueError, TypeError) as e:
+            problems.append(f"parameter {key}={value!r}: {e} (type {type_name})")
+
+    built = {}
+    for section, cls in SECTIONS.items():
+        built[section] = cls(**sections[section])
+
+    api: ApiSettings = built["api"]
+    q: QualitySettings = built["quality"]
+    if api.base_url:
+        u = urlparse(api.base_url)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            problems.append(
+                f"API base URL {api.base_url!r} is not an http(s) URL: set API_BASE_URL like http://host:8000"
+            )
+    elif require_api:
+        problems.append("API_BASE_URL is not set: export API_BASE_URL (and API_KEY), or use `run --demo`")
+    for key, ok in (
+        ("api.per_page", api.per_page >= 1),
+        ("api.timeout_s", api.timeout_s > 0),
+        ("api.max_retries", api.max_retries >= 0),
+        ("load.batch_size", built["load"].batch_size >= 1),
+        ("quality.min_pass_rate", 0.0 <= q.min_pass_rate <= 1.0),
+        ("demo.dirty_share", 0.0 <= built["demo"].dirty_share <= 0.5),
+        ("demo.duplicate_share", 0.0 <= built["demo"].duplicate_share <= 0.5),
+    ):
+        if not ok and not any(p.startswith(f"parameter {key}=") for p in problems):
+            problems.append(f"parameter {key}={_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1]))!r} is out of range")
+    if built["load"].schema and not _IDENT_RE.match(built["load"].schema):
+        problems.append(f"parameter load.schema={built['load'].schema!r} is not a plain SQL identifier")
+    if not q.allowed_events:
+        problems.append("parameter quality.allowed_events is empty: list at least one event type")
+    if built["window"].initial_since:
+        try:
+            parse_instant(built["window"].initial_since)
+        except ValueError as e:
+            problems.append(f"parameter window.initial_since: {e}")
+
+    db_raw = env.get("DATABASE_URL", "").strip()
+    if db_raw:
+        try:
+            db_url = normalise_database_url(db_raw)
+        except SettingsError as e:
+            problems.append(str(e))
+            db_url = ""
+    else:
+        db_url = "sqlite:///" + str(resolve_path(DEFAULT_SQLITE))
+
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return Settings(
+        **built,
+        database_url=Secret(db_url),
+        api_key=Secret(env.get("API_KEY", "")),
+        params_file=str(params_file) if params_file else None,
+        overrides=tuple(overrides),
+    )

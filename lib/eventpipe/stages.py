@@ -1,0 +1,341 @@
+"""One function per notebook: what ``01_extract``, ``02_transform_quality`` and ``03_load`` do.
+
+Each stage reads and writes only ``runs/<run_id>/`` (Parquet parts plus a small
+JSON manifest), so a notebook can be rerun on its own, and the notebooks
+stay a parameters cell, a call here, and a few cells that show the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import quality
+from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
+from .errors import CountsMismatch, SettingsError
+from .load import Loader, LoadResult, record_hash
+from .settings import Secret, Settings, iso, load_settings, parse_instant, resolve_path
+from .source import SourceClient, extract_window
+from .store import Store
+from .transform import duplicate_mask, enrich, key_hashes, parse_chunk
+
+log = logging.getLogger(__name__)
+
+CLEAN_SCHEMA = pa.schema([
+    ("seq", pa.int64()), ("user_id", pa.string()), ("event_type", pa.string()),
+    ("timestamp", pa.timestamp("us", tz="UTC")), ("properties", pa.string()), ("session_id", pa.string()),
+    ("event_date", pa.date32()), ("event_hour", pa.int16()),
+])
+REJECT_SCHEMA = pa.schema([
+    ("seq", pa.int64()), ("stage", pa.string()), ("reasons", pa.list_(pa.string())), ("raw", pa.string()),
+])
+PARSED_SCHEMA = pa.schema([
+    ("seq", pa.int64()), ("user_id", pa.string()), ("event_type", pa.string()),
+    ("timestamp", pa.timestamp("us", tz="UTC")), ("properties", pa.string()), ("session_id", pa.string()),
+    ("reasons", pa.list_(pa.string())),
+])
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines to stderr: in a notebook they become part of the saved report, and the runner streams them."""
+    root = logging.getLogger("eventpipe")
+    if not any(getattr(h, "_eventpipe", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._eventpipe = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@dataclass
+class StageContext:
+    """What every stage needs: settings, the window, the run id and its working folder."""
+
+    settings: Settings
+    run_id: str
+    since: datetime
+    until: datetime
+    run_dir: Path
+    kind: str = "manual"
+
+    @classmethod
+    def from_parameters(cls, since: str, until: str, run_id: Any, run_dir: str = "", params_file: str = "",
+                        overrides: list[str] | tuple[str, ...] = (), kind: str = "manual") -> "StageContext":
+        settings = load_settings(params_file or None, list(overrides or ()))
+        try:
+            s, u = parse_instant(since), parse_instant(until)
+        except ValueError as e:
+            raise SettingsError(f"window: {e}") from None
+        if u <= s:
+            raise SettingsError(f"window: until {iso(u)} must be after since {iso(s)}")
+        rid = str(run_id)  # papermill -p guesses types: an id like 123 must stay text
+        path = resolve_path(run_dir) if run_dir else settings.path("runs_dir") / rid
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(settings, rid, s, u, path, kind)
+
+    def manifest(self, stage: str) -> Path:
+        return self.run_dir / f"{stage}.json"
+
+    def read_manifest(self, stage: str) -> dict[str, Any]:
+        path = self.manifest(stage)
+        if not path.is_file():
+            raise SettingsError(f"{path} is missing: run the {stage} notebook for run {self.run_id} first")
+        return json.loads(path.read_text())
+
+    def write_manifest(self, stage: str, data: dict[str, Any]) -> None:
+        tmp = self.manifest(stage).with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(self.manifest(stage))
+
+
+def _fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+# -- 01 extract ---------------------------------------------------------------------------------
+
+@contextmanager
+def source_client(settings: Settings) -> Iterator[SourceClient]:
+    """A client for the configured API; without one, a demo API served from this process."""
+    if settings.api.base_url:
+        yield SourceClient(settings.api.base_url, settings.api_key, settings.api)
+        return
+    d = settings.demo
+    data = DemoData(DemoConfig(seed=d.seed, events_per_hour=d.events_per_hour, dirty_share=d.dirty_share,
+                               duplicate_share=d.duplicate_share))
+    with DemoServer(data, api_key=DEMO_KEY) as server:
+        log.info("no API_BASE_URL set: serving the bundled demo API at %s for this session", server.url)
+        yield SourceClient(server.url, Secret(DEMO_KEY), settings.api)
+
+
+def extract(ctx: StageContext) -> dict[str, Any]:
+    """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics."""
+    with source_client(ctx.settings) as client:
+        log.info("extracting [%s, %s) from %s", iso(ctx.since), iso(ctx.until), client.url)
+        res = extract_window(client, ctx.since, ctx.until, _fresh_dir(ctx.run_dir / "raw"),
+                             ctx.settings.load.batch_size)
+    metrics = {"stage": "extract", "extracted": res.records, "since": res.since, "until": res.until,
+               "seconds": round(res.seconds, 3), "parts": len(res.parts), **res.stats}
+    ctx.write_manifest("extract", metrics)
+    return metrics
+
+
+def raw_sample(ctx: StageContext, n: int = 8) -> pd.DataFrame:
+    """The first raw items of the window, exactly as the API sent them."""
+    parts = sorted((ctx.run_dir / "raw").glob("part-*.parquet"))
+    if not parts:
+        return pd.DataFrame(columns=["seq", "page", "raw"])
+    df = pq.read_table(parts[0]).slice(0, n).to_pandas()
+    df["raw"] = df["raw"].map(lambda b: b.decode("utf-8", "replace"))
+    return df
+
+
+# -- 02 transform + quality ---------------------------------------------------------------------
+
+@dataclass
+class TransformSummary:
+    metrics: dict[str, Any]
+    reasons: Counter = field(default_factory=Counter)
+    per_hour: pd.Series = field(default_factory=lambda: pd.Series(dtype="int64"))
+
+
+def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bool = False) -> TransformSummary:
+    """Parse, normalise, dedup (last wins, across chunks), check quality; write clean and reject parts.
+
+    Raises ``QualityGateFailed`` (after writing the summary) when the pass rate is too low.
+    """
+    started = time.perf_counter()
+    now = now or datetime.now(timezone.utc)
+    q = ctx.settings.quality
+    raw_parts = sorted((ctx.run_dir / "raw").glob("part-*.parquet"))
+    parsed_dir = _fresh_dir(ctx.run_dir / "parsed")
+    clean_dir = _fresh_dir(ctx.run_dir / "clean")
+    rejects_dir = _fresh_dir(ctx.run_dir / "rejects")
+
+    # pass 1: parse each chunk, remember the key hashes of parseable rows
+    hashes, extracted = [], 0
+    for i, part in enumerate(raw_parts):
+        t = pq.read_table(part, columns=["seq", "raw"])
+        df = parse_chunk(t["seq"].to_numpy(), t["raw"].to_pylist())
+        extracted += len(df)
+        ok = df["reasons"].str.len().to_numpy() == 0
+        hashes.append(key_hashes(df[ok]))
+        pq.write_table(pa.Table.from_pandas(df.drop(columns="raw"), schema=PARSED_SCHEMA, preserve_index=False),
+                       parsed_dir / f"part-{i:05d}.parquet")
+    dup_all = duplicate_mask(np.concatenate(hashes) if hashes else np.zeros((0, 2), dtype="uint64"))
+
+    # pass 2: drop superseded duplicates, check quality, write clean rows and rejects
+    counts = Counter()
+    reasons: Counter = Counter()
+    per_hour: Counter = Counter()
+    passed_hashes: list[str] = []
+    offset = 0
+    for i, part in enumerate(raw_parts):
+        df = pq.read_table(parsed_dir / f"part-{i:05d}.parquet").to_pandas()
+        ok = df["reasons"].str.len().to_numpy() == 0
+        n_ok = int(ok.sum())
+        dup = np.zeros(len(df), dtype=bool)
+        dup[np.flatnonzero(ok)] = dup_all[offset:offset + n_ok]
+        offset += n_ok
+        counts["rejected_transform"] += int((~ok).sum())
+        counts["duplicates"] += int(dup.sum())
+        raw_by_seq: dict[int, bytes] = {}
+        if replay or dup.any() or not ok.all():
+            raw_t = pq.read_table(part, columns=["seq", "raw"])
+            raw_by_seq = dict(zip(raw_t["seq"].to_pylist(), raw_t["raw"].to_pylist()))
+        if replay:  # a superseded duplicate is settled by the copy that wins
+            passed_hashes += [record_hash(raw_by_seq[s].decode()) for s in df.loc[dup, "seq"]]
+        df = df[~dup].reset_index(drop=True)
+        ok = df["reasons"].str.len().to_numpy() == 0
+        q_reasons = quality.check(df, q, now)
+        all_reasons = [list(r) + qr for r, qr in zip(df["reasons"], q_reasons)]
+        passed = np.array([not r for r in all_reasons], dtype=bool)
+        counts["rejected_quality"] += int((ok & ~passed).sum())
+        counts["passed"] += int(passed.sum())
+        reasons.update(quality.reason_counts(all_reasons))
+
+        clean = enrich(df[passed])
+        pq.write_table(pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
+                       clean_dir / f"part-{i:05d}.parquet")
+        per_hour.update(clean["timestamp"].dt.floor("h").value_counts().to_dict())
+        if replay:
+            passed_hashes += [record_hash(raw_by_seq[s].decode()) for s in df.loc[passed, "seq"]]
+        bad = ~passed
+        if bad.any():
+            rej = pd.DataFrame({
+                "seq": df.loc[bad, "seq"].to_numpy(),
+                "stage": np.where(ok[bad], "quality", "transform"),
+                "reasons": [all_reasons[j] for j in np.flatnonzero(bad)],
+                "raw": [raw_by_seq[s].decode("utf-8", "replace") for s in df.loc[bad, "seq"]],
+            })
+            pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False),
+                           rejects_dir / f"part-{i:05d}.parquet")
+    shutil.rmtree(parsed_dir)
+
+    distinct = extracted - counts["duplicates"]
+    rate = quality.pass_rate(counts["passed"], distinct)
+    metrics = {
+        "stage": "transform_quality", "extracted": extracted,
+        "rejected_transform": counts["rejected_transform"], "duplicates": counts["duplicates"],
+        "transformed": extracted - counts["rejected_transform"] - counts["duplicates"],
+        "passed": counts["passed"], "rejected_quality": counts["rejected_quality"],
+        "pass_rate": round(rate, 6), "min_pass_rate": q.min_pass_rate,
+        "reasons": dict(reasons.most_common()), "seconds": round(time.perf_counter() - started, 3),
+        "gate": "passed" if rate >= q.min_pass_rate else "failed",
+    }
+    ctx.write_manifest("transform_quality", metrics)
+    if replay:
+        (ctx.run_dir / "replayed.json").write_text(json.dumps(passed_hashes))
+    hours = pd.Series(per_hour, dtype="int64").sort_index() if per_hour else pd.Series(dtype="int64")
+    log.info("transformed %d of %d records: %d passed, %d rejected (transform %d, quality %d), %d duplicates; "
+             "pass rate %.2f%%", metrics["transformed"], extracted, counts["passed"],
+             counts["rejected_transform"] + counts["rejected_quality"], counts["rejected_transform"],
+             counts["rejected_quality"], counts["duplicates"], rate * 100)
+    summary = TransformSummary(metrics, reasons, hours)
+    quality.gate(rate, q, reasons)
+    return summary
+
+
+def clean_sample(ctx: StageContext, n: int = 10) -> pd.DataFrame:
+    parts = sorted((ctx.run_dir / "clean").glob("part-*.parquet"))
+    for part in parts:
+        df = pq.read_table(part).to_pandas()
+        if len(df):
+            return df.head(n)
+    return pd.DataFrame(columns=CLEAN_SCHEMA.names)
+
+
+def reject_sample(ctx: StageContext, n: int = 10) -> pd.DataFrame:
+    frames = [pq.read_table(p).to_pandas() for p in sorted((ctx.run_dir / "rejects").glob("part-*.parquet"))[:3]]
+    df = pd.concat(frames) if frames else pd.DataFrame(columns=REJECT_SCHEMA.names)
+    return df.head(n)
+
+
+def table_summary(ctx: StageContext) -> pd.DataFrame:
+    """Row counts a reviewer checks after a load: the window in ``analytics`` and the dead letters."""
+    from sqlalchemy import func, select
+
+    store = Store(ctx.settings)
+    t = store.t
+    try:
+        with store.engine.connect() as conn:
+            in_window = conn.execute(select(func.count()).select_from(t.analytics).where(
+                t.analytics.c.timestamp >= ctx.since, t.analytics.c.timestamp < ctx.until)).scalar()
+            total = conn.execute(select(func.count()).select_from(t.analytics)).scalar()
+            dl = dict(conn.execute(select(t.dead_letter.c.status, func.count()).group_by(t.dead_letter.c.status)).all())
+            mark = conn.execute(select(t.state.c.watermark).where(t.state.c.name == "incremental")).scalar()
+    finally:
+        store.dispose()
+    rows = {"analytics rows in this window": in_window, "analytics rows in total": total,
+            **{f"dead letters {k}": v for k, v in sorted(dl.items())},
+            "incremental watermark": str(mark) if mark else "(none yet)", "database": store.masked_url}
+    return pd.Series(rows, name="value", dtype=object).to_frame()
+
+
+# -- 03 load ------------------------------------------------------------------------------------
+
+COUNT_KEYS = ("extracted", "rejected_transform", "duplicates", "transformed", "passed", "rejected_quality")
+
+
+def check_counts(m: dict[str, Any]) -> None:
+    """extracted = transformed + rejected(transform) + duplicates; transformed = passed + rejected(quality);
+    loaded = passed = inserted + updated + unchanged."""
+    problems = []
+    if m["extracted"] != m["transformed"] + m["rejected_transform"] + m["duplicates"]:
+        problems.append("extracted != transformed + rejected_transform + duplicates")
+    if m["transformed"] != m["passed"] + m["rejected_quality"]:
+        problems.append("transformed != passed + rejected_quality")
+    if "loaded" in m:
+        if m["loaded"] != m["passed"]:
+            problems.append("loaded != passed")
+        if m["loaded"] != m["inserted"] + m["updated"] + m["unchanged"]:
+            problems.append("loaded != inserted + updated + unchanged")
+    if problems:
+        raise CountsMismatch("counts do not add up: " + "; ".join(problems) + f" ({ {k: m.get(k) for k in m} })")
+
+
+def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = False) -> dict[str, Any]:
+    """Upsert the clean rows and dead letters, finish the run record, move the watermark: one transaction."""
+    tq = ctx.read_manifest("transform_quality")
+    extracted = ctx.read_manifest("extract")["extracted"] if not replay else tq["extracted"]
+    if extracted != tq["extracted"]:
+        raise CountsMismatch(f"extract wrote {extracted} records but transform read {tq['extracted']}")
+    check_counts(tq)
+    store = Store(ctx.settings)
+    store.create_schema()
+    replayed = json.loads((ctx.run_dir / "replayed.json").read_text()) if replay else []
+    run_values = {k: tq[k] for k in COUNT_KEYS} | {"pass_rate": tq["pass_rate"], "kind": ctx.kind,
+                                                  "window_since": ctx.since, "window_until": ctx.until}
+    try:
+        result: LoadResult = Loader(store).load(
+            sorted(str(p) for p in (ctx.run_dir / "clean").glob("part-*.parquet")),
+            sorted(str(p) for p in (ctx.run_dir / "rejects").glob("part-*.parquet")),
+            ctx.run_id, run_values=run_values,
+            watermark=("incremental", ctx.until) if advance_watermark else None,
+            replayed_hashes=replayed, expected_rows=tq["passed"])
+    finally:
+        store.dispose()
+    metrics = {"stage": "load", **{k: tq[k] for k in COUNT_KEYS}, "pass_rate": tq["pass_rate"],
+               **result.as_dict(), "database": store.masked_url,
+               "watermark": iso(ctx.until) if advance_watermark else None}
+    metrics["seconds"] = round(metrics["seconds"], 3)
+    check_counts(metrics)
+    ctx.write_manifest("load", metrics)
+    return metrics

@@ -1,0 +1,321 @@
+"""Store: the pipeline's tables, engine, run records, watermark and run lock (SQLAlchemy 2 Core).
+
+PostgreSQL is the production target and SQLite the embedded default; the
+pipeline creates its own tables on both. Dialect differences live here and
+in ``load``'s fast path, nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import (
+    BigInteger, Column, Date, DateTime, Engine, Float, Integer, MetaData, SmallInteger, Table, Text,
+    UniqueConstraint, create_engine, event, func, select, text, update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from .errors import DatabaseUnavailable, RunInProgress
+from .settings import Settings, mask_url
+
+log = logging.getLogger(__name__)
+
+JSONText = Text().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+UTC = timezone.utc
+ADVISORY_KEY = 0x6576_7069_7065  # "evpipe": one run writes at a time
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every one the pipeline stores is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    analytics: Table
+    runs: Table
+    state: Table
+    dead_letter: Table
+
+
+def define_tables(schema: str | None = None) -> Tables:
+    md = MetaData(schema=schema or None)
+    ts = DateTime(timezone=True)
+    analytics = Table(
+        "analytics", md,
+        Column("user_id", Text, primary_key=True),
+        Column("timestamp", ts, primary_key=True),
+        Column("event_type", Text, primary_key=True),
+        Column("session_id", Text),
+        Column("properties", JSONText, nullable=False),
+        Column("event_date", Date, nullable=False, index=True),
+        Column("event_hour", SmallInteger, nullable=False),
+        Column("run_id", Text, nullable=False),
+        Column("loaded_at", ts, nullable=False),
+    )
+    runs = Table(
+        "pipeline_runs", md,
+        Column("run_id", Text, primary_key=True),
+        Column("kind", Text, nullable=False),
+        Column("status", Text, nullable=False, index=True),
+        Column("window_since", ts),
+        Column("window_until", ts),
+        Column("started_at", ts, nullable=False),
+        Column("finished_at", ts),
+        Column("duration_s", Float),
+        *(Column(c, BigInteger) for c in (
+            "extracted", "rejected_transform", "duplicates", "transformed", "passed", "rejected_quality",
+            "loaded", "inserted", "updated", "unchanged", "dead_letters_new", "dead_letters_seen")),
+        Column("pass_rate", Float),
+        Column("stage", Text),
+        Column("failure_class", Text),
+        Column("error", Text),
+        Column("report_dir", Text),
+        Column("parent_run_id", Text),
+        Column("pid", Integer),
+        Column("host", Text),
+    )
+    state = Table(
+        "pipeline_state", md,
+        Column("name", Text, primary_key=True),
+        Column("watermark", ts, nullable=False),
+        Column("run_id", Text, nullable=False),
+        Column("updated_at", ts, nullable=False),
+    )
+    dead_letter = Table(
+        "dead_letter", md,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("record_hash", Text, nullable=False),
+        Column("raw", Text, nullable=False),
+        Column("stage", Text, nullable=False),
+        Column("reasons", JSONText, nullable=False),
+        Column("status", Text, nullable=False, index=True),
+        Column("first_run_id", Text, nullable=False),
+        Column("last_run_id", Text, nullable=False),
+        Column("first_seen", ts, nullable=False),
+        Column("last_seen", ts, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("replayed_run_id", Text),
+        UniqueConstraint("record_hash", name="dead_letter_record_hash_key"),
+    )
+    return Tables(md, analytics, runs, state, dead_letter)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # let SQLAlchemy own transactions (pysqlite's implicit ones break transactional DDL)
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """An engine plus the pipeline's tables."""
+
+    def __init__(self, settings: Settings):
+        url = settings.database_url.reveal()
+        self.masked_url = mask_url(url)
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.sqlite_path = path
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.sqlite_path = ""
+            self.engine = create_engine(
+                url, pool_pre_ping=True, connect_args={"connect_timeout": 10, "application_name": "eventpipe"})
+        self.schema = settings.load.schema if not self.is_sqlite else ""
+        self.t = define_tables(self.schema or None)
+
+    def ping(self) -> None:
+        """Fail fast (exit 2) when the database cannot be reached."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            reason = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(getattr(e, "orig", e)).strip() else type(e).__name__
+            raise DatabaseUnavailable(
+                f"cannot connect to the database {self.masked_url}: {mask_url(reason)}; "
+                "check DATABASE_URL and that the server is running") from None
+
+    def create_schema(self) -> None:
+        with self.engine.begin() as conn:
+            if self.schema:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            self.t.metadata.create_all(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- run records -------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, kind: str, since: datetime | None, until: datetime | None,
+                  report_dir: str, parent_run_id: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.t.runs.delete().where(self.t.runs.c.run_id == run_id))
+            conn.execute(self.t.runs.insert().values(
+                run_id=run_id, kind=kind, status="running", window_since=since, window_until=until,
+                started_at=utcnow(), report_dir=report_dir, parent_run_id=parent_run_id,
+                pid=os.getpid(), host=socket.gethostname()))
+
+    def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str,
+                 counts: dict[str, Any] | None = None) -> None:
+        cols = {c.name for c in self.t.runs.columns}
+        extra = {k: v for k, v in (counts or {}).items() if k in cols and k not in ("run_id", "status")}
+        with self.engine.begin() as conn:
+            started = conn.execute(select(self.t.runs.c.started_at).where(self.t.runs.c.run_id == run_id)).scalar()
+            now = utcnow()
+            conn.execute(update(self.t.runs).where(self.t.runs.c.run_id == run_id).values(
+                status="failed", stage=stage, failure_class=failure_class, error=error[:4000], finished_at=now,
+                duration_s=(now - as_utc(started)).total_seconds() if started else None, **extra))
+
+    def mark_interrupted(self) -> list[str]:
+        """Runs still ``running`` while we hold the lock belong to dead processes."""
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(select(self.t.runs.c.run_id).where(self.t.runs.c.status == "running")).scalars())
+            if ids:
+                conn.execute(update(self.t.runs).where(self.t.runs.c.run_id.in_(ids)).values(
+                    status="failed", failure_class="interrupted", finished_at=utcnow(),
+                    error="interrupted: the process running it died before it finished"))
+        for rid in ids:
+            log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
+        return ids
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_id == run_id)).mappings().first()
+        return dict(row) if row else None
+
+    def recent_runs(self, limit: int = 10, kind: str | None = None) -> list[dict[str, Any]]:
+        q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
+        if kind:
+            q = q.where(self.t.runs.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    # -- watermark ---------------------------------------------------------------------------
+
+    def watermark(self, name: str = "incremental") -> datetime | None:
+        with self.engine.connect() as conn:
+            return as_utc(conn.execute(select(self.t.state.c.watermark).where(self.t.state.c.name == name)).scalar())
+
+    # -- run lock ----------------------------------------------------------------------------
+
+    def running_run_id(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(select(self.t.runs.c.run_id).where(self.t.runs.c.status == "running")
+                                    .order_by(self.t.runs.c.started_at.desc()).limit(1)).scalar()
+        except SQLAlchemyError:
+            return None
+
+    @contextmanager
+    def run_lock(self, wait: bool = False) -> Iterator[None]:
+        """One writer at a time: a PostgreSQL session advisory lock, or a file lock beside the SQLite file.
+
+        Both are released by the operating system or the server when the holder dies,
+        so a killed run never blocks the next one.
+        """
+        if self.is_sqlite:
+            from filelock import FileLock, Timeout
+
+            lock = FileLock(f"{self.sqlite_path}.lock")
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                raise RunInProgress(self.running_run_id()) from None
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        conn = self.engine.connect()
+        try:
+            fn = func.pg_advisory_lock if wait else func.pg_try_advisory_lock
+            got = conn.execute(select(fn(ADVISORY_KEY))).scalar()
+            conn.commit()
+            if not wait and not got:
+                raise RunInProgress(self.running_run_id())
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(select(func.pg_advisory_unlock(ADVISORY_KEY)))
+                    conn.commit()
+                except OperationalError:
+                    pass  # the server already dropped the session, and the lock with it
+        finally:
+            conn.close()
+
+    # -- reading for status, backfill and replay -------------------------------------------------
+
+    def succeeded_windows(self, kind: str) -> set[tuple[datetime, datetime]]:
+        r = self.t.runs
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r.c.window_since, r.c.window_until)
+                                .where(r.c.kind == kind, r.c.status == "succeeded")).all()
+        return {(as_utc(a), as_utc(b)) for a, b in rows}
+
+    def pending_dead_letters(self) -> list[dict[str, Any]]:
+        dl = self.t.dead_letter
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(dl.c.id, dl.c.raw, dl.c.first_seen).where(dl.c.status == "pending")
+                                .order_by(dl.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def status(self, limit: int = 10) -> dict[str, Any]:
+        """What ``status`` shows: last runs, the watermark, dead letters by status, stage and reason."""
+        import json
+        from collections import Counter, defaultdict
+
+        dl = self.t.dead_letter
+        with self.engine.connect() as conn:
+            by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
+            pending = conn.execute(select(dl.c.stage, dl.c.reasons).where(dl.c.status == "pending")).all()
+        by_stage: dict[str, Counter] = defaultdict(Counter)
+        for stage, reasons in pending:
+            items = reasons if isinstance(reasons, list) else json.loads(reasons)
+            for reason in items:
+                by_stage[stage][str(reason).split(":", 1)[0]] += 1
+        runs = []
+        for r in self.recent_runs(limit):
+            for k in ("window_since", "window_until", "started_at", "finished_at"):
+                r[k] = as_utc(r[k]).isoformat() if r[k] else None
+            runs.append(r)
+        mark = self.watermark()
+        return {
+            "database": self.masked_url,
+            "watermark": mark.isoformat() if mark else None,
+            "runs": runs,
+            "dead_letters": {
+                "pending": by_status.get("pending", 0), "replayed": by_status.get("replayed", 0),
+                "discarded": by_status.get("discarded", 0),
+                "pending_by_stage_reason": {s: dict(c.most_common()) for s, c in sorted(by_stage.items())},
+            },
+        }

@@ -1,0 +1,200 @@
+"""Transform: raw API items -> typed, normalised rows, by the record rules of DESIGN.md.
+
+Parsing is column-wise: one pass pulls each field out of the items, then
+pandas normalises and parses whole columns. Every record that breaks a rule
+keeps its raw form and every reason (``code: detail``). Duplicates on
+``(user_id, timestamp, event_type)`` collapse to the last one in API order,
+across chunk boundaries too (see ``duplicate_mask``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+KEY = ["user_id", "timestamp", "event_type"]
+_MISSING = object()
+_ISO_RE = r"^(?P<date>\d{4}-?\d{2}-?\d{2})(?:[T ](?P<time>.+))?$"
+_OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_MAX_EPOCH_US = 9.0e15  # pandas' nanosecond range ends in 2262
+
+
+def loads(raw: bytes | str) -> Any:
+    """orjson, with the standard library as a fallback for what orjson refuses (e.g. >64-bit ints)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _user_id(v: Any) -> tuple[str | None, str | None]:
+    t = type(v)
+    if t is str:
+        s = v.strip()
+        if not s:
+            return None, "user_id_missing: empty text"
+        if "\x00" in s:
+            return None, "user_id_invalid: contains a NUL character"
+        return s, None
+    if t is int:
+        return str(v), None
+    if t is float:
+        return (repr(v), None) if np.isfinite(v) else (None, "user_id_invalid: not a finite number")
+    if v is None or v is _MISSING:
+        return None, "user_id_missing: absent or null"
+    return None, f"user_id_invalid: {type(v).__name__} is not text or a number"
+
+
+def _properties(v: Any) -> tuple[str | None, str | None]:
+    if v is None or v is _MISSING:
+        return "{}", None
+    if type(v) is str:
+        try:
+            v = loads(v)
+        except (ValueError, RecursionError):
+            return None, "properties_invalid: text that is not JSON"
+        if type(v) is not dict:
+            return None, f"properties_invalid: JSON text of a {type(v).__name__}, not an object"
+    elif type(v) is not dict:
+        return None, f"properties_invalid: {type(v).__name__} is not an object"
+    text = dumps(v)
+    if "\\u0000" in text:
+        return None, "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
+    return text, None
+
+
+def _session_id(v: Any) -> tuple[str | None, str | None]:
+    if v is None or v is _MISSING:
+        return None, None
+    if type(v) is str:
+        return (v, None) if "\x00" not in v else (None, "session_id_invalid: contains a NUL character")
+    return None, f"session_id_invalid: {type(v).__name__} is not text or null"
+
+
+def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
+    """Mixed ISO text / epoch numbers -> UTC timestamps (µs precision) and a reason per failure."""
+    n = len(values)
+    out = np.full(n, np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
+    reasons: list[str | None] = [None] * n
+    str_idx, num_idx, num_vals = [], [], []
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is str:
+            str_idx.append(i)
+        elif t is int or t is float:
+            num_idx.append(i)
+            num_vals.append(float(v))
+        elif v is None or v is _MISSING:
+            reasons[i] = "timestamp_missing: absent or null"
+        else:
+            reasons[i] = f"timestamp_unparseable: {type(v).__name__} is neither ISO 8601 text nor epoch number"
+    if num_idx:
+        arr = np.asarray(num_vals, dtype="float64")
+        with np.errstate(invalid="ignore", over="ignore"):
+            us = np.where(np.abs(arr) >= 1e11, arr * 1e3, arr * 1e6)  # >= 1e11: milliseconds
+            ok = np.isfinite(us) & (np.abs(us) < _MAX_EPOCH_US)
+        idx = np.asarray(num_idx)
+        out[idx[ok]] = (np.round(us[ok]).astype("int64") * 1000).astype("datetime64[ns]")
+        for i in idx[~ok]:
+            reasons[i] = f"timestamp_unparseable: epoch {values[i]!r} is out of range"
+    if str_idx:
+        s = pd.Series([values[i] for i in str_idx], dtype=object).str.strip().str.upper()
+        m = s.str.extract(_ISO_RE)
+        has_time = m["time"].notna()
+        has_offset = m["time"].str.contains(_OFFSET_RE, regex=True, na=False)
+        # no offset means UTC; normalise first, because pandas applies one element's offset to naive ones
+        fixed = s.where(~has_time | has_offset, s + "+00:00").where(has_time, s + "T00:00:00+00:00")
+        fixed = fixed.where(m["date"].notna(), None)
+        parsed = pd.to_datetime(fixed, format="ISO8601", utc=True, errors="coerce")
+        idx = np.asarray(str_idx)
+        good = parsed.notna().to_numpy()
+        out[idx[good]] = parsed[good].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        for j in np.flatnonzero(~good):
+            reasons[str_idx[j]] = f"timestamp_unparseable: {values[str_idx[j]]!r:.60} is not ISO 8601"
+    ts = pd.Series(out, dtype="datetime64[ns]").dt.floor("us").dt.tz_localize("UTC")
+    return ts, reasons
+
+
+def normalise_event(s: pd.Series) -> pd.Series:
+    """``" Page-View "`` -> ``page_view``: trim, lower case, runs of spaces/hyphens -> ``_``."""
+    return s.str.strip().str.lower().str.replace(r"[\s\-]+", "_", regex=True)
+
+
+def parse_chunk(seq: np.ndarray, raw: list[bytes]) -> pd.DataFrame:
+    """One chunk of raw items -> one row per item with typed columns and transform reasons."""
+    items = [loads(b) for b in raw]
+    is_obj = [type(x) is dict for x in items]
+    n = len(items)
+
+    def field(name: str) -> list[Any]:
+        return [x.get(name, _MISSING) if o else _MISSING for x, o in zip(items, is_obj)]
+
+    users, user_r = zip(*map(_user_id, field("user_id"))) if n else ((), ())
+    props, prop_r = zip(*map(_properties, field("properties"))) if n else ((), ())
+    sess, sess_r = zip(*map(_session_id, field("session_id"))) if n else ((), ())
+    ts, ts_r = parse_timestamps(field("timestamp"))
+
+    ev_raw = field("event")
+    ev_str = pd.Series([v if type(v) is str else None for v in ev_raw], dtype=object)
+    events = normalise_event(ev_str.astype("string")).astype(object).where(lambda s: s.notna() & (s != ""), None)
+    ev_r = [
+        None if e is not None else
+        ("event_missing: absent, null or empty" if v is _MISSING or v is None or type(v) is str
+         else f"event_invalid: {type(v).__name__} is not text")
+        for v, e in zip(ev_raw, events)
+    ]
+
+    reasons: list[list[str]] = []
+    for i in range(n):
+        if not is_obj[i]:
+            reasons.append([f"record_not_object: item is a {type(items[i]).__name__}"])
+            continue
+        r = [x for x in (user_r[i], ev_r[i], ts_r[i], prop_r[i], sess_r[i]) if x]
+        reasons.append(r)
+
+    df = pd.DataFrame({
+        "seq": pd.Series(seq, dtype="int64"),
+        "user_id": pd.Series(users, dtype=object),
+        "event_type": events,
+        "timestamp": ts,
+        "properties": pd.Series(props, dtype=object),
+        "session_id": pd.Series(sess, dtype=object),
+    })
+    df["reasons"] = reasons
+    df["raw"] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else b for b in raw]
+    return df
+
+
+def enrich(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns derived from the event time: ``event_date`` (UTC date) and ``event_hour``."""
+    out = df.copy()
+    out["event_date"] = out["timestamp"].dt.date
+    out["event_hour"] = out["timestamp"].dt.hour.astype("Int16")
+    return out
+
+
+def key_hashes(df: pd.DataFrame) -> np.ndarray:
+    """A 128-bit hash of the natural key per row (two independent 64-bit halves)."""
+    keys = df[KEY]
+    h1 = pd.util.hash_pandas_object(keys, index=False, hash_key="eventpipe-key-01").to_numpy()
+    h2 = pd.util.hash_pandas_object(keys, index=False, hash_key="eventpipe-key-02").to_numpy()
+    return np.stack([h1, h2], axis=1)
+
+
+def duplicate_mask(hashes: np.ndarray) -> np.ndarray:
+    """True for every row that a later row (in API order) with the same key supersedes."""
+    if len(hashes) == 0:
+        return np.zeros(0, dtype=bool)
+    frame = pd.DataFrame(hashes, columns=["h1", "h2"])
+    return frame.duplicated(keep="last").to_numpy()
