@@ -354,7 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path != "/analytics":
             return self._error(404, f"no such endpoint {url.path}")
         auth = self.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not hmac.compare_digest(auth[7:].encode(), app.api_key.encode()):
+        given = auth[7:].encode() if auth.startswith("Bearer ") else b""
+        if given and given.decode("utf-8", "replace") in app.revoked_keys:
+            return self._error(403, "this key is revoked")
+        if not given or not hmac.compare_digest(given, app.api_key.encode()):
             return self._error(401, "missing or wrong bearer key")
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
@@ -420,6 +423,7 @@ class DemoServer(ThreadingHTTPServer):
         self.data = data
         self.api_key = api_key
         self.faults = faults or FaultPlan()
+        self.revoked_keys: set[str] = set()
         self.requests = 0
         self.pages_served: list[int] = []
         self.faults_served: list[str] = []

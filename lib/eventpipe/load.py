@@ -120,8 +120,8 @@ class Loader:
                 cur.copy_expert(f"COPY {STAGING} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
                 cur.close()
             else:
-                table = table.set_column(1, "timestamp", pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S.%f"))
-                table = table.set_column(8, "loaded_at", pc.strftime(table["loaded_at"], "%Y-%m-%d %H:%M:%S.%f"))
+                table = table.set_column(1, "timestamp", pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S"))
+                table = table.set_column(8, "loaded_at", pc.strftime(table["loaded_at"], "%Y-%m-%d %H:%M:%S"))
                 table = table.set_column(5, "event_date", pc.strftime(table["event_date"], "%Y-%m-%d"))
                 marks = ", ".join("?" for _ in COLUMNS)
                 rows = list(zip(*(table[c].to_pylist() for c in COLUMNS)))

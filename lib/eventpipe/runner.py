@@ -189,8 +189,7 @@ class Runner:
         except StageFailed as failure:
             metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed")
             metrics["error"] = {"stage": failure.stage, "class": failure.failure_class, "detail": failure.detail}
-            self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail,
-                                {"duration_s": metrics["duration_s"]})
+            self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail)
             _write_json(report_dir / "metrics.json", metrics)
             log.error("%s", failure)
             return RunOutcome(plan.run_id, "failed", metrics, report_dir, failure, seconds)

@@ -184,16 +184,13 @@ class Store:
                 started_at=utcnow(), report_dir=report_dir, parent_run_id=parent_run_id,
                 pid=os.getpid(), host=socket.gethostname()))
 
-    def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str,
-                 counts: dict[str, Any] | None = None) -> None:
-        cols = {c.name for c in self.t.runs.columns}
-        extra = {k: v for k, v in (counts or {}).items() if k in cols and k not in ("run_id", "status")}
+    def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
         with self.engine.begin() as conn:
             started = conn.execute(select(self.t.runs.c.started_at).where(self.t.runs.c.run_id == run_id)).scalar()
             now = utcnow()
             conn.execute(update(self.t.runs).where(self.t.runs.c.run_id == run_id).values(
                 status="failed", stage=stage, failure_class=failure_class, error=error[:4000], finished_at=now,
-                duration_s=(now - as_utc(started)).total_seconds() if started else None, **extra))
+                duration_s=(now - as_utc(started)).total_seconds() if started else None))
 
     def mark_interrupted(self) -> list[str]:
         """Runs still ``running`` while we hold the lock belong to dead processes."""

@@ -1,0 +1,197 @@
+"""Fixtures for real resources: a PostgreSQL database per session, the demo API on loopback, a project dir.
+
+On a machine without PostgreSQL the PostgreSQL tests skip with the reason;
+in CI (``CI=true``) any skipped test fails the session instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from eventpipe.demo_api import DemoConfig, DemoData, DemoServer, FaultPlan  # noqa: E402
+
+PG_ADMIN = os.environ.get("EVENTPIPE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+API_KEY = "sk-test-KEY-7f3a9c0d1e2b"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if IN_CI and skipped:
+        if reporter:
+            reporter.write_line(f"CI=true: {skipped} test(s) skipped; a skip is a failure in CI", red=True)
+        session.exitstatus = 1
+
+
+def _pg_available() -> str | None:
+    import psycopg2
+
+    try:
+        psycopg2.connect(PG_ADMIN.replace("postgresql://", "postgresql://", 1), connect_timeout=3).close()
+        return None
+    except psycopg2.OperationalError as e:
+        return str(e).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    import psycopg2
+
+    problem = _pg_available()
+    if problem:
+        msg = f"PostgreSQL not reachable at {PG_ADMIN} ({problem})"
+        if IN_CI:
+            pytest.fail(msg + ": CI must run the PostgreSQL tests")
+        pytest.skip(msg)
+    name = f"eventpipe_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    conn = psycopg2.connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes this runs once on SQLite and once on PostgreSQL (own schema-free database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pipeline.sqlite'}"
+    return request.getfixturevalue("pg_fresh_url")
+
+
+@pytest.fixture
+def pg_fresh_url(pg_database: str) -> Iterator[str]:
+    """The session database, emptied of the pipeline's tables before the test."""
+    import psycopg2
+
+    conn = psycopg2.connect(pg_database)
+    conn.autocommit = True
+    conn.cursor().execute("DROP TABLE IF EXISTS analytics, pipeline_runs, pipeline_state, dead_letter CASCADE")
+    conn.close()
+    yield pg_database
+
+
+@dataclass
+class Api:
+    server: DemoServer
+    data: DemoData
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def start_api(config: DemoConfig | None = None, faults: FaultPlan | None = None, key: str = API_KEY) -> Api:
+    data = DemoData(config or DemoConfig())
+    server = DemoServer(data, api_key=key, faults=faults).start()
+    return Api(server, data, key)
+
+
+@pytest.fixture
+def api() -> Iterator[Api]:
+    """The demo API on loopback with recent data only (the last 6 hours), so incremental runs stay small."""
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    a = start_api(DemoConfig(start=now - timedelta(hours=6), events_per_hour=60))
+    yield a
+    a.server.stop()
+
+
+@dataclass
+class Project:
+    """A pipeline environment in a temp dir: its own reports/, runs/ and database."""
+
+    root: Path
+    database_url: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def overrides(self) -> list[str]:
+        return [f"paths.reports_dir={self.reports}", f"paths.runs_dir={self.runs}"]
+
+    def cli(self, *args: str) -> int:
+        from eventpipe.cli import main
+
+        argv = list(args)
+        sub = argv[0]
+        if sub in ("run", "backfill", "replay-dlq", "status", "schedule"):
+            for o in self.overrides():
+                argv += ["-p", o]
+        return main(argv)
+
+    def settings(self, *extra: str) -> Any:
+        from eventpipe.settings import load_settings
+
+        return load_settings(None, [*self.overrides(), *extra])
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str, api: Api, monkeypatch: pytest.MonkeyPatch) -> Project:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("API_BASE_URL", api.url)
+    monkeypatch.setenv("API_KEY", api.key)
+    return Project(tmp_path, database_url)
+
+
+def table_rows(database_url: str) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
+    """The analytics table as key (user_id, epoch ms, event_type) -> (properties, session_id)."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from eventpipe.settings import normalise_database_url
+
+    engine = create_engine(normalise_database_url(database_url))
+    out = {}
+    with engine.connect() as conn:
+        for user, ts, event, props, session in conn.execute(text(
+                'SELECT user_id, "timestamp", event_type, properties, session_id FROM analytics')):
+            if isinstance(ts, str):
+                ts = datetime.fromisoformat(ts)
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=timezone.utc)
+            ms = round(ts.timestamp() * 1000)
+            out[(user, ms, event)] = (props if isinstance(props, dict) else json.loads(props), session)
+    engine.dispose()
+    return out
+
+
+def expected_table(api: Api, since: datetime, until: datetime) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
+    return {k: (t.properties, t.session_id) for k, t in api.data.expected_rows(since, until).items()}
+
+
+def query(database_url: str, sql: str) -> list[tuple]:
+    from sqlalchemy import create_engine, text
+
+    from eventpipe.settings import normalise_database_url
+
+    engine = create_engine(normalise_database_url(database_url))
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(text(sql))]
+    engine.dispose()
+    return rows
