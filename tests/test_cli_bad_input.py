@@ -1,0 +1,199 @@
+"""Bad command lines and settings: exit code 2 and one clear line on stderr, never a traceback.
+
+Each case runs ``run_pipeline.py`` as a subprocess in a clean environment (PATH,
+HOME in a temp dir, a SQLite DATABASE_URL and a well-formed API_BASE_URL that
+nothing listens on) and has exactly one thing wrong with it, so exactly one
+line of error is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventpipe.settings import known_params
+
+RUN_PIPELINE = str(Path(__file__).resolve().parents[1] / "run_pipeline.py")
+UNSET = object()
+
+
+def run_cli(tmp_path: Path, *args: str, **env_changes) -> subprocess.CompletedProcess:
+    """``run_pipeline.py args`` in a clean environment; ``NAME=UNSET`` removes a variable."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
+        "API_BASE_URL": "http://127.0.0.1:9",  # well-formed; never reached because every case stops first
+    }
+    for name, value in env_changes.items():
+        if value is UNSET:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run([sys.executable, RUN_PIPELINE, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_usage_error(proc: subprocess.CompletedProcess, *must_mention: str) -> str:
+    """Exit 2, exactly one line on stderr, no traceback, and the line names the problem."""
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, f"exit {proc.returncode}; stderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
+    line = lines[0]
+    for text in must_mention:
+        assert text.lower() in line.lower(), f"{text!r} not in {line!r}"
+    return line
+
+
+@pytest.fixture
+def bad_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.yaml"
+    path.write_text("api:\n  per_page: [100\nwindow:\n  overlap: 1h\n", encoding="utf-8")
+    return path
+
+
+# -- command line and parameters -----------------------------------------------------------------
+
+@pytest.mark.parametrize("args, must_mention", [
+    (["frobnicate"], ["frobnicate", "invalid choice"]),
+    ([], ["command"]),
+    (["run", "--bogus"], ["--bogus"]),
+    (["backfill", "--end", "2024-05-01"], ["--start"]),
+    (["backfill", "--start", "2024-05-01", "--end", "2024-05-02", "--workers", "many"], ["--workers", "many"]),
+], ids=["unknown-command", "no-command", "unknown-option", "missing-required-option", "non-integer-workers"])
+def test_bad_command_line_exits_2_with_one_line(tmp_path, args, must_mention):
+    assert_one_line_usage_error(run_cli(tmp_path, *args), *must_mention)
+
+
+def test_unknown_parameter_is_named(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", "-p", "nosuch.key=1"), "nosuch.key", "unknown")
+
+
+def test_unknown_parameter_suggests_the_one_meant(tmp_path):
+    line = assert_one_line_usage_error(run_cli(tmp_path, "run", "-p", "quality.per_page=5"), "quality.per_page")
+    assert "api.per_page" in line
+
+
+def test_parameter_of_the_wrong_type_is_named_with_its_value(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", "-p", "api.per_page=abc"), "api.per_page", "abc")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("api.per_page=0", "api.per_page"),
+    ("quality.min_pass_rate=1.5", "quality.min_pass_rate"),
+    ("window.overlap=soon", "window.overlap"),
+])
+def test_out_of_range_or_malformed_parameter_is_named(tmp_path, override, key):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", "-p", override), key)
+
+
+def test_override_without_equals_sign_is_explained(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", "-p", "api.per_page"), "api.per_page", "section.key=value")
+
+
+def test_missing_params_file_is_named(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", "--params", "/nonexistent.yaml"),
+                                "/nonexistent.yaml", "not found")
+
+
+def test_params_file_that_is_not_yaml_is_named(tmp_path, bad_yaml):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", "--params", str(bad_yaml)), "broken.yaml", "YAML")
+
+
+# -- backfill ------------------------------------------------------------------------------------
+
+def test_backfill_with_start_after_end_is_refused(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "backfill", "--start", "2024-05-02", "--end", "2024-05-01"),
+                                "--start", "--end", "before")
+
+
+@pytest.mark.parametrize("start, end, bad", [
+    ("notadate", "2024-05-01", "notadate"),
+    ("2024-05-01", "yesterday", "yesterday"),
+    ("05/01/2024", "2024-05-02", "05/01/2024"),
+])
+def test_backfill_with_a_date_that_is_not_iso_is_refused(tmp_path, start, end, bad):
+    assert_one_line_usage_error(run_cli(tmp_path, "backfill", "--start", start, "--end", end), bad)
+
+
+@pytest.mark.parametrize("chunk", ["0s", "0d"])
+def test_backfill_with_zero_chunk_is_refused(tmp_path, chunk):
+    assert_one_line_usage_error(
+        run_cli(tmp_path, "backfill", "--start", "2024-05-01", "--end", "2024-05-02", "--chunk", chunk), "--chunk")
+
+
+def test_backfill_with_a_chunk_that_is_not_a_duration_is_refused(tmp_path):
+    assert_one_line_usage_error(
+        run_cli(tmp_path, "backfill", "--start", "2024-05-01", "--end", "2024-05-02", "--chunk", "daily"),
+        "--chunk", "daily")
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+def test_database_url_of_unknown_engine_is_refused_without_printing_the_password(tmp_path):
+    proc = run_cli(tmp_path, "run", DATABASE_URL="mysql://u:SECRETPW@h/db")
+    assert_one_line_usage_error(proc, "DATABASE_URL", "mysql")
+    assert "SECRETPW" not in proc.stderr + proc.stdout
+
+
+def test_database_url_that_is_not_a_url_is_refused(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", DATABASE_URL="postgresql:/u@h:5432/db"), "DATABASE_URL")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lib bug: settings.normalise_database_url puts mask_url(url) in its 'is not a URL' message, but mask_url "
+    "only masks a password after '://'; DATABASE_URL=postgresql:/u:SECRETPW@h:5432/db (one slash missing) "
+    "prints \"error: DATABASE_URL 'postgresql:/u:SECRETPW@h:5432/db' is not a URL: ...\" with the password"))
+def test_database_url_with_a_typo_in_the_scheme_does_not_print_the_password(tmp_path):
+    proc = run_cli(tmp_path, "run", DATABASE_URL="postgresql:/u:SECRETPW@h:5432/db")
+    assert_one_line_usage_error(proc, "DATABASE_URL")
+    assert "SECRETPW" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "ftp://example.com", "http://"])
+def test_api_base_url_that_is_not_http_is_refused(tmp_path, url):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", API_BASE_URL=url), "API", repr(url))
+
+
+def test_run_without_api_base_url_says_to_set_it_or_use_demo(tmp_path):
+    assert_one_line_usage_error(run_cli(tmp_path, "run", API_BASE_URL=UNSET), "API_BASE_URL", "--demo")
+
+
+def test_backfill_without_api_base_url_says_to_set_it_or_use_demo(tmp_path):
+    proc = run_cli(tmp_path, "backfill", "--start", "2024-05-01", "--end", "2024-05-02", API_BASE_URL=UNSET)
+    assert_one_line_usage_error(proc, "API_BASE_URL", "--demo")
+
+
+def test_every_problem_is_reported_one_line_each(tmp_path):
+    proc = run_cli(tmp_path, "run", "-p", "nosuch.key=1", "-p", "api.per_page=abc", API_BASE_URL=UNSET)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 3, proc.stderr
+    assert any("nosuch.key" in x for x in lines)
+    assert any("api.per_page" in x for x in lines)
+    assert any("API_BASE_URL" in x for x in lines)
+
+
+# -- params --------------------------------------------------------------------------------------
+
+def test_params_command_exits_0(tmp_path):
+    proc = run_cli(tmp_path, "params", COLUMNS="250")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "quality.min_pass_rate" in proc.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lib bug: `run_pipeline.py params` prints a rich table sized to the terminal; when stdout is a pipe "
+    "(80 columns) long keys are cut with an ellipsis, e.g. 'quality.min_pass_ra…', "
+    "'api.backoff_initial…', 'quality.allowed_eve…', so `params | grep min_pass_rate` finds nothing"))
+def test_params_lists_every_key_in_full_when_piped(tmp_path):
+    proc = run_cli(tmp_path, "params")
+    assert proc.returncode == 0, proc.stderr
+    missing = [key for key in known_params() if key not in proc.stdout]
+    assert missing == []
