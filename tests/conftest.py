@@ -7,6 +7,7 @@ in CI (``CI=true``) any skipped test fails the session instead.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -144,6 +145,15 @@ class Project:
                 argv += ["-p", o]
         return main(argv)
 
+    def spawn(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> "subprocess.Popen[str]":
+        """The CLI as a child process in its own session (so a test can kill the run and its kernels)."""
+        argv = [sys.executable, str(ROOT / "run_pipeline.py"), *args]
+        if args[0] in ("run", "backfill", "replay-dlq", "status", "schedule"):
+            for o in self.overrides():
+                argv += ["-p", o]
+        return subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
     def settings(self, *extra: str) -> Any:
         from eventpipe.settings import load_settings
 
@@ -183,6 +193,22 @@ def table_rows(database_url: str) -> dict[tuple[str, int, str], tuple[dict, str 
 
 def expected_table(api: Api, since: datetime, until: datetime) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
     return {k: (t.properties, t.session_id) for k, t in api.data.expected_rows(since, until).items()}
+
+
+def runs(database_url: str) -> list[dict[str, Any]]:
+    """pipeline_runs, oldest first, with UTC-aware windows."""
+    cols = ["run_id", "kind", "status", "window_since", "window_until", "extracted", "rejected_transform",
+            "duplicates", "transformed", "passed", "rejected_quality", "loaded", "error", "failure_class", "stage"]
+    out = []
+    for row in query(database_url, f"SELECT {', '.join(cols)} FROM pipeline_runs ORDER BY started_at"):
+        run = dict(zip(cols, row))
+        for k in ("window_since", "window_until"):
+            v = run[k]
+            if v is not None:
+                v = datetime.fromisoformat(v) if isinstance(v, str) else v
+                run[k] = v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        out.append(run)
+    return out
 
 
 def query(database_url: str, sql: str) -> list[tuple]:

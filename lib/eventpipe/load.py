@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .errors import CountsMismatch
+from .inject import checkpoint
 from .store import Store, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Loader:
             if watermark:
                 self._set_watermark(conn, watermark[0], watermark[1], run_id, loaded_at)
             result.seconds = time.perf_counter() - started
+            checkpoint("load.before_commit")
             self._finish_run(conn, run_id, {**(run_values or {}), **result.as_dict()})
         log.info("loaded %d rows (%d inserted, %d updated, %d unchanged), %d new dead letters in %.2fs",
                  result.loaded, result.inserted, result.updated, result.unchanged, result.dead_letters_new,

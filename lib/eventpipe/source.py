@@ -25,6 +25,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 
 from .errors import RetriesExhausted, SourceError
+from .inject import checkpoint
 from .settings import ApiSettings, Secret, iso
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ def extract_window(client: SourceClient, since: datetime, until: datetime, raw_d
         if len(raws) >= chunk_rows:
             flush()
         log.debug("page %d: %d items", page.number, n)
+        checkpoint("extract.page")
     flush()
     elapsed = time.perf_counter() - started
     log.info("extracted %d records in %d pages (%d attempts) in %.2fs", seq, client.stats.pages,

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from . import quality
 from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
 from .errors import CountsMismatch, SettingsError
+from .inject import checkpoint
 from .load import Loader, LoadResult, record_hash
 from .settings import Secret, Settings, iso, load_settings, parse_instant, resolve_path
 from .source import SourceClient, extract_window
@@ -194,6 +195,7 @@ def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bo
         dup = np.zeros(len(df), dtype=bool)
         dup[np.flatnonzero(ok)] = dup_all[offset:offset + n_ok]
         offset += n_ok
+        checkpoint("transform.chunk")
         counts["rejected_transform"] += int((~ok).sum())
         counts["duplicates"] += int(dup.sum())
         raw_by_seq: dict[int, bytes] = {}

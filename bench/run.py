@@ -1,0 +1,751 @@
+#!/usr/bin/env python3
+"""Benchmark: the whole pipeline end to end and per stage, beside raw limits measured in the same run.
+
+    .venv/bin/python bench/run.py --events 1000000 [--per-page 1000] [--repeat 1] [--profile]
+
+What it does (see bench/README.md for what each figure means):
+
+1. starts the demo API in its own process (``run_pipeline.py demo-api``), over a past window
+   that holds ~N events, and warms it up (the API generates its events lazily, per hour);
+2. creates a fresh PostgreSQL database (dropped at the end);
+3. limit: a bare ``requests.Session`` loop over the same pages (``.json()``; and orjson, for reference);
+4. the pipeline through papermill: ``run_pipeline.py backfill`` over the window as one partition,
+   wall seconds and the peak RSS of the whole process tree (runner + kernels, sampled every 0.1 s);
+   per-stage figures come from the run's ``reports/<run_id>/metrics.json``;
+5. limit: raw ``COPY … FROM STDIN`` of the loaded rows (as CSV) into an empty copy of ``analytics``
+   (same columns, primary key and index);
+6. the same three stage functions called directly in one Python process (no notebooks, no kernels),
+   on emptied tables: ``notebook_overhead_s`` = papermill wall − direct wall;
+7. optionally (``--profile``) the slowest stage once more, directly, under cProfile.
+
+It prints one table and writes ``bench/results.json``. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "bench"
+PY = sys.executable
+STAGES = ("extract", "transform_quality", "load")
+PIPELINE_TABLES = ("analytics", "dead_letter", "pipeline_runs", "pipeline_state")
+COPY_COLUMNS = ("user_id", "timestamp", "event_type", "session_id", "properties", "event_date", "event_hour",
+                "run_id", "loaded_at")
+DLT_RECORDS_PER_S = 13_000  # PERF-NOTES.md: dlt 1.31 rest_api + merge, 68-77 s per 1M (13-15k/s); not re-measured
+WINDOW_START = datetime(2024, 5, 1, tzinfo=timezone.utc)  # in the past: the live demo API serves it whole
+DEMO_START = "2024-01-01"
+DEMO_DIRTY, DEMO_DUP = 0.02, 0.02  # the demo-api defaults
+PG_ADMIN = os.environ.get("EVENTPIPE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+API_KEY = "demo-key"
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def rate(n: int | None, seconds: float | None) -> float | None:
+    return n / seconds if n is not None and seconds else None
+
+
+# -- process-tree RSS sampling ----------------------------------------------------------------------
+
+class TreeSampler:
+    """Every ``interval`` s: the summed RSS of a process and all its descendants (and which are kernels)."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        import psutil
+
+        self.psutil = psutil
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int, frozenset[int]]] = []  # (time.time(), bytes, kernel pids alive)
+        self.kernels: dict[int, float] = {}  # kernel pid -> create_time
+        self._procs: dict[int, Any] = {pid: self.root}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> "TreeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        ps = self.psutil
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except (ps.NoSuchProcess, ps.ZombieProcess):
+            return
+        total, kernels = 0, set()
+        for p in procs:
+            p = self._procs.setdefault(p.pid, p)  # keep one Process object per pid
+            try:
+                total += p.memory_info().rss
+                if p.pid not in self.kernels and any("ipykernel" in a for a in p.cmdline()):
+                    self.kernels[p.pid] = p.create_time()
+            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
+                continue
+            if p.pid in self.kernels:
+                kernels.add(p.pid)
+        self.samples.append((time.time(), total, frozenset(kernels)))
+
+    def _loop(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def peak_mb(self, since: float | None = None, until: float | None = None) -> float | None:
+        vals = [b for t, b, _ in self.samples if (since is None or t >= since) and (until is None or t <= until)]
+        return max(vals) / 2**20 if vals else None
+
+    def kernel_peaks_mb(self) -> list[float | None]:
+        """Peak tree RSS while each kernel was alive, kernels in start order (= stage order)."""
+        out = []
+        for pid in sorted(self.kernels, key=self.kernels.get):
+            vals = [b for _, b, ks in self.samples if pid in ks]
+            out.append(max(vals) / 2**20 if vals else None)
+        return out
+
+
+def run_sampled(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float) -> tuple[int, float, TreeSampler]:
+    """Run a command with stdout+stderr to a log file; wall seconds and the RSS samples of its tree."""
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with TreeSampler(proc.pid) as sampler:
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise SystemExit(f"{cmd[2]} took longer than {timeout}s: see {log_path}")
+        wall = time.perf_counter() - t0
+    return rc, wall, sampler
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# -- the demo API -------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DemoApi:
+    """``run_pipeline.py demo-api`` in its own process, so its CPU is not counted in the pipeline's."""
+
+    def __init__(self, events_per_hour: int, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "API_KEY": API_KEY}
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [PY, str(ROOT / "run_pipeline.py"), "demo-api", "--port", str(self.port),
+             "--events-per-hour", str(events_per_hour), "--start", DEMO_START,
+             "--dirty-share", str(DEMO_DIRTY), "--duplicate-share", str(DEMO_DUP)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the demo API exited with code {self.proc.returncode}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"the demo API did not answer on {self.url} within {timeout}s")
+
+    def warm_up(self, since: datetime, until: datetime) -> float:
+        """One tiny page of the window: the API generates (and caches) every hour of it."""
+        import requests
+
+        t0 = time.perf_counter()
+        r = requests.get(f"{self.url}/analytics", params={"page": 1, "per_page": 1, "since": iso(since),
+                                                          "until": iso(until)},
+                         headers={"Authorization": f"Bearer {API_KEY}"}, timeout=1800)
+        r.raise_for_status()
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# -- limit (a): bare requests loop ------------------------------------------------------------------------
+
+def bare_requests(url: str, since: datetime, until: datetime, per_page: int, parser: str) -> tuple[int, float]:
+    """Every page of the window with a plain Session: no retries, no Parquet, nothing kept."""
+    import orjson
+    import requests
+
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"})
+    window = {"since": iso(since), "until": iso(until), "per_page": per_page}
+    n, page = 0, 1
+    t0 = time.perf_counter()
+    while True:
+        r = session.get(f"{url}/analytics", params={**window, "page": page}, timeout=60)
+        r.raise_for_status()
+        body = r.json() if parser == "json" else orjson.loads(r.content)
+        n += len(body["items"])
+        if not body["has_more"]:
+            break
+        page += 1
+    elapsed = time.perf_counter() - t0
+    session.close()
+    return n, elapsed
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------------
+
+def pg_connect(url: str):
+    import psycopg2
+
+    return psycopg2.connect(url, connect_timeout=10, application_name="eventpipe-bench")
+
+
+def create_database() -> tuple[str, str]:
+    name = f"eventpipe_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    conn = pg_connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return name, f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(name: str) -> None:
+    conn = pg_connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def truncate_pipeline_tables(db_url: str) -> None:
+    """Empty tables for the next run (each run then inserts every row, as the first load of a window does)."""
+    conn = pg_connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('analytics') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute(f"TRUNCATE {', '.join(PIPELINE_TABLES)}")
+    conn.close()
+
+
+def export_clean_csv(db_url: str, path: Path) -> int:
+    """The loaded rows as CSV, as the limit's input (written once, before any timing)."""
+    cols = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+    conn = pg_connect(db_url)
+    with conn, conn.cursor() as cur, open(path, "wb") as f:
+        cur.copy_expert(f"COPY (SELECT {cols} FROM analytics) TO STDOUT WITH (FORMAT csv)", f)
+        cur.execute("SELECT count(*) FROM analytics")
+        n = cur.fetchone()[0]
+        cur.execute("DROP TABLE IF EXISTS bench_copy")
+        # same columns, types, NOT NULLs, primary key (user_id, timestamp, event_type) and event_date index
+        cur.execute("CREATE TABLE bench_copy (LIKE analytics INCLUDING ALL)")
+    conn.close()
+    return n
+
+
+def raw_copy(db_url: str, path: Path) -> float:
+    """Seconds for ``COPY bench_copy FROM STDIN`` of the CSV into the empty indexed copy, commit included."""
+    cols = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+    conn = pg_connect(db_url)
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE bench_copy")
+        conn.commit()
+        with open(path, "rb") as f:
+            t0 = time.perf_counter()
+            cur.copy_expert(f"COPY bench_copy ({cols}) FROM STDIN WITH (FORMAT csv)", f)
+            conn.commit()
+            elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed
+
+
+def drop_copy_table(db_url: str) -> None:
+    conn = pg_connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS bench_copy")
+    conn.close()
+
+
+# -- the pipeline through papermill ---------------------------------------------------------------------
+
+@dataclass
+class PipelineRun:
+    wall_s: float
+    peak_rss_mb: float | None
+    stage_peak_rss_mb: dict[str, float | None]
+    metrics: dict[str, Any]
+
+
+def params_file() -> str:
+    default = ROOT / "params" / "default.yaml"  # what the CLI picks when --params is not given
+    return str(default) if default.is_file() else ""
+
+
+def overrides(per_page: int, tmp: Path) -> list[str]:
+    return [f"api.per_page={per_page}", f"paths.reports_dir={tmp / 'reports'}", f"paths.runs_dir={tmp / 'runs'}",
+            "quality.min_pass_rate=0.9"]
+
+
+def pipeline_env(api_url: str, db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "EVENTPIPE_KEEP_RUNS"}
+    env.update(API_BASE_URL=api_url, API_KEY=API_KEY, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_papermill(since: datetime, until: datetime, hours: int, per_page: int, env: dict[str, str], tmp: Path,
+                  timeout: float) -> PipelineRun:
+    tmp.mkdir(parents=True, exist_ok=True)
+    cmd = [PY, str(ROOT / "run_pipeline.py"), "backfill", "--start", iso(since), "--end", iso(until),
+           "--chunk", f"{hours}h"]
+    for o in overrides(per_page, tmp):
+        cmd += ["-p", o]
+    log = tmp / "papermill.log"
+    rc, wall, sampler = run_sampled(cmd, env, log, timeout)
+    found = sorted((tmp / "reports").glob("*/metrics.json"))
+    if rc != 0 or len(found) != 1:
+        raise SystemExit(f"the papermill run failed (exit {rc}, {len(found)} metrics.json):\n{tail(log)}")
+    metrics = json.loads(found[0].read_text())
+    if metrics.get("status") != "succeeded":
+        raise SystemExit(f"the papermill run did not succeed: {metrics.get('error')}\n{tail(log)}")
+    peaks = sampler.kernel_peaks_mb()
+    if len(peaks) != len(STAGES):
+        print(f"warning: saw {len(peaks)} kernels, expected {len(STAGES)}; per-stage RSS may be off", file=sys.stderr)
+    return PipelineRun(wall, sampler.peak_mb(), dict(zip(STAGES, peaks + [None] * (len(STAGES) - len(peaks)))),
+                       metrics)
+
+
+# -- the same stages, directly in one process -----------------------------------------------------------
+
+def run_direct(since: datetime, until: datetime, per_page: int, env: dict[str, str], tmp: Path, timeout: float,
+               only: str | None = None, profile_out: Path | None = None) -> PipelineRun:
+    """A fresh Python process that runs ``extract``, ``transform_quality``, ``load`` as plain calls."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = tmp / ("direct.json" if not only else f"direct-{only}.json")
+    cmd = [PY, str(Path(__file__).resolve()), "_direct", "--since", iso(since), "--until", iso(until),
+           "--run-dir", str(tmp / "run"), "--params-file", params_file(), "--out", str(out)]
+    for o in overrides(per_page, tmp):
+        cmd += ["-p", o]
+    if only:
+        cmd += ["--only", only]
+    if profile_out:
+        cmd += ["--profile-out", str(profile_out)]
+    log = tmp / ("direct.log" if not only else f"direct-{only}.log")
+    rc, wall, sampler = run_sampled(cmd, env, log, timeout)
+    if rc != 0 or not out.is_file():
+        raise SystemExit(f"the direct run failed (exit {rc}):\n{tail(log)}")
+    result = json.loads(out.read_text())
+    stage_peaks = {s: sampler.peak_mb(result["marks"][s][0], result["marks"][s][1]) for s in result["marks"]}
+    return PipelineRun(wall, sampler.peak_mb(), stage_peaks, result)
+
+
+def direct_child(argv: list[str]) -> int:
+    """``bench/run.py _direct ...``: the body of the direct run (in its own process)."""
+    p = argparse.ArgumentParser(prog="bench/run.py _direct")
+    p.add_argument("--since", required=True)
+    p.add_argument("--until", required=True)
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--params-file", default="")
+    p.add_argument("-p", dest="overrides", action="append", default=[])
+    p.add_argument("--out", required=True)
+    p.add_argument("--only", choices=STAGES)
+    p.add_argument("--profile-out")
+    a = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "lib"))
+    from eventpipe import stages
+
+    stages.setup_logging()
+    ctx = stages.StageContext.from_parameters(a.since, a.until, "bench-direct", a.run_dir, a.params_file,
+                                              a.overrides, "backfill")
+    calls = {"extract": lambda: stages.extract(ctx),
+             "transform_quality": lambda: stages.transform_quality(ctx).metrics,
+             "load": lambda: stages.load(ctx)}
+    marks: dict[str, tuple[float, float]] = {}
+    seconds: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    for name in STAGES:
+        if a.only and name != a.only:
+            continue
+        prof = cProfile.Profile() if a.profile_out else None
+        start, t0 = time.time(), time.perf_counter()
+        if prof:
+            prof.enable()
+        metrics[name] = calls[name]()
+        if prof:
+            prof.disable()
+            prof.dump_stats(a.profile_out)
+        seconds[name] = time.perf_counter() - t0
+        marks[name] = (start, time.time())
+    Path(a.out).write_text(json.dumps({"marks": marks, "seconds": seconds, "stages": metrics}, default=str))
+    return 0
+
+
+# -- machine info -----------------------------------------------------------------------------------------
+
+def machine_info(db_url: str) -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2**30, 1)
+        load = [round(x, 2) for x in psutil.getloadavg()]
+    except Exception:
+        mem, load = None, None
+    try:
+        conn = pg_connect(db_url)
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            pg = cur.fetchone()[0]
+        conn.close()
+    except Exception:
+        pg = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except Exception:
+        commit = None
+    return {"nproc": os.cpu_count(), "cpu_model": cpu, "mem_total_gb": mem, "loadavg_at_start": load,
+            "python": platform.python_version(), "platform": platform.platform(), "postgres": pg,
+            "git_commit": commit}
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+
+def fmt_n(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def fmt_s(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.2f}"
+
+
+def fmt_x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}×"
+
+
+def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, Any], pm_runs: list[PipelineRun],
+              direct_runs: list[PipelineRun], limits: dict[str, list[float]], copy_rows: int,
+              warmup_s: float) -> dict[str, Any]:
+    first = pm_runs[0].metrics
+    events = first["counts"]["extracted"]
+    loaded = first["counts"]["loaded"]
+    stage_records = {"extract": events, "transform_quality": events, "load": loaded}
+
+    def pm_lib_s(stage: str) -> float | None:
+        return median([r.metrics["stages"][stage]["seconds"] for r in pm_runs])
+
+    def pm_nb_s(stage: str) -> float | None:
+        return median([r.metrics["stage_seconds"][stage] for r in pm_runs])
+
+    stages_out: dict[str, Any] = {}
+    for s in STAGES:
+        n = stage_records[s]
+        lib_s, nb_s = pm_lib_s(s), pm_nb_s(s)
+        direct_s = median([r.metrics["seconds"].get(s) for r in direct_runs]) if direct_runs else None
+        stages_out[s] = {
+            "records": n, "notebook_s": nb_s, "lib_s": lib_s, "direct_s": direct_s,
+            "records_per_s": rate(n, lib_s), "records_per_s_notebook": rate(n, nb_s),
+            "records_per_s_direct": rate(n, direct_s),
+            "peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in pm_runs]),
+            "direct_peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in direct_runs]) if direct_runs else None,
+        }
+    e2e_s = median([r.wall_s for r in pm_runs])
+    direct_s = median([r.wall_s for r in direct_runs]) if direct_runs else None
+    req_json = median([n / s for n, s in zip(limits["requests_json_n"], limits["requests_json_s"])])
+    req_orjson = median([n / s for n, s in zip(limits["requests_orjson_n"], limits["requests_orjson_s"])])
+    copy_rps = median([copy_rows / s for s in limits["copy_s"]])
+    e2e_rps = rate(events, e2e_s)
+    out = {
+        "events": events,
+        "events_requested": args.events,
+        "end_to_end_s": e2e_s,
+        "end_to_end_records_per_s": e2e_rps,
+        "extract_records_per_s": stages_out["extract"]["records_per_s"],
+        "extract_limit_records_per_s": req_json,
+        "transform_records_per_s": stages_out["transform_quality"]["records_per_s"],
+        "load_records_per_s": stages_out["load"]["records_per_s"],
+        "load_limit_records_per_s": copy_rps,
+        "peak_rss_mb": median([r.peak_rss_mb for r in pm_runs]),
+        "notebook_overhead_s": (e2e_s - direct_s) if direct_s is not None else None,
+        "direct_end_to_end_s": direct_s,
+        "direct_records_per_s": rate(events, direct_s),
+        "direct_peak_rss_mb": median([r.peak_rss_mb for r in direct_runs]) if direct_runs else None,
+        "extract_limit_orjson_records_per_s": req_orjson,
+        "dlt_reference_records_per_s": DLT_RECORDS_PER_S,
+        "ratios": {
+            "extract_vs_bare_requests": rate(stages_out["extract"]["records_per_s"], req_json),
+            "extract_vs_bare_requests_orjson": rate(stages_out["extract"]["records_per_s"], req_orjson),
+            "load_vs_raw_copy": rate(stages_out["load"]["records_per_s"], copy_rps),
+            "end_to_end_vs_dlt": rate(e2e_rps, DLT_RECORDS_PER_S),
+        },
+        "stages": stages_out,
+        "counts": first["counts"],
+        "loaded": loaded,
+        "copy_rows": copy_rows,
+        "window": window,
+        "per_page": args.per_page,
+        "repeat": args.repeat,
+        "limit_repeat": args.limit_repeat,
+        "api_warmup_s": warmup_s,
+        "machine": info,
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": {
+            "papermill": [{"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
+                           "stage_seconds": r.metrics["stage_seconds"],
+                           "lib_seconds": {s: r.metrics["stages"][s]["seconds"] for s in STAGES},
+                           "run_id": r.metrics["run_id"]} for r in pm_runs],
+            "direct": [{"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
+                        "stage_seconds": r.metrics["seconds"]} for r in direct_runs],
+            "limits": limits,
+        },
+    }
+    return out
+
+
+def print_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=None if sys.stdout.isatty() else 180, highlight=False)
+    st = res["stages"]
+    r = res["ratios"]
+    w = res["window"]
+    m = res["machine"]
+    reps = f"median of {res['repeat']}" if res["repeat"] > 1 else "1 run"
+    table = Table(title=f"eventpipe benchmark: {res['events']:,} events, per_page {res['per_page']}, {reps} "
+                        f"(limits: median of {res['limit_repeat']}); {m['nproc']} cores, {m['cpu_model']}",
+                  title_justify="left")
+    for col, just in (("", "left"), ("records", "right"), ("wall s", "right"), ("work s", "right"),
+                      ("records/s", "right"), ("peak RSS MB", "right"), ("direct s", "right"),
+                      ("direct RSS MB", "right"), ("limit, same run", "left"), ("limit records/s", "right"),
+                      ("ratio", "right")):
+        table.add_column(col, justify=just)
+    limits = {
+        "extract": ("bare requests .json()", res["extract_limit_records_per_s"], r["extract_vs_bare_requests"]),
+        "transform_quality": ("—", None, None),
+        "load": ("raw COPY (indexed)", res["load_limit_records_per_s"], r["load_vs_raw_copy"]),
+    }
+    for s in STAGES:
+        x = st[s]
+        name, lim, ratio = limits[s]
+        table.add_row(s, fmt_n(x["records"]), fmt_s(x["notebook_s"]), fmt_s(x["lib_s"]), fmt_n(x["records_per_s"]),
+                      fmt_n(x["peak_rss_mb"]), fmt_s(x["direct_s"]), fmt_n(x["direct_peak_rss_mb"]), name,
+                      fmt_n(lim), fmt_x(ratio))
+    table.add_section()
+    table.add_row("end to end, papermill", fmt_n(res["events"]), fmt_s(res["end_to_end_s"]), "",
+                  fmt_n(res["end_to_end_records_per_s"]), fmt_n(res["peak_rss_mb"]), fmt_s(res["direct_end_to_end_s"]),
+                  fmt_n(res["direct_peak_rss_mb"]), "dlt (PERF-NOTES, not run)",
+                  fmt_n(res["dlt_reference_records_per_s"]), fmt_x(r["end_to_end_vs_dlt"]))
+    table.add_row("end to end, direct", fmt_n(res["events"]), fmt_s(res["direct_end_to_end_s"]), "",
+                  fmt_n(res["direct_records_per_s"]), fmt_n(res["direct_peak_rss_mb"]), "", "", "", "", "")
+    table.add_row("notebook overhead", "", fmt_s(res["notebook_overhead_s"]), "", "", "", "", "", "", "", "")
+    table.add_section()
+    lim = res["runs"]["limits"]
+    table.add_row("limit: requests .json()", fmt_n(median(lim["requests_json_n"])),
+                  fmt_s(median(lim["requests_json_s"])), "", fmt_n(res["extract_limit_records_per_s"]),
+                  "", "", "", "", "", "")
+    table.add_row("limit: requests orjson", fmt_n(median(lim["requests_orjson_n"])),
+                  fmt_s(median(lim["requests_orjson_s"])), "", fmt_n(res["extract_limit_orjson_records_per_s"]),
+                  "", "", "", "", "", "")
+    table.add_row("limit: raw COPY", fmt_n(res["copy_rows"]), fmt_s(median(lim["copy_s"])), "",
+                  fmt_n(res["load_limit_records_per_s"]), "", "", "", "", "", "")
+    con.print(table)
+    slowest = max(STAGES, key=lambda s: st[s]["lib_s"] or 0)
+    con.print(f"window [{w['since']}, {w['until']}) = {w['hours']} h × {w['events_per_hour']:,} events/h "
+              f"(+ duplicates); demo API in its own process, warm-up {res['api_warmup_s']:.1f}s (not counted)")
+    con.print("wall s: notebook (stage) or process (end to end) seconds; work s: the stage's own 'seconds' in "
+              "metrics.json; records/s = records ÷ work s (end to end: events ÷ wall s); peak RSS: whole process "
+              "tree (runner + kernel); direct: the same stage functions in one process, no notebooks")
+    con.print(f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
+              f"{fmt_s(st[slowest]['notebook_s'])} s as a notebook)")
+
+
+def read_profile(path: Path, stage: str, seconds: float, top: int = 10) -> tuple[str, list[dict[str, Any]]]:
+    """The top functions by cumulative time, as printable text and as rows for the JSON."""
+    buf = io.StringIO()
+    stats = pstats.Stats(str(path), stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    text = buf.getvalue()
+    start = text.find("   ncalls")
+    text = (f"cProfile of {stage}, run directly in-process ({seconds:.2f}s under the profiler), "
+            f"top {top} by cumulative time:\n" + (text[start:] if start >= 0 else text).rstrip())
+    rows = []
+    for (file, line, fn), (cc, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][3])[:top]:
+        rows.append({"function": f"{Path(file).name}:{line}({fn})", "ncalls": nc, "tottime_s": round(tt, 3),
+                     "cumtime_s": round(ct, 3)})
+    return text, rows
+
+
+# -- main -------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="bench/run.py")
+    p.add_argument("--events", type=int, default=1_000_000, help="events in the window (about; default 1,000,000)")
+    p.add_argument("--per-page", type=int, default=1000, help="items per API page (default 1000)")
+    p.add_argument("--repeat", type=int, default=1, help="pipeline runs (papermill and direct) to take medians of")
+    p.add_argument("--limit-repeat", type=int, default=3, help="runs of each raw limit to take medians of (default 3)")
+    p.add_argument("--hours", type=int, default=24, help="window length in hours (default 24; at most 200)")
+    p.add_argument("--skip-direct", action="store_true", help="no direct (in-process) run: no notebook overhead")
+    p.add_argument("--profile", action="store_true", help="afterwards, cProfile the slowest stage run directly")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds one pipeline run may take (default 3600)")
+    p.add_argument("--keep", action="store_true", help="keep the temp folder and the database (for inspection)")
+    p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
+    args = p.parse_args(argv)
+    if args.events < 1 or args.per_page < 1 or args.repeat < 1 or args.limit_repeat < 1:
+        p.error("--events, --per-page, --repeat and --limit-repeat must be at least 1")
+    if not 1 <= args.hours <= 200:  # the demo API caches 256 generated hours; more would regenerate per page
+        p.error("--hours must be between 1 and 200")
+
+    since = WINDOW_START
+    until = since + timedelta(hours=args.hours)
+    per_hour = max(1, round(args.events / args.hours / (1 + DEMO_DUP * (1 - DEMO_DIRTY))))
+    window = {"since": iso(since), "until": iso(until), "hours": args.hours, "events_per_hour": per_hour}
+    tmp = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
+    say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    db_name, db_url = create_database()
+    say(f"database {db_name}; temp folder {tmp}")
+    api = DemoApi(per_hour, tmp / "demo-api.log")
+    try:
+        info = machine_info(db_url)
+        api.wait_ready()
+        say(f"demo API at {api.url}: {per_hour:,} events/h over [{window['since']}, {window['until']}); warming up")
+        warmup_s = api.warm_up(since, until)
+        say(f"warm-up {warmup_s:.1f}s")
+        env = pipeline_env(api.url, db_url)
+
+        limits: dict[str, list[float]] = {k: [] for k in ("requests_json_n", "requests_json_s", "requests_orjson_n",
+                                                          "requests_orjson_s", "copy_s")}
+        for i in range(args.limit_repeat):
+            for parser in ("json", "orjson"):
+                n, s = bare_requests(api.url, since, until, args.per_page, parser)
+                limits[f"requests_{parser}_n"].append(n)
+                limits[f"requests_{parser}_s"].append(s)
+                say(f"limit: bare requests ({parser}) {n:,} items in {s:.2f}s = {n / s:,.0f}/s")
+
+        pm_runs: list[PipelineRun] = []
+        direct_runs: list[PipelineRun] = []
+        copy_rows = 0
+        csv_path = tmp / "clean.csv"
+        for i in range(args.repeat):
+            truncate_pipeline_tables(db_url)
+            say(f"run {i + 1}/{args.repeat}: papermill backfill")
+            pm = run_papermill(since, until, args.hours, args.per_page, env, tmp / f"papermill-{i}", args.timeout)
+            pm_runs.append(pm)
+            say(f"  papermill: {pm.wall_s:.2f}s, peak RSS {pm.peak_rss_mb:,.0f} MB, stages {pm.metrics['stage_seconds']}")
+            if i == 0:
+                copy_rows = export_clean_csv(db_url, csv_path)
+                for _ in range(args.limit_repeat):
+                    s = raw_copy(db_url, csv_path)
+                    limits["copy_s"].append(s)
+                    say(f"limit: raw COPY {copy_rows:,} rows in {s:.2f}s = {copy_rows / s:,.0f}/s")
+                drop_copy_table(db_url)
+            if not args.skip_direct:
+                truncate_pipeline_tables(db_url)
+                say(f"run {i + 1}/{args.repeat}: direct (same stage functions, one process)")
+                d = run_direct(since, until, args.per_page, env, tmp / f"direct-{i}", args.timeout)
+                direct_runs.append(d)
+                say(f"  direct: {d.wall_s:.2f}s, peak RSS {d.peak_rss_mb:,.0f} MB, "
+                    f"stages { {k: round(v, 2) for k, v in d.metrics['seconds'].items()} }")
+                pc, dc = pm.metrics["counts"], d.metrics["stages"]["load"]
+                if (pc["extracted"], pc["loaded"]) != (dc["extracted"], dc["loaded"]):
+                    say(f"warning: counts differ: papermill {pc['extracted']}/{pc['loaded']}, "
+                        f"direct {dc['extracted']}/{dc['loaded']}")
+
+        res = summarise(args, info, window, pm_runs, direct_runs, limits, copy_rows, warmup_s)
+        profile_text = ""
+
+        if args.profile:
+            slowest = max(STAGES, key=lambda s: res["stages"][s]["lib_s"] or 0)
+            ptmp = tmp / ("direct-0" if direct_runs else "profile")
+            if slowest != "extract" and not direct_runs:
+                say("--profile needs the direct run's files for this stage: running it first")
+                truncate_pipeline_tables(db_url)
+                run_direct(since, until, args.per_page, env, ptmp, args.timeout)
+            if slowest == "load":
+                truncate_pipeline_tables(db_url)
+            say(f"profiling {slowest} (directly, under cProfile)")
+            prof_path = tmp / f"profile-{slowest}.pstats"
+            pr = run_direct(since, until, args.per_page, env, ptmp, args.timeout, only=slowest,
+                            profile_out=prof_path)
+            secs = pr.metrics["seconds"][slowest]
+            profile_text, rows = read_profile(prof_path, slowest, secs)
+            res["profile"] = {"stage": slowest, "seconds_under_cprofile": secs, "top_cumulative": rows}
+
+        Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        print_table(res)
+        if profile_text:
+            print("\n" + profile_text)
+        print(f"results: {args.out}")
+        return 0
+    finally:
+        api.stop()
+        if args.keep:
+            say(f"kept: database {db_name}, folder {tmp}")
+        else:
+            try:
+                drop_database(db_name)
+            except Exception as e:  # never hide the real error behind a cleanup one
+                say(f"could not drop database {db_name}: {e}")
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_direct":
+        sys.exit(direct_child(sys.argv[2:]))
+    sys.exit(main())

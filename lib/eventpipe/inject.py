@@ -1,0 +1,37 @@
+"""Fault-injection points for the reliability tests (inactive unless ``EVENTPIPE_INJECT`` is set).
+
+``EVENTPIPE_INJECT="load.before_commit=sleep:30"`` makes the named point sleep,
+``=exit`` end the process at once (like a crash or SIGKILL) and ``=raise`` raise.
+When ``EVENTPIPE_INJECT_MARK`` names a file, reaching the point first writes it,
+so a test knows exactly where the process is before it kills it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+class InjectedFault(RuntimeError):
+    """Raised at an injection point set to ``raise``."""
+
+
+def checkpoint(name: str) -> None:
+    spec = os.environ.get("EVENTPIPE_INJECT")
+    if not spec:
+        return
+    for entry in spec.split(","):
+        point, _, action = entry.partition("=")
+        if point.strip() != name:
+            continue
+        mark = os.environ.get("EVENTPIPE_INJECT_MARK")
+        if mark:
+            Path(mark).write_text(name)
+        kind, _, arg = action.strip().partition(":")
+        if kind == "sleep":
+            time.sleep(float(arg or 60))
+        elif kind == "exit":
+            os._exit(int(arg or 137))
+        elif kind == "raise":
+            raise InjectedFault(f"injected fault at {name}")
