@@ -145,10 +145,6 @@ def test_database_url_that_is_not_a_url_is_refused(tmp_path):
     assert_one_line_usage_error(run_cli(tmp_path, "run", DATABASE_URL="postgresql:/u@h:5432/db"), "DATABASE_URL")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lib bug: settings.normalise_database_url puts mask_url(url) in its 'is not a URL' message, but mask_url "
-    "only masks a password after '://'; DATABASE_URL=postgresql:/u:SECRETPW@h:5432/db (one slash missing) "
-    "prints \"error: DATABASE_URL 'postgresql:/u:SECRETPW@h:5432/db' is not a URL: ...\" with the password"))
 def test_database_url_with_a_typo_in_the_scheme_does_not_print_the_password(tmp_path):
     proc = run_cli(tmp_path, "run", DATABASE_URL="postgresql:/u:SECRETPW@h:5432/db")
     assert_one_line_usage_error(proc, "DATABASE_URL")
@@ -188,10 +184,6 @@ def test_params_command_exits_0(tmp_path):
     assert "quality.min_pass_rate" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lib bug: `run_pipeline.py params` prints a rich table sized to the terminal; when stdout is a pipe "
-    "(80 columns) long keys are cut with an ellipsis, e.g. 'quality.min_pass_ra…', "
-    "'api.backoff_initial…', 'quality.allowed_eve…', so `params | grep min_pass_rate` finds nothing"))
 def test_params_lists_every_key_in_full_when_piped(tmp_path):
     proc = run_cli(tmp_path, "params")
     assert proc.returncode == 0, proc.stderr

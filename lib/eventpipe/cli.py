@@ -324,14 +324,12 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    table = Table(title="parameters (-p section.key=value, or params YAML)")
-    for col in ("key", "type", "default", "meaning"):
-        table.add_column(col)
-    for key, (type_name, default, help_text) in known_params().items():
-        table.add_row(key, type_name, json.dumps(default), help_text)
-    _console().print(table)
+    """Plain aligned lines, so the list survives pipes and grep."""
+    rows = [(key, t, json.dumps(default), h) for key, (t, default, h) in known_params().items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'default':<{widths[2]}}  meaning")
+    for key, t, default, h in rows:
+        print(f"{key:<{widths[0]}}  {t:<{widths[1]}}  {default:<{widths[2]}}  {h}")
     return 0
 
 

@@ -217,8 +217,16 @@ def resolve_path(p: str | Path) -> Path:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with its password replaced by ``***`` (also in malformed URLs like ``scheme:/u:pw@h``)."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*:/*)?(.*)$", url, re.S)
+    prefix, rest = (m.group(1) or ""), m.group(2)
+    at = rest.rfind("@")
+    if at < 0:
+        return url
+    userinfo = rest[:at]
+    if ":" not in userinfo:
+        return url
+    return f"{prefix}{userinfo.split(':', 1)[0]}:***{rest[at:]}"
 
 
 def known_params() -> dict[str, tuple[str, Any, str]]:

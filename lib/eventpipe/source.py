@@ -18,7 +18,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
@@ -26,6 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from .errors import RetriesExhausted, SourceError
 from .inject import checkpoint
+from .jsonio import dumps_bytes, loads
 from .settings import ApiSettings, Secret, iso
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,8 @@ class SourceClient:
                 f"{_short(content)}; check API_BASE_URL, api.endpoint and the window", status=status, page=page)
         self.stats.bytes += len(content)
         try:
-            body = orjson.loads(content)
-        except orjson.JSONDecodeError:
+            body = loads(content)
+        except ValueError:
             self._fault("bad_json")
             raise RetryableFault("bad body", f"page {page} is not valid JSON ({len(content)} bytes)") from None
         items = body.get(self.api.items_field) if isinstance(body, dict) else None
@@ -268,7 +268,7 @@ def extract_window(client: SourceClient, since: datetime, until: datetime, raw_d
         parts.append(str(path))
         seqs.clear(), pages.clear(), raws.clear()
 
-    dumps = orjson.dumps
+    dumps = dumps_bytes
     for page in client.pages(since, until):
         n = len(page.items)
         seqs.extend(range(seq, seq + n))

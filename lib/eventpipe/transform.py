@@ -9,12 +9,13 @@ across chunk boundaries too (see ``duplicate_mask``).
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
+
+from .jsonio import dumps, loads
 
 KEY = ["user_id", "timestamp", "event_type"]
 _MISSING = object()
@@ -23,19 +24,7 @@ _OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _MAX_EPOCH_US = 9.0e15  # pandas' nanosecond range ends in 2262
 
 
-def loads(raw: bytes | str) -> Any:
-    """orjson, with the standard library as a fallback for what orjson refuses (e.g. >64-bit ints)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-def dumps(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not a literal backslash-u0000
 
 
 def _user_id(v: Any) -> tuple[str | None, str | None]:
@@ -69,7 +58,7 @@ def _properties(v: Any) -> tuple[str | None, str | None]:
     elif type(v) is not dict:
         return None, f"properties_invalid: {type(v).__name__} is not an object"
     text = dumps(v)
-    if "\\u0000" in text:
+    if _NUL_ESCAPE.search(text):
         return None, "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
     return text, None
 
