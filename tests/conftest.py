@@ -138,19 +138,18 @@ class Project:
     def cli(self, *args: str) -> int:
         from eventpipe.cli import main
 
-        argv = list(args)
-        sub = argv[0]
-        if sub in ("run", "backfill", "replay-dlq", "status", "schedule"):
-            for o in self.overrides():
-                argv += ["-p", o]
-        return main(argv)
+        return main(self._argv(args))
+
+    def _argv(self, args: tuple[str, ...]) -> list[str]:
+        """The project's folders go first, so a test's own -p can still override them."""
+        if args[0] not in ("run", "backfill", "replay-dlq", "status", "schedule"):
+            return list(args)
+        folders = [x for o in self.overrides() for x in ("-p", o)]
+        return [args[0], *folders, *args[1:]]
 
     def spawn(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> "subprocess.Popen[str]":
         """The CLI as a child process in its own session (so a test can kill the run and its kernels)."""
-        argv = [sys.executable, str(ROOT / "run_pipeline.py"), *args]
-        if args[0] in ("run", "backfill", "replay-dlq", "status", "schedule"):
-            for o in self.overrides():
-                argv += ["-p", o]
+        argv = [sys.executable, str(ROOT / "run_pipeline.py"), *self._argv(args)]
         return subprocess.Popen(argv, env={**os.environ, **(env or {})}, start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 

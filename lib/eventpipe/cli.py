@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     for noisy in ("traitlets", "asyncio", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command in ("run", "backfill", "replay-dlq"):
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except PipelineError as e:
@@ -129,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"error: database error: {mask_url(detail[0] if detail else type(e).__name__)}\n")
             return 1
         raise
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    from .errors import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated(signal.Signals(signum).name)
 
 
 # -- run ------------------------------------------------------------------------------------------

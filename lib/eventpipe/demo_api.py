@@ -40,7 +40,8 @@ DIRTY_KINDS = (
     "timestamp_unparseable", "timestamp_text_garbage", "timestamp_missing", "timestamp_before_min",
     "timestamp_future", "properties_list", "properties_number", "properties_bad_text", "not_an_object",
 )
-FAULT_KINDS = ("429", "429date", "500", "502", "503", "504", "slow", "drop", "truncate", "missing_items", "missing_has_more")
+FAULT_KINDS = ("429", "429date", "500", "502", "503", "504", "slow", "drop", "truncate", "missing_items",
+               "missing_has_more", "repeat")
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self._fault(fault):
                 return
         items, more = app.data.page(since, until, page, per_page)
+        if fault == "repeat" and page > 1:  # the previous page's items again, as offset paging does on inserts
+            items = app.data.page(since, until, page - 1, per_page)[0] + items
+        if app.lazy_has_more:  # say "more" whenever the page is full: the last page may then be empty
+            more = len(items) >= per_page
         app.pages_served.append(page)
         body = b'{"items":[' + b",".join(items) + b'],"has_more":' + (b"true" if more else b"false") + b"}"
         if fault == "missing_items":
@@ -424,6 +429,7 @@ class DemoServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.faults = faults or FaultPlan()
         self.revoked_keys: set[str] = set()
+        self.lazy_has_more = False
         self.requests = 0
         self.pages_served: list[int] = []
         self.faults_served: list[str] = []

@@ -90,3 +90,10 @@ class RunInProgress(PipelineError):
             "use --wait to wait for it instead of exiting"
         )
         self.run_id = run_id
+
+
+class Terminated(PipelineError):
+    """The runner received SIGTERM: the run is marked failed and the command exits 1."""
+
+    def __init__(self, signal_name: str = "SIGTERM"):
+        super().__init__(f"terminated by {signal_name}: the run was marked failed; the next run re-reads its window")

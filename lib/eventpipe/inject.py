@@ -1,7 +1,8 @@
 """Fault-injection points for the reliability tests (inactive unless ``EVENTPIPE_INJECT`` is set).
 
 ``EVENTPIPE_INJECT="load.before_commit=sleep:30"`` makes the named point sleep,
-``=exit`` end the process at once (like a crash or SIGKILL) and ``=raise`` raise.
+``=exit`` end the process at once (like a crash or SIGKILL), ``=raise`` raise, and
+``=pgsleep:N`` run a slow statement on the load's connection.
 When ``EVENTPIPE_INJECT_MARK`` names a file, reaching the point first writes it,
 so a test knows exactly where the process is before it kills it.
 """
@@ -17,7 +18,7 @@ class InjectedFault(RuntimeError):
     """Raised at an injection point set to ``raise``."""
 
 
-def checkpoint(name: str) -> None:
+def checkpoint(name: str, conn: object | None = None) -> None:
     spec = os.environ.get("EVENTPIPE_INJECT")
     if not spec:
         return
@@ -33,5 +34,9 @@ def checkpoint(name: str) -> None:
             time.sleep(float(arg or 60))
         elif kind == "exit":
             os._exit(int(arg or 137))
+        elif kind == "pgsleep" and conn is not None:  # a slow statement, for statement_timeout
+            from sqlalchemy import text
+
+            conn.execute(text("SELECT pg_sleep(:s)"), {"s": float(arg or 5)})  # type: ignore[attr-defined]
         elif kind == "raise":
             raise InjectedFault(f"injected fault at {name}")

@@ -90,7 +90,7 @@ class Loader:
             if watermark:
                 self._set_watermark(conn, watermark[0], watermark[1], run_id, loaded_at)
             result.seconds = time.perf_counter() - started
-            checkpoint("load.before_commit")
+            checkpoint("load.before_commit", conn)
             self._finish_run(conn, run_id, {**(run_values or {}), **result.as_dict()})
         log.info("loaded %d rows (%d inserted, %d updated, %d unchanged), %d new dead letters in %.2fs",
                  result.loaded, result.inserted, result.updated, result.unchanged, result.dead_letters_new,

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import nbformat
 
 from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
-from .errors import PipelineError, SettingsError, StageFailed
+from .errors import PipelineError, SettingsError, StageFailed, Terminated
 from .settings import PROJECT_ROOT, Settings, iso, parse_instant
 from .stages import check_counts
 from .store import Store
@@ -116,9 +116,9 @@ class Runner:
 
     def preflight(self) -> None:
         """Everything that can be checked before a run: folders, database, schema."""
+        self.store.ping()  # first: an unreachable database must leave nothing behind
         check_writable(self.reports_dir, "reports dir")
         check_writable(self.runs_dir, "runs dir")
-        self.store.ping()
         self.store.create_schema()
 
     # -- windows -------------------------------------------------------------------------------
@@ -173,6 +173,8 @@ class Runner:
                         str(NOTEBOOK_DIR / notebook), str(out), parameters=params,
                         kernel_name=self.settings.runner.kernel_name, log_output=True, progress_bar=False,
                         execution_timeout=self.settings.runner.cell_timeout_s, cwd=str(NOTEBOOK_DIR))
+                except Terminated:
+                    raise
                 except Exception as e:  # papermill, nbclient and kernel failures all end the run here
                     seconds[stage] = round(time.perf_counter() - t0, 3)
                     raise self._stage_failure(stage, out, e) from None
@@ -194,7 +196,11 @@ class Runner:
             log.error("%s", failure)
             return RunOutcome(plan.run_id, "failed", metrics, report_dir, failure, seconds)
         except PipelineError as e:
-            self.store.fail_run(plan.run_id, None, "runner error", str(e))
+            cls = "terminated" if isinstance(e, Terminated) else "runner error"
+            stage = next((s for s, _ in STAGES if s in plan.stages and s not in seconds), None)
+            if stage:
+                stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e))
+            self.store.fail_run(plan.run_id, stage, cls, str(e))
             raise
         finally:
             logging.getLogger().removeHandler(file_log)

@@ -134,6 +134,7 @@ class QualitySettings:
 class LoadSettings:
     batch_size: int = _param(100_000, "records per chunk in extract, transform and load")
     schema: str = _param("", "PostgreSQL schema for the tables; empty means the default search path")
+    statement_timeout_s: float = _param(0.0, "PostgreSQL statement_timeout for the pipeline's sessions; 0 means none")
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,10 @@ class Store:
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.sqlite_path = ""
-            self.engine = create_engine(
-                url, pool_pre_ping=True, connect_args={"connect_timeout": 10, "application_name": "eventpipe"})
+            args: dict[str, Any] = {"connect_timeout": 10, "application_name": "eventpipe"}
+            if settings.load.statement_timeout_s > 0:
+                args["options"] = f"-c statement_timeout={int(settings.load.statement_timeout_s * 1000)}"
+            self.engine = create_engine(url, pool_pre_ping=True, connect_args=args)
         self.schema = settings.load.schema if not self.is_sqlite else ""
         self.t = define_tables(self.schema or None)
 
