@@ -139,3 +139,38 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
         assert nb.cells[0].cell_type == "markdown"
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+
+
+def test_hostile_values_are_stored_byte_for_byte(project, api):
+    from datetime import timedelta
+
+    from eventpipe.demo_api import Truth
+
+    at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
+    nested: dict = {"leaf": "end"}
+    for i in range(50):
+        nested = {f"level{i}": nested}
+    hostile = [
+        ('quote"\'s', {"q": 'he said "hi" and \'bye\''}),
+        ("x'); DROP TABLE analytics;--", {"sql": "1; DELETE FROM dead_letter"}),
+        ("emoji-🎉-user", {"emoji": "café ☕ 🎉", "rtl": "שלום"}),
+        ("big-" + "x" * 100_000, {"big": "y" * 100_000}),
+        ("nested", nested),
+        ("back\\slash", {"path": "C:\\u0000x"}),
+    ]
+    for i, (user, props) in enumerate(hostile):
+        t = at + timedelta(seconds=i)
+        api.data.append({"user_id": user, "event": "click", "timestamp": t.isoformat(), "properties": props}, t,
+                        Truth(user, round(t.timestamp() * 1000), "click", props, None))
+    api.data.append({"user_id": "nul\u0000user", "event": "click", "timestamp": at.isoformat()}, at)
+    api.data.append({"user_id": "ok", "event": "click", "timestamp": at.isoformat(),
+                     "properties": {"nul": "a\u0000b"}}, at)
+    assert project.cli("run") == 0
+    rows = table_rows(project.database_url)
+    for i, (user, props) in enumerate(hostile):
+        key = (user, round((at + timedelta(seconds=i)).timestamp() * 1000), "click")
+        assert rows[key][0] == props
+    raws = [r[0] for r in query(project.database_url, "SELECT raw, reasons FROM dead_letter")]
+    assert any("nul\\u0000user" in r for r in raws) and any("a\\u0000b" in r for r in raws)
+    r = last_run(project.database_url)
+    assert table_rows(project.database_url) == expected_table(api, r["window_since"], r["window_until"])
