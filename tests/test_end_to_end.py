@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import nbformat
@@ -68,17 +69,21 @@ def test_run_loads_exactly_the_generated_table(project, api):
     assert len(watermark) == 1
 
 
-def test_second_run_over_unchanged_data_changes_nothing(project, api):
+def test_full_run_over_unchanged_data_changes_nothing(project, api):
+    # a source that stopped changing a minute ago
+    api.data.config = replace(api.data.config, end=datetime.now(timezone.utc) - timedelta(minutes=1))
     assert project.cli("run") == 0
     first = table_rows(project.database_url)
-    first_lineage = query(project.database_url, "SELECT count(DISTINCT run_id) FROM analytics")
+    first_run = last_run(project.database_url)["run_id"]
     assert project.cli("run", "--full", "-p", "quality.min_timestamp=2024-01-01") == 0
     run = last_run(project.database_url)
-    assert run["kind"] == "full"
+    assert run["kind"] == "full" and run["loaded"] == len(first)
     assert table_rows(project.database_url) == first
-    # unchanged rows keep their lineage; nothing was rewritten
-    assert query(project.database_url, "SELECT count(DISTINCT run_id) FROM analytics") == first_lineage
+    # unchanged rows keep their lineage: nothing was rewritten
+    assert query(project.database_url, "SELECT DISTINCT run_id FROM analytics") == [(first_run,)]
     assert query(project.database_url, "SELECT count(*) FROM dead_letter WHERE attempts = 2")[0][0] > 0
+    metrics = json.loads((project.reports / run["run_id"] / "metrics.json").read_text())
+    assert metrics["counts"]["unchanged"] == len(first) and metrics["counts"]["inserted"] == 0
 
 
 def test_quality_gate_failure_loads_nothing(project, api):

@@ -72,6 +72,7 @@ class DemoConfig:
     duplicate_share: float = 0.02
     start: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)
     live: bool = True  # never serve events later than the server's clock
+    end: datetime | None = None  # no events from here on (a source that stopped changing)
 
 
 def _iso_ms(ms: int, offset_min: int = 0, z: bool = True, sep: str = "T", naive: bool = False) -> str:
@@ -242,6 +243,8 @@ class DemoData:
         start_ms = int(self.config.start.timestamp() * 1000)
         if self.config.live:
             until_ms = min(until_ms, int(time.time() * 1000))
+        if self.config.end is not None:
+            until_ms = min(until_ms, int(self.config.end.timestamp() * 1000))
         return max(since_ms, start_ms), until_ms
 
     def _segments(self, since_ms: int, until_ms: int) -> list[tuple[tuple[Generated, ...], int, int]]:

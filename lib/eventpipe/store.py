@@ -128,7 +128,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    conn.exec_driver_sql("BEGIN")  # deferred: readers (status, "in progress" checks) never wait for the writer
 
 
 class Store:
