@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Iterable
 
 import pandas as pd
 import pandera.pandas as pa
@@ -24,10 +25,10 @@ def build_schema(q: QualitySettings, now: datetime | None = None) -> pa.DataFram
     allowed = list(q.allowed_events)
     return pa.DataFrameSchema(
         {
-            "event_type": pa.Column(object, nullable=True, checks=pa.Check(
+            "event_type": pa.Column(None, nullable=True, checks=pa.Check(
                 lambda s: s.isin(allowed), name="event_not_allowed", ignore_na=True,
                 description="event type is in quality.allowed_events")),
-            "timestamp": pa.Column("datetime64[ns, UTC]", nullable=True, checks=[
+            "timestamp": pa.Column(None, nullable=True, checks=[
                 pa.Check(lambda s: s >= earliest, name="timestamp_before_min", ignore_na=True,
                          description="not before quality.min_timestamp"),
                 pa.Check(lambda s: s <= latest, name="timestamp_in_future", ignore_na=True,
@@ -47,10 +48,13 @@ _DETAIL = {
 }
 
 
+_NONE: list[str] = []  # shared by every passing row; never mutated
+
+
 def check(df: pd.DataFrame, q: QualitySettings, now: datetime | None = None) -> list[list[str]]:
     """Every quality reason per row of ``df`` (empty list: the row passes)."""
     now = now or datetime.now(timezone.utc)
-    reasons: list[list[str]] = [[] for _ in range(len(df))]
+    reasons: list[list[str]] = [_NONE] * len(df)
     if df.empty:
         return reasons
     frame = df[["event_type", "timestamp"]].reset_index(drop=True)
@@ -62,6 +66,8 @@ def check(df: pd.DataFrame, q: QualitySettings, now: datetime | None = None) -> 
         for idx, name, value in zip(fc["index"].astype(int), fc["check"], fc["failure_case"]):
             name = str(name)
             detail = _DETAIL.get(name)
+            if reasons[idx] is _NONE:
+                reasons[idx] = []
             reasons[idx].append(f"{name}: {detail(value, q, now)}" if detail else f"{name}: {value!r}")
     return reasons
 
@@ -71,7 +77,7 @@ def pass_rate(passed: int, distinct: int) -> float:
     return passed / distinct if distinct else 1.0
 
 
-def reason_counts(reason_lists: "pd.Series | list[list[str]]") -> Counter:
+def reason_counts(reason_lists: "Iterable[list[str]]") -> Counter:
     counts: Counter = Counter()
     for rs in reason_lists:
         for r in rs:

@@ -13,26 +13,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from .errors import QualityGateFailed
 from .runner import RunPlan, Runner
 from .settings import Settings
-from .source import RAW_SCHEMA
+from .source import write_raw_items
 from .stages import StageContext, transform_quality
 from .store import as_utc
 
 NO_GATE = "quality.min_pass_rate=0"
 
 
-def _write_raw(rows: list[dict[str, Any]], run_dir: Path) -> None:
-    raw_dir = run_dir / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_arrays(
-        [pa.array([r["id"] for r in rows], pa.int64()), pa.array([0] * len(rows), pa.int32()),
-         pa.array([r["raw"].encode("utf-8", "surrogatepass") for r in rows], pa.binary())], schema=RAW_SCHEMA)
-    pq.write_table(table, raw_dir / "part-00000.parquet")
+def _write_raw(rows: list[dict[str, Any]], run_dir: Path, items_field: str) -> None:
+    write_raw_items([r["raw"].encode("utf-8", "surrogatepass") for r in rows], run_dir / "raw" / "part-00000.parquet",
+                    items_field)
 
 
 def replay_dead_letters(settings: Settings, dry_run: bool = False, wait: bool = False, out: Any = None) -> int:
@@ -48,7 +41,7 @@ def replay_dead_letters(settings: Settings, dry_run: bool = False, wait: bool = 
     until = datetime.now(timezone.utc)
     if dry_run:
         with tempfile.TemporaryDirectory() as tmp:
-            _write_raw(pending, Path(tmp))
+            _write_raw(pending, Path(tmp), settings.api.items_field)
             ctx = StageContext(settings, "dry-run", since, until, Path(tmp), kind="replay")
             try:
                 summary = transform_quality(ctx, replay=True)
@@ -63,7 +56,7 @@ def replay_dead_letters(settings: Settings, dry_run: bool = False, wait: bool = 
     with store.run_lock(wait=wait):
         store.mark_interrupted()
         plan = RunPlan("replay", since, until, stages=("transform_quality", "load"), extra_overrides=(NO_GATE,))
-        _write_raw(pending, runner.runs_dir / plan.run_id)
+        _write_raw(pending, runner.runs_dir / plan.run_id, settings.api.items_field)
         outcome = runner.execute(plan)
     from .cli import _print_outcome
 

@@ -25,12 +25,13 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from .errors import RetriesExhausted, SourceError
 from .inject import checkpoint
-from .jsonio import dumps_bytes, loads
+from .jsonio import loads
 from .settings import ApiSettings, Secret, iso
 
 log = logging.getLogger(__name__)
 
-RAW_SCHEMA = pa.schema([("seq", pa.int64()), ("page", pa.int32()), ("raw", pa.binary())])
+# one row per page: the body exactly as received (parsed again, column-wise, by the transform)
+RAW_SCHEMA = pa.schema([("page", pa.int32()), ("first_seq", pa.int64()), ("n", pa.int32()), ("body", pa.binary())])
 
 
 class RetryableFault(Exception):
@@ -130,6 +131,7 @@ class FetchStats:
 class Page:
     number: int
     items: list[Any]
+    body: bytes
 
 
 class SourceClient:
@@ -150,13 +152,13 @@ class SourceClient:
         window = {"since": iso(since), "until": iso(until)}
         params: dict[str, Any] | None = self.paginator.first()
         while params is not None:
-            body, items = self._fetch_with_retries({**params, **window})
+            body, items, content = self._fetch_with_retries({**params, **window})
             self.stats.pages += 1
             self.stats.items += len(items)
-            yield Page(params["page"], items)
+            yield Page(params["page"], items, content)
             params = self.paginator.next(params, body, len(items))
 
-    def _fetch_with_retries(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    def _fetch_with_retries(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Any], bytes]:
         page = params.get("page")
         retrying = Retrying(
             stop=stop_after_attempt(self.policy.max_retries + 1) | stop_before_delay(self.policy.budget_s),
@@ -183,7 +185,7 @@ class SourceClient:
         log.warning("page %s attempt %d failed (%s); retrying in %.2fs", state.args[0].get("page"),
                     state.attempt_number, exc, wait)
 
-    def _fetch_once(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    def _fetch_once(self, params: dict[str, Any]) -> tuple[dict[str, Any], list[Any], bytes]:
         self.stats.attempts += 1
         page = params.get("page")
         try:
@@ -223,7 +225,7 @@ class SourceClient:
         if not items and body[self.api.has_more_field]:
             self._fault("bad_shape")
             raise RetryableFault("bad body", f"page {page} is empty but says {self.api.has_more_field}=true")
-        return body, items
+        return body, items, content
 
     def _fault(self, kind: str) -> None:
         self.stats.faults[kind] += 1
@@ -246,37 +248,37 @@ class ExtractResult:
 
 def extract_window(client: SourceClient, since: datetime, until: datetime, raw_dir: Path,
                    chunk_rows: int) -> ExtractResult:
-    """Stream every page of the window into ``raw_dir/part-*.parquet`` (API order kept in ``seq``)."""
+    """Stream every page of the window into ``raw_dir/part-*.parquet``: page bodies as received, API order kept."""
     started = time.perf_counter()
     raw_dir.mkdir(parents=True, exist_ok=True)
     for old in raw_dir.glob("part-*.parquet"):
         old.unlink()
     parts: list[str] = []
-    seqs: list[int] = []
-    pages: list[int] = []
-    raws: list[bytes] = []
+    rows: dict[str, list[Any]] = {"page": [], "first_seq": [], "n": [], "body": []}
+    buffered = 0
     seq = 0
 
     def flush() -> None:
-        if not raws:
+        if not rows["page"]:
             return
         path = raw_dir / f"part-{len(parts):05d}.parquet"
-        table = pa.Table.from_arrays(
-            [pa.array(seqs, pa.int64()), pa.array(pages, pa.int32()), pa.array(raws, pa.binary())],
-            schema=RAW_SCHEMA)
-        pq.write_table(table, path, compression="zstd")
+        pq.write_table(pa.Table.from_pydict(rows, schema=RAW_SCHEMA), path, compression="none")
         parts.append(str(path))
-        seqs.clear(), pages.clear(), raws.clear()
+        for v in rows.values():
+            v.clear()
 
-    dumps = dumps_bytes
     for page in client.pages(since, until):
         n = len(page.items)
-        seqs.extend(range(seq, seq + n))
-        pages.extend([page.number] * n)
-        raws.extend(dumps(item) for item in page.items)
-        seq += n
-        if len(raws) >= chunk_rows:
+        if n:
+            rows["page"].append(page.number)
+            rows["first_seq"].append(seq)
+            rows["n"].append(n)
+            rows["body"].append(page.body)
+            seq += n
+            buffered += n
+        if buffered >= chunk_rows:
             flush()
+            buffered = 0
         log.debug("page %d: %d items", page.number, n)
         checkpoint("extract.page")
     flush()
@@ -284,3 +286,25 @@ def extract_window(client: SourceClient, since: datetime, until: datetime, raw_d
     log.info("extracted %d records in %d pages (%d attempts) in %.2fs", seq, client.stats.pages,
              client.stats.attempts, elapsed)
     return ExtractResult(iso(since), iso(until), seq, parts, elapsed, client.stats.as_dict())
+
+
+def read_raw_part(path: str | Path, items_field: str) -> tuple[list[Any], "list[int]"]:
+    """A raw part -> (items in API order, their sequence numbers)."""
+    table = pq.read_table(path)
+    items: list[Any] = []
+    seqs: list[int] = []
+    for first, n, body in zip(table["first_seq"].to_pylist(), table["n"].to_pylist(), table["body"].to_pylist()):
+        page_items = loads(body)[items_field]
+        if len(page_items) != n:
+            raise ValueError(f"{path}: page holds {len(page_items)} items, expected {n}")
+        items.extend(page_items)
+        seqs.extend(range(first, first + n))
+    return items, seqs
+
+
+def write_raw_items(raws: list[bytes], path: Path, items_field: str) -> None:
+    """Items already serialised (e.g. dead letters) -> one raw part, as if one page had served them."""
+    body = b'{"' + items_field.encode() + b'":[' + b",".join(raws) + b'],"has_more":false}'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pydict({"page": [1], "first_seq": [0], "n": [len(raws)], "body": [body]},
+                                        schema=RAW_SCHEMA), path)

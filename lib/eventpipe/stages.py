@@ -7,6 +7,7 @@ stay a parameters cell, a call here, and a few cells that show the result.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -30,9 +31,10 @@ from .errors import CountsMismatch, SettingsError
 from .inject import checkpoint
 from .load import Loader, LoadResult, record_hash
 from .settings import Secret, Settings, iso, load_settings, parse_instant, resolve_path
-from .source import SourceClient, extract_window
+from .source import SourceClient, extract_window, read_raw_part
 from .store import Store
-from .transform import duplicate_mask, enrich, key_hashes, parse_chunk
+from .jsonio import dumps
+from .transform import duplicate_mask_keys, enrich, key_hashes, parse_items
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,7 @@ CLEAN_SCHEMA = pa.schema([
 REJECT_SCHEMA = pa.schema([
     ("seq", pa.int64()), ("stage", pa.string()), ("reasons", pa.list_(pa.string())), ("raw", pa.string()),
 ])
-PARSED_SCHEMA = pa.schema([
-    ("seq", pa.int64()), ("user_id", pa.string()), ("event_type", pa.string()),
-    ("timestamp", pa.timestamp("us", tz="UTC")), ("properties", pa.string()), ("session_id", pa.string()),
-    ("reasons", pa.list_(pa.string())),
-])
+_KEY_DTYPE = np.dtype((np.void, 16))  # a 128-bit key hash as one comparable value
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -103,6 +101,18 @@ class StageContext:
         tmp.replace(self.manifest(stage))
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: parsed JSON holds no cycles, and refcounting frees it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _fresh_dir(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
@@ -142,10 +152,9 @@ def raw_sample(ctx: StageContext, n: int = 8) -> pd.DataFrame:
     """The first raw items of the window, exactly as the API sent them."""
     parts = sorted((ctx.run_dir / "raw").glob("part-*.parquet"))
     if not parts:
-        return pd.DataFrame(columns=["seq", "page", "raw"])
-    df = pq.read_table(parts[0]).slice(0, n).to_pandas()
-    df["raw"] = df["raw"].map(lambda b: b.decode("utf-8", "replace"))
-    return df
+        return pd.DataFrame(columns=["seq", "raw"])
+    items, seqs = read_raw_part(parts[0], ctx.settings.api.items_field)
+    return pd.DataFrame({"seq": seqs[:n], "raw": [dumps(x) for x in items[:n]]})
 
 
 # -- 02 transform + quality ---------------------------------------------------------------------
@@ -160,77 +169,68 @@ class TransformSummary:
 def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bool = False) -> TransformSummary:
     """Parse, normalise, dedup (last wins, across chunks), check quality; write clean and reject parts.
 
-    Raises ``QualityGateFailed`` (after writing the summary) when the pass rate is too low.
+    Chunks are processed from the last to the first, remembering the keys already
+    seen, so "the last one in API order wins" holds across chunk boundaries in one
+    pass with bounded memory. Raises ``QualityGateFailed`` (after writing the
+    summary) when the pass rate is too low.
     """
     started = time.perf_counter()
     now = now or datetime.now(timezone.utc)
     q = ctx.settings.quality
     raw_parts = sorted((ctx.run_dir / "raw").glob("part-*.parquet"))
-    parsed_dir = _fresh_dir(ctx.run_dir / "parsed")
     clean_dir = _fresh_dir(ctx.run_dir / "clean")
     rejects_dir = _fresh_dir(ctx.run_dir / "rejects")
 
-    # pass 1: parse each chunk, remember the key hashes of parseable rows
-    hashes, extracted = [], 0
-    for i, part in enumerate(raw_parts):
-        t = pq.read_table(part, columns=["seq", "raw"])
-        df = parse_chunk(t["seq"].to_numpy(), t["raw"].to_pylist())
-        extracted += len(df)
-        ok = df["reasons"].str.len().to_numpy() == 0
-        hashes.append(key_hashes(df[ok]))
-        pq.write_table(pa.Table.from_pandas(df.drop(columns="raw"), schema=PARSED_SCHEMA, preserve_index=False),
-                       parsed_dir / f"part-{i:05d}.parquet")
-    dup_all = duplicate_mask(np.concatenate(hashes) if hashes else np.zeros((0, 2), dtype="uint64"))
-
-    # pass 2: drop superseded duplicates, check quality, write clean rows and rejects
-    counts = Counter()
+    counts: Counter = Counter()
     reasons: Counter = Counter()
     per_hour: Counter = Counter()
     passed_hashes: list[str] = []
-    offset = 0
-    for i, part in enumerate(raw_parts):
-        df = pq.read_table(parsed_dir / f"part-{i:05d}.parquet").to_pandas()
-        ok = df["reasons"].str.len().to_numpy() == 0
-        n_ok = int(ok.sum())
-        dup = np.zeros(len(df), dtype=bool)
-        dup[np.flatnonzero(ok)] = dup_all[offset:offset + n_ok]
-        offset += n_ok
+    seen = np.zeros(0, dtype=_KEY_DTYPE)
+    for i in reversed(range(len(raw_parts))):
+        with gc_paused():  # millions of fresh dicts would otherwise trigger full collections
+            items, seqs = read_raw_part(raw_parts[i], ctx.settings.api.items_field)
+            df = parse_items(seqs, items)
         checkpoint("transform.chunk")
+        counts["extracted"] += len(df)
+        ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
+        keys = key_hashes(df[ok]).view(_KEY_DTYPE).ravel()
+        superseded = duplicate_mask_keys(keys) | np.isin(keys, seen)
+        seen = np.concatenate([seen, keys[~superseded]])
+        dup = np.zeros(len(df), dtype=bool)
+        dup[np.flatnonzero(ok)] = superseded
         counts["rejected_transform"] += int((~ok).sum())
         counts["duplicates"] += int(dup.sum())
-        raw_by_seq: dict[int, bytes] = {}
-        if replay or dup.any() or not ok.all():
-            raw_t = pq.read_table(part, columns=["seq", "raw"])
-            raw_by_seq = dict(zip(raw_t["seq"].to_pylist(), raw_t["raw"].to_pylist()))
         if replay:  # a superseded duplicate is settled by the copy that wins
-            passed_hashes += [record_hash(raw_by_seq[s].decode()) for s in df.loc[dup, "seq"]]
-        df = df[~dup].reset_index(drop=True)
-        ok = df["reasons"].str.len().to_numpy() == 0
+            passed_hashes += [record_hash(dumps(items[j])) for j in np.flatnonzero(dup)]
+        keep = np.flatnonzero(~dup)
+        df = df.iloc[keep].reset_index(drop=True)
+        ok = ok[keep]
         q_reasons = quality.check(df, q, now)
-        all_reasons = [list(r) + qr for r, qr in zip(df["reasons"], q_reasons)]
-        passed = np.array([not r for r in all_reasons], dtype=bool)
+        all_reasons = [r + qr if qr else r for r, qr in zip(df["reasons"], q_reasons)]
+        passed = np.fromiter((not r for r in all_reasons), dtype=bool, count=len(df))
         counts["rejected_quality"] += int((ok & ~passed).sum())
         counts["passed"] += int(passed.sum())
-        reasons.update(quality.reason_counts(all_reasons))
+        bad = np.flatnonzero(~passed)
+        reasons.update(quality.reason_counts(all_reasons[j] for j in bad))
 
         clean = enrich(df[passed])
         pq.write_table(pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
                        clean_dir / f"part-{i:05d}.parquet")
         per_hour.update(clean["timestamp"].dt.floor("h").value_counts().to_dict())
         if replay:
-            passed_hashes += [record_hash(raw_by_seq[s].decode()) for s in df.loc[passed, "seq"]]
-        bad = ~passed
-        if bad.any():
+            passed_hashes += [record_hash(dumps(items[keep[j]])) for j in np.flatnonzero(passed)]
+        if len(bad):
             rej = pd.DataFrame({
-                "seq": df.loc[bad, "seq"].to_numpy(),
+                "seq": df["seq"].to_numpy()[bad],
                 "stage": np.where(ok[bad], "quality", "transform"),
-                "reasons": [all_reasons[j] for j in np.flatnonzero(bad)],
-                "raw": [raw_by_seq[s].decode("utf-8", "replace") for s in df.loc[bad, "seq"]],
+                "reasons": [all_reasons[j] for j in bad],
+                "raw": [dumps(items[keep[j]]) for j in bad],
             })
             pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False),
                            rejects_dir / f"part-{i:05d}.parquet")
-    shutil.rmtree(parsed_dir)
+        del items, df
 
+    extracted = counts["extracted"]
     distinct = extracted - counts["duplicates"]
     rate = quality.pass_rate(counts["passed"], distinct)
     metrics = {

@@ -19,9 +19,11 @@ from .jsonio import dumps, loads
 
 KEY = ["user_id", "timestamp", "event_type"]
 _MISSING = object()
-_ISO_RE = r"^(?P<date>\d{4}-?\d{2}-?\d{2})(?:[T ](?P<time>.+))?$"
+_ISO_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ].+)?$")
 _OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _MAX_EPOCH_US = 9.0e15  # pandas' nanosecond range ends in 2262
+_EVENT_SEP = re.compile(r"[\s\-]+")
+_OFFSET = re.compile(_OFFSET_RE)
 
 
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not a literal backslash-u0000
@@ -58,7 +60,7 @@ def _properties(v: Any) -> tuple[str | None, str | None]:
     elif type(v) is not dict:
         return None, f"properties_invalid: {type(v).__name__} is not an object"
     text = dumps(v)
-    if _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         return None, "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
     return text, None
 
@@ -69,6 +71,19 @@ def _session_id(v: Any) -> tuple[str | None, str | None]:
     if type(v) is str:
         return (v, None) if "\x00" not in v else (None, "session_id_invalid: contains a NUL character")
     return None, f"session_id_invalid: {type(v).__name__} is not text or null"
+
+
+def _with_offset(text: str) -> str | None:
+    """ISO 8601 text with an explicit offset (``+00:00`` added when it has none), or None if not ISO-shaped."""
+    s = text.strip().upper()
+    if not _ISO_DATE.match(s):
+        return None
+    sep = s.find("T")
+    if sep < 0:
+        sep = s.find(" ")
+    if sep < 0:
+        return s + "T00:00:00+00:00"
+    return s if _OFFSET.search(s, sep + 1) else s + "+00:00"
 
 
 def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
@@ -98,13 +113,8 @@ def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
         for i in idx[~ok]:
             reasons[i] = f"timestamp_unparseable: epoch {values[i]!r} is out of range"
     if str_idx:
-        s = pd.Series([values[i] for i in str_idx], dtype=object).str.strip().str.upper()
-        m = s.str.extract(_ISO_RE)
-        has_time = m["time"].notna()
-        has_offset = m["time"].str.contains(_OFFSET_RE, regex=True, na=False)
         # no offset means UTC; normalise first, because pandas applies one element's offset to naive ones
-        fixed = s.where(~has_time | has_offset, s + "+00:00").where(has_time, s + "T00:00:00+00:00")
-        fixed = fixed.where(m["date"].notna(), None)
+        fixed = pd.Series([_with_offset(values[i]) for i in str_idx], dtype=object)
         parsed = pd.to_datetime(fixed, format="ISO8601", utc=True, errors="coerce")
         idx = np.asarray(str_idx)
         good = parsed.notna().to_numpy()
@@ -120,9 +130,20 @@ def normalise_event(s: pd.Series) -> pd.Series:
     return s.str.strip().str.lower().str.replace(r"[\s\-]+", "_", regex=True)
 
 
-def parse_chunk(seq: np.ndarray, raw: list[bytes]) -> pd.DataFrame:
-    """One chunk of raw items -> one row per item with typed columns and transform reasons."""
-    items = [loads(b) for b in raw]
+_NO_REASONS: list[str] = []  # shared by every clean row; never mutated
+
+
+def _event_type(v: Any, cache: dict[str, str | None]) -> str | None:
+    if type(v) is not str:
+        return None
+    if v not in cache:  # few distinct spellings: normalise each once
+        norm = _EVENT_SEP.sub("_", v.strip().lower())
+        cache[v] = norm or None
+    return cache[v]
+
+
+def parse_items(seq: "np.ndarray | list[int]", items: list[Any]) -> pd.DataFrame:
+    """Parsed API items -> one row per item with typed columns and its transform reasons (a list)."""
     is_obj = [type(x) is dict for x in items]
     n = len(items)
 
@@ -133,34 +154,37 @@ def parse_chunk(seq: np.ndarray, raw: list[bytes]) -> pd.DataFrame:
     props, prop_r = zip(*map(_properties, field("properties"))) if n else ((), ())
     sess, sess_r = zip(*map(_session_id, field("session_id"))) if n else ((), ())
     ts, ts_r = parse_timestamps(field("timestamp"))
-
     ev_raw = field("event")
-    ev_str = pd.Series([v if type(v) is str else None for v in ev_raw], dtype=object)
-    events = normalise_event(ev_str.astype("string")).astype(object).where(lambda s: s.notna() & (s != ""), None)
-    ev_r = [
-        None if e is not None else
-        ("event_missing: absent, null or empty" if v is _MISSING or v is None or type(v) is str
-         else f"event_invalid: {type(v).__name__} is not text")
-        for v, e in zip(ev_raw, events)
-    ]
+    cache: dict[str, str | None] = {}
+    events = [_event_type(v, cache) for v in ev_raw]
 
-    reasons: list[list[str]] = []
+    reasons: list[list[str]] = [_NO_REASONS] * n
     for i in range(n):
         if not is_obj[i]:
-            reasons.append([f"record_not_object: item is a {type(items[i]).__name__}"])
+            reasons[i] = [f"record_not_object: item is a {type(items[i]).__name__}"]
             continue
-        r = [x for x in (user_r[i], ev_r[i], ts_r[i], prop_r[i], sess_r[i]) if x]
-        reasons.append(r)
+        if user_r[i] or ts_r[i] or prop_r[i] or sess_r[i] or events[i] is None:
+            v = ev_raw[i]
+            ev_reason = None if events[i] is not None else (
+                "event_missing: absent, null or empty" if v is _MISSING or v is None or type(v) is str
+                else f"event_invalid: {type(v).__name__} is not text")
+            reasons[i] = [x for x in (user_r[i], ev_reason, ts_r[i], prop_r[i], sess_r[i]) if x]
 
     df = pd.DataFrame({
         "seq": pd.Series(seq, dtype="int64"),
         "user_id": pd.Series(users, dtype=object),
-        "event_type": events,
+        "event_type": pd.Series(events, dtype=object),
         "timestamp": ts,
         "properties": pd.Series(props, dtype=object),
         "session_id": pd.Series(sess, dtype=object),
     })
     df["reasons"] = reasons
+    return df
+
+
+def parse_chunk(seq: "np.ndarray | list[int]", raw: list[bytes]) -> pd.DataFrame:
+    """Serialised items -> ``parse_items`` plus each item's raw text (used by tests and replays)."""
+    df = parse_items(seq, [loads(b) for b in raw])
     df["raw"] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else b for b in raw]
     return df
 
@@ -179,6 +203,13 @@ def key_hashes(df: pd.DataFrame) -> np.ndarray:
     h1 = pd.util.hash_pandas_object(keys, index=False, hash_key="eventpipe-key-01").to_numpy()
     h2 = pd.util.hash_pandas_object(keys, index=False, hash_key="eventpipe-key-02").to_numpy()
     return np.stack([h1, h2], axis=1)
+
+
+def duplicate_mask_keys(keys: np.ndarray) -> np.ndarray:
+    """Like ``duplicate_mask``, for keys already viewed as one 16-byte value each."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=bool)
+    return pd.Series(keys.view("S16")).duplicated(keep="last").to_numpy()
 
 
 def duplicate_mask(hashes: np.ndarray) -> np.ndarray:
