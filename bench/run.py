@@ -5,13 +5,16 @@
 
 What it does (see bench/README.md for what each figure means):
 
+0. copies lib/, notebooks/, params/ and run_pipeline.py to a temp folder and runs that copy (first on
+   PYTHONPATH, kernels included), so edits made to lib/ while it runs do not mix into the figures;
 1. starts the demo API in its own process (``run_pipeline.py demo-api``), over a past window
    that holds ~N events, and warms it up (the API generates its events lazily, per hour);
 2. creates a fresh PostgreSQL database (dropped at the end);
 3. limit: a bare ``requests.Session`` loop over the same pages (``.json()``; and orjson, for reference);
 4. the pipeline through papermill: ``run_pipeline.py backfill`` over the window as one partition,
-   wall seconds and the peak RSS of the whole process tree (runner + kernels, sampled every 0.1 s);
-   per-stage figures come from the run's ``reports/<run_id>/metrics.json``;
+   wall seconds, CPU seconds and the peak RSS of the whole process tree (runner + kernels, sampled every
+   0.1 s); per-stage seconds come from the run's ``reports/<run_id>/metrics.json``, per-stage RSS and CPU
+   from the samples between the runner's ``stage X: executing`` and ``stage X: done`` log lines;
 5. limit: raw ``COPY … FROM STDIN`` of the loaded rows (as CSV) into an empty copy of ``analytics``
    (same columns, primary key and index);
 6. the same three stage functions called directly in one Python process (no notebooks, no kernels),
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
 import json
 import os
 import platform
 import pstats
+import re
 import shutil
 import signal
 import socket
@@ -47,6 +52,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "bench"
+CODE = ROOT  # the code measured: a snapshot of lib/, notebooks/, params/ and run_pipeline.py (see snapshot_code)
+SNAPSHOT_PARTS = ("lib", "notebooks", "params", "run_pipeline.py", "pyproject.toml")
 PY = sys.executable
 STAGES = ("extract", "transform_quality", "load")
 PIPELINE_TABLES = ("analytics", "dead_letter", "pipeline_runs", "pipeline_state")
@@ -76,7 +83,7 @@ def rate(n: int | None, seconds: float | None) -> float | None:
 # -- process-tree RSS sampling ----------------------------------------------------------------------
 
 class TreeSampler:
-    """Every ``interval`` s: the summed RSS of a process and all its descendants (and which are kernels)."""
+    """Every ``interval`` s: the summed RSS of a process and all its descendants, and each one's CPU seconds."""
 
     def __init__(self, pid: int, interval: float = 0.1):
         import psutil
@@ -84,8 +91,7 @@ class TreeSampler:
         self.psutil = psutil
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.samples: list[tuple[float, int, frozenset[int]]] = []  # (time.time(), bytes, kernel pids alive)
-        self.kernels: dict[int, float] = {}  # kernel pid -> create_time
+        self.samples: list[tuple[float, int, dict[int, float]]] = []  # (time.time(), RSS bytes, pid -> CPU s)
         self._procs: dict[int, Any] = {pid: self.root}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
@@ -104,18 +110,16 @@ class TreeSampler:
             procs = [self.root, *self.root.children(recursive=True)]
         except (ps.NoSuchProcess, ps.ZombieProcess):
             return
-        total, kernels = 0, set()
+        total, cpu = 0, {}
         for p in procs:
             p = self._procs.setdefault(p.pid, p)  # keep one Process object per pid
             try:
                 total += p.memory_info().rss
-                if p.pid not in self.kernels and any("ipykernel" in a for a in p.cmdline()):
-                    self.kernels[p.pid] = p.create_time()
+                t = p.cpu_times()
+                cpu[p.pid] = t.user + t.system
             except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
                 continue
-            if p.pid in self.kernels:
-                kernels.add(p.pid)
-        self.samples.append((time.time(), total, frozenset(kernels)))
+        self.samples.append((time.time(), total, cpu))
 
     def _loop(self) -> None:
         while True:
@@ -125,22 +129,81 @@ class TreeSampler:
 
     def peak_mb(self, since: float | None = None, until: float | None = None) -> float | None:
         vals = [b for t, b, _ in self.samples if (since is None or t >= since) and (until is None or t <= until)]
+        if not vals and since is not None:  # a window shorter than the interval: the next sample stands for it
+            vals = [b for t, b, _ in self.samples if t >= since][:1]
         return max(vals) / 2**20 if vals else None
 
-    def kernel_peaks_mb(self) -> list[float | None]:
-        """Peak tree RSS while each kernel was alive, kernels in start order (= stage order)."""
-        out = []
-        for pid in sorted(self.kernels, key=self.kernels.get):
-            vals = [b for _, b, ks in self.samples if pid in ks]
-            out.append(max(vals) / 2**20 if vals else None)
-        return out
+    def cpu_between(self, since: float, until: float) -> float | None:
+        """CPU seconds the tree spent in ``[since, until]`` (to within one sampling interval)."""
+        before: dict[int, float] = {}
+        inside: dict[int, float] = {}
+        for t, _, cpu in self.samples:
+            if t < since:
+                before.update(cpu)
+            elif t <= until:
+                inside.update(cpu)
+        if not inside:
+            return None
+        return sum(v - before.get(pid, 0.0) for pid, v in inside.items())
 
 
-def run_sampled(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float) -> tuple[int, float, TreeSampler]:
-    """Run a command with stdout+stderr to a log file; wall seconds and the RSS samples of its tree."""
+@dataclass
+class CpuUse:
+    """CPU seconds while one measured command ran: its own tree, the demo API, and the whole machine."""
+
+    tree_s: float = 0.0
+    api_s: float | None = None
+    machine_busy_s: float = 0.0
+
+    @property
+    def others_s(self) -> float:
+        """Busy CPU not spent by the command or the API: PostgreSQL (ours too) and anything else running."""
+        return max(0.0, self.machine_busy_s - self.tree_s - (self.api_s or 0.0))
+
+
+def _busy(t: Any) -> float:
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
+def _proc_cpu(pid: int | None) -> float | None:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times() if pid else None
+    except psutil.Error:
+        return None
+    return t.user + t.system if t else None
+
+
+API_PID: int | None = None  # the demo API's process, for CpuUse
+
+
+STAGE_LINE = re.compile(rb"stage (\w+): (executing|done)")  # the runner's log lines around each notebook
+
+
+def run_sampled(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float
+                ) -> tuple[int, float, TreeSampler, CpuUse, list[tuple[float, str, str]]]:
+    """Run a command with stdout+stderr to a log file; wall seconds, RSS samples, CPU use of its tree, and
+    the arrival time of each runner line ``stage X: executing|done``."""
+    import psutil
+    import resource
+
+    marks: list[tuple[float, str, str]] = []
+
+    def copy_output(stream: Any, log: Any) -> None:
+        for line in stream:
+            m = STAGE_LINE.search(line)
+            if m:
+                marks.append((time.time(), m.group(1).decode(), m.group(2).decode()))
+            log.write(line)
+
     with open(log_path, "wb") as log:
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and every descendant it waited for
+        sys0, api0 = psutil.cpu_times(), _proc_cpu(API_PID)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=CODE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        reader = threading.Thread(target=copy_output, args=(proc.stdout, log), daemon=True)
+        reader.start()
         with TreeSampler(proc.pid) as sampler:
             try:
                 rc = proc.wait(timeout=timeout)
@@ -149,7 +212,13 @@ def run_sampled(cmd: list[str], env: dict[str, str], log_path: Path, timeout: fl
                 proc.wait()
                 raise SystemExit(f"{cmd[2]} took longer than {timeout}s: see {log_path}")
         wall = time.perf_counter() - t0
-    return rc, wall, sampler
+        reader.join(timeout=10)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sys1, api1 = psutil.cpu_times(), _proc_cpu(API_PID)
+    cpu = CpuUse(tree_s=(ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
+                 api_s=(api1 - api0) if api0 is not None and api1 is not None else None,
+                 machine_busy_s=_busy(sys1) - _busy(sys0))
+    return rc, wall, sampler, cpu, marks
 
 
 def tail(path: Path, n: int = 30) -> str:
@@ -173,13 +242,13 @@ class DemoApi:
     def __init__(self, events_per_hour: int, log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "API_KEY": API_KEY}
+        env = {**code_env(), "API_KEY": API_KEY}
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [PY, str(ROOT / "run_pipeline.py"), "demo-api", "--port", str(self.port),
+            [PY, str(CODE / "run_pipeline.py"), "demo-api", "--port", str(self.port),
              "--events-per-hour", str(events_per_hour), "--start", DEMO_START,
              "--dirty-share", str(DEMO_DIRTY), "--duplicate-share", str(DEMO_DUP)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=CODE, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> None:
         import requests
@@ -323,20 +392,54 @@ class PipelineRun:
     peak_rss_mb: float | None
     stage_peak_rss_mb: dict[str, float | None]
     metrics: dict[str, Any]
+    cpu: CpuUse = field(default_factory=CpuUse)
+    stage_cpu_s: dict[str, float | None] = field(default_factory=dict)
 
 
 def params_file() -> str:
-    default = ROOT / "params" / "default.yaml"  # what the CLI picks when --params is not given
+    default = CODE / "params" / "default.yaml"  # what the CLI picks when --params is not given
     return str(default) if default.is_file() else ""
+
+
+EXTRA_PARAMS: list[str] = []  # bench/run.py -p KEY=VALUE: passed to both the papermill and the direct runs
 
 
 def overrides(per_page: int, tmp: Path) -> list[str]:
     return [f"api.per_page={per_page}", f"paths.reports_dir={tmp / 'reports'}", f"paths.runs_dir={tmp / 'runs'}",
-            "quality.min_pass_rate=0.9"]
+            "quality.min_pass_rate=0.9", *EXTRA_PARAMS]
+
+
+def snapshot_code(dest: Path) -> Path:
+    """Copy the pipeline's code, so that edits made to lib/ while the benchmark runs do not mix into it."""
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints", "*.pyc")
+    dest.mkdir(parents=True)
+    for name in SNAPSHOT_PARTS:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=skip)
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def code_env() -> dict[str, str]:
+    """The environment for every pipeline process: the measured code's lib/ first on the import path
+    (before the editable install's /work/main/lib), so kernels import the snapshot too."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(CODE / "lib"), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def code_sha1(root: Path) -> str:
+    digest = hashlib.sha1()
+    for f in sorted([*(root / "lib" / "eventpipe").glob("*.py"), *(root / "notebooks").glob("*.ipynb"),
+                     *(root / "params").glob("*.yaml")]):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def pipeline_env(api_url: str, db_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "EVENTPIPE_KEEP_RUNS"}
+    env = {k: v for k, v in code_env().items() if k != "EVENTPIPE_KEEP_RUNS"}
     env.update(API_BASE_URL=api_url, API_KEY=API_KEY, DATABASE_URL=db_url, PYTHONUNBUFFERED="1")
     return env
 
@@ -344,23 +447,34 @@ def pipeline_env(api_url: str, db_url: str) -> dict[str, str]:
 def run_papermill(since: datetime, until: datetime, hours: int, per_page: int, env: dict[str, str], tmp: Path,
                   timeout: float) -> PipelineRun:
     tmp.mkdir(parents=True, exist_ok=True)
-    cmd = [PY, str(ROOT / "run_pipeline.py"), "backfill", "--start", iso(since), "--end", iso(until),
+    cmd = [PY, str(CODE / "run_pipeline.py"), "backfill", "--start", iso(since), "--end", iso(until),
            "--chunk", f"{hours}h"]
     for o in overrides(per_page, tmp):
         cmd += ["-p", o]
     log = tmp / "papermill.log"
-    rc, wall, sampler = run_sampled(cmd, env, log, timeout)
+    rc, wall, sampler, cpu, marks = run_sampled(cmd, env, log, timeout)
     found = sorted((tmp / "reports").glob("*/metrics.json"))
     if rc != 0 or len(found) != 1:
         raise SystemExit(f"the papermill run failed (exit {rc}, {len(found)} metrics.json):\n{tail(log)}")
     metrics = json.loads(found[0].read_text())
     if metrics.get("status") != "succeeded":
         raise SystemExit(f"the papermill run did not succeed: {metrics.get('error')}\n{tail(log)}")
-    peaks = sampler.kernel_peaks_mb()
-    if len(peaks) != len(STAGES):
-        print(f"warning: saw {len(peaks)} kernels, expected {len(STAGES)}; per-stage RSS may be off", file=sys.stderr)
-    return PipelineRun(wall, sampler.peak_mb(), dict(zip(STAGES, peaks + [None] * (len(STAGES) - len(peaks)))),
-                       metrics)
+    # each stage: from its "executing" line to its "done" line (kernel start included; with a shared
+    # kernel, the first stage carries the kernel's start)
+    starts = {st: t for t, st, what in marks if what == "executing"}
+    ends = {st: t for t, st, what in marks if what == "done"}
+    peaks: dict[str, float | None] = {}
+    cpus: dict[str, float | None] = {}
+    for st in STAGES:
+        if st in starts and st in ends:
+            peaks[st] = sampler.peak_mb(starts[st], ends[st])
+            cpus[st] = sampler.cpu_between(starts[st], ends[st])
+        else:
+            peaks[st] = cpus[st] = None
+    if not all(st in starts and st in ends for st in STAGES):
+        print("warning: the runner's 'stage X: executing/done' lines were not all seen: per-stage RSS and CPU "
+              "are missing", file=sys.stderr)
+    return PipelineRun(wall, sampler.peak_mb(), peaks, metrics, cpu, cpus)
 
 
 # -- the same stages, directly in one process -----------------------------------------------------------
@@ -370,7 +484,8 @@ def run_direct(since: datetime, until: datetime, per_page: int, env: dict[str, s
     """A fresh Python process that runs ``extract``, ``transform_quality``, ``load`` as plain calls."""
     tmp.mkdir(parents=True, exist_ok=True)
     out = tmp / ("direct.json" if not only else f"direct-{only}.json")
-    cmd = [PY, str(Path(__file__).resolve()), "_direct", "--since", iso(since), "--until", iso(until),
+    cmd = [PY, str(Path(__file__).resolve()), "_direct", "--code-root", str(CODE), "--since", iso(since),
+           "--until", iso(until),
            "--run-dir", str(tmp / "run"), "--params-file", params_file(), "--out", str(out)]
     for o in overrides(per_page, tmp):
         cmd += ["-p", o]
@@ -379,17 +494,18 @@ def run_direct(since: datetime, until: datetime, per_page: int, env: dict[str, s
     if profile_out:
         cmd += ["--profile-out", str(profile_out)]
     log = tmp / ("direct.log" if not only else f"direct-{only}.log")
-    rc, wall, sampler = run_sampled(cmd, env, log, timeout)
+    rc, wall, sampler, cpu, _ = run_sampled(cmd, env, log, timeout)
     if rc != 0 or not out.is_file():
         raise SystemExit(f"the direct run failed (exit {rc}):\n{tail(log)}")
     result = json.loads(out.read_text())
     stage_peaks = {s: sampler.peak_mb(result["marks"][s][0], result["marks"][s][1]) for s in result["marks"]}
-    return PipelineRun(wall, sampler.peak_mb(), stage_peaks, result)
+    return PipelineRun(wall, sampler.peak_mb(), stage_peaks, result, cpu, result["cpu_s"])
 
 
 def direct_child(argv: list[str]) -> int:
     """``bench/run.py _direct ...``: the body of the direct run (in its own process)."""
     p = argparse.ArgumentParser(prog="bench/run.py _direct")
+    p.add_argument("--code-root", default=str(ROOT))
     p.add_argument("--since", required=True)
     p.add_argument("--until", required=True)
     p.add_argument("--run-dir", required=True)
@@ -399,8 +515,11 @@ def direct_child(argv: list[str]) -> int:
     p.add_argument("--only", choices=STAGES)
     p.add_argument("--profile-out")
     a = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "lib"))
+    sys.path.insert(0, str(Path(a.code_root) / "lib"))
     from eventpipe import stages
+
+    if not Path(stages.__file__).resolve().is_relative_to(Path(a.code_root).resolve()):
+        raise SystemExit(f"imported {stages.__file__}, not the code under {a.code_root}")
 
     stages.setup_logging()
     ctx = stages.StageContext.from_parameters(a.since, a.until, "bench-direct", a.run_dir, a.params_file,
@@ -410,12 +529,13 @@ def direct_child(argv: list[str]) -> int:
              "load": lambda: stages.load(ctx)}
     marks: dict[str, tuple[float, float]] = {}
     seconds: dict[str, float] = {}
+    cpu_s: dict[str, float] = {}
     metrics: dict[str, Any] = {}
     for name in STAGES:
         if a.only and name != a.only:
             continue
         prof = cProfile.Profile() if a.profile_out else None
-        start, t0 = time.time(), time.perf_counter()
+        start, t0, c0 = time.time(), time.perf_counter(), time.process_time()
         if prof:
             prof.enable()
         metrics[name] = calls[name]()
@@ -423,8 +543,9 @@ def direct_child(argv: list[str]) -> int:
             prof.disable()
             prof.dump_stats(a.profile_out)
         seconds[name] = time.perf_counter() - t0
+        cpu_s[name] = time.process_time() - c0
         marks[name] = (start, time.time())
-    Path(a.out).write_text(json.dumps({"marks": marks, "seconds": seconds, "stages": metrics}, default=str))
+    Path(a.out).write_text(json.dumps({"marks": marks, "seconds": seconds, "cpu_s": cpu_s, "stages": metrics}, default=str))
     return 0
 
 
@@ -454,14 +575,19 @@ def machine_info(db_url: str) -> dict[str, Any]:
         conn.close()
     except Exception:
         pg = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-    except Exception:
-        commit = None
+    def git(*a: str) -> str | None:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        except Exception:
+            return None
+
+    commit = (git("rev-parse", "--short", "HEAD") or "").strip() or None
+    # lib/ may carry uncommitted edits: name them, and fingerprint the code that was measured
+    dirty = [line[3:] for line in (git("status", "--porcelain", "--", "lib", "notebooks", "params") or "").splitlines()]
     return {"nproc": os.cpu_count(), "cpu_model": cpu, "mem_total_gb": mem, "loadavg_at_start": load,
             "python": platform.python_version(), "platform": platform.platform(), "postgres": pg,
-            "git_commit": commit}
+            "git_commit": commit, "git_uncommitted": dirty, "code_sha1": code_sha1(CODE),
+            "code_dir": "snapshot of the working tree" if CODE != ROOT else str(ROOT)}
 
 
 # -- the report ---------------------------------------------------------------------------------------------
@@ -476,6 +602,10 @@ def fmt_s(v: float | None) -> str:
 
 def fmt_x(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}×"
+
+
+def cpu_dict(c: CpuUse) -> dict[str, Any]:
+    return {"tree_s": c.tree_s, "api_s": c.api_s, "machine_busy_s": c.machine_busy_s, "others_s": c.others_s}
 
 
 def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, Any], pm_runs: list[PipelineRun],
@@ -501,6 +631,8 @@ def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, 
             "records": n, "notebook_s": nb_s, "lib_s": lib_s, "direct_s": direct_s,
             "records_per_s": rate(n, lib_s), "records_per_s_notebook": rate(n, nb_s),
             "records_per_s_direct": rate(n, direct_s),
+            "cpu_s": median([r.stage_cpu_s.get(s) for r in pm_runs]),
+            "direct_cpu_s": median([r.stage_cpu_s.get(s) for r in direct_runs]) if direct_runs else None,
             "peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in pm_runs]),
             "direct_peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in direct_runs]) if direct_runs else None,
         }
@@ -521,6 +653,10 @@ def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, 
         "load_records_per_s": stages_out["load"]["records_per_s"],
         "load_limit_records_per_s": copy_rps,
         "peak_rss_mb": median([r.peak_rss_mb for r in pm_runs]),
+        "end_to_end_cpu_s": median([r.cpu.tree_s for r in pm_runs]),
+        "direct_cpu_s": median([r.cpu.tree_s for r in direct_runs]) if direct_runs else None,
+        "notebook_overhead_cpu_s": (median([r.cpu.tree_s for r in pm_runs]) - median([r.cpu.tree_s for r in direct_runs]))
+        if direct_runs else None,
         "notebook_overhead_s": (e2e_s - direct_s) if direct_s is not None else None,
         "direct_end_to_end_s": direct_s,
         "direct_records_per_s": rate(events, direct_s),
@@ -539,17 +675,20 @@ def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, 
         "copy_rows": copy_rows,
         "window": window,
         "per_page": args.per_page,
+        "extra_params": list(args.params),
         "repeat": args.repeat,
         "limit_repeat": args.limit_repeat,
         "api_warmup_s": warmup_s,
         "machine": info,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": {
-            "papermill": [{"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
+            "papermill": [{"wall_s": r.wall_s, "cpu": cpu_dict(r.cpu), "stage_cpu_s": r.stage_cpu_s,
+                           "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
                            "stage_seconds": r.metrics["stage_seconds"],
                            "lib_seconds": {s: r.metrics["stages"][s]["seconds"] for s in STAGES},
                            "run_id": r.metrics["run_id"]} for r in pm_runs],
-            "direct": [{"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
+            "direct": [{"wall_s": r.wall_s, "cpu": cpu_dict(r.cpu), "stage_cpu_s": r.stage_cpu_s,
+                        "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
                         "stage_seconds": r.metrics["seconds"]} for r in direct_runs],
             "limits": limits,
         },
@@ -570,7 +709,8 @@ def print_table(res: dict[str, Any]) -> None:
     table = Table(title=f"eventpipe benchmark: {res['events']:,} events, per_page {res['per_page']}, {reps} "
                         f"(limits: median of {res['limit_repeat']}); {m['nproc']} cores, {m['cpu_model']}",
                   title_justify="left")
-    for col, just in (("", "left"), ("records", "right"), ("wall s", "right"), ("work s", "right"),
+    for col, just in (("", "left"), ("records", "right"), ("wall s", "right"), ("cpu s", "right"),
+                      ("work s", "right"),
                       ("records/s", "right"), ("peak RSS MB", "right"), ("direct s", "right"),
                       ("direct RSS MB", "right"), ("limit, same run", "left"), ("limit records/s", "right"),
                       ("ratio", "right")):
@@ -583,26 +723,29 @@ def print_table(res: dict[str, Any]) -> None:
     for s in STAGES:
         x = st[s]
         name, lim, ratio = limits[s]
-        table.add_row(s, fmt_n(x["records"]), fmt_s(x["notebook_s"]), fmt_s(x["lib_s"]), fmt_n(x["records_per_s"]),
-                      fmt_n(x["peak_rss_mb"]), fmt_s(x["direct_s"]), fmt_n(x["direct_peak_rss_mb"]), name,
+        table.add_row(s, fmt_n(x["records"]), fmt_s(x["notebook_s"]), fmt_s(x["cpu_s"]), fmt_s(x["lib_s"]),
+                      fmt_n(x["records_per_s"]), fmt_n(x["peak_rss_mb"]), fmt_s(x["direct_s"]), fmt_n(x["direct_peak_rss_mb"]), name,
                       fmt_n(lim), fmt_x(ratio))
     table.add_section()
-    table.add_row("end to end, papermill", fmt_n(res["events"]), fmt_s(res["end_to_end_s"]), "",
+    table.add_row("end to end, papermill", fmt_n(res["events"]), fmt_s(res["end_to_end_s"]),
+                  fmt_s(res["end_to_end_cpu_s"]), "",
                   fmt_n(res["end_to_end_records_per_s"]), fmt_n(res["peak_rss_mb"]), fmt_s(res["direct_end_to_end_s"]),
                   fmt_n(res["direct_peak_rss_mb"]), "dlt (PERF-NOTES, not run)",
                   fmt_n(res["dlt_reference_records_per_s"]), fmt_x(r["end_to_end_vs_dlt"]))
-    table.add_row("end to end, direct", fmt_n(res["events"]), fmt_s(res["direct_end_to_end_s"]), "",
+    table.add_row("end to end, direct", fmt_n(res["events"]), fmt_s(res["direct_end_to_end_s"]),
+                  fmt_s(res["direct_cpu_s"]), "",
                   fmt_n(res["direct_records_per_s"]), fmt_n(res["direct_peak_rss_mb"]), "", "", "", "", "")
-    table.add_row("notebook overhead", "", fmt_s(res["notebook_overhead_s"]), "", "", "", "", "", "", "", "")
+    table.add_row("notebook overhead", "", fmt_s(res["notebook_overhead_s"]), fmt_s(res["notebook_overhead_cpu_s"]),
+                  "", "", "", "", "", "", "", "")
     table.add_section()
     lim = res["runs"]["limits"]
     table.add_row("limit: requests .json()", fmt_n(median(lim["requests_json_n"])),
-                  fmt_s(median(lim["requests_json_s"])), "", fmt_n(res["extract_limit_records_per_s"]),
+                  fmt_s(median(lim["requests_json_s"])), "", "", fmt_n(res["extract_limit_records_per_s"]),
                   "", "", "", "", "", "")
     table.add_row("limit: requests orjson", fmt_n(median(lim["requests_orjson_n"])),
-                  fmt_s(median(lim["requests_orjson_s"])), "", fmt_n(res["extract_limit_orjson_records_per_s"]),
+                  fmt_s(median(lim["requests_orjson_s"])), "", "", fmt_n(res["extract_limit_orjson_records_per_s"]),
                   "", "", "", "", "", "")
-    table.add_row("limit: raw COPY", fmt_n(res["copy_rows"]), fmt_s(median(lim["copy_s"])), "",
+    table.add_row("limit: raw COPY", fmt_n(res["copy_rows"]), fmt_s(median(lim["copy_s"])), "", "",
                   fmt_n(res["load_limit_records_per_s"]), "", "", "", "", "", "")
     con.print(table)
     slowest = max(STAGES, key=lambda s: st[s]["lib_s"] or 0)
@@ -611,6 +754,12 @@ def print_table(res: dict[str, Any]) -> None:
     con.print("wall s: notebook (stage) or process (end to end) seconds; work s: the stage's own 'seconds' in "
               "metrics.json; records/s = records ÷ work s (end to end: events ÷ wall s); peak RSS: whole process "
               "tree (runner + kernel); direct: the same stage functions in one process, no notebooks")
+    pm_other = median([x["cpu"]["others_s"] for x in res["runs"]["papermill"]])
+    d_other = median([x["cpu"]["others_s"] for x in res["runs"]["direct"]])
+    con.print(f"cpu s: CPU seconds of the whole process tree (runner + kernel) during the stage or the run; "
+              f"busy CPU of everything else on the machine (PostgreSQL included) during the runs: "
+              f"papermill {fmt_s(pm_other)} s, direct {fmt_s(d_other)} s — on {m['nproc']} cores, a high figure "
+              f"means the timings were contended")
     con.print(f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
               f"{fmt_s(st[slowest]['notebook_s'])} s as a notebook)")
 
@@ -644,6 +793,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="afterwards, cProfile the slowest stage run directly")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one pipeline run may take (default 3600)")
     p.add_argument("--keep", action="store_true", help="keep the temp folder and the database (for inspection)")
+    p.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra pipeline parameter for both the papermill and the direct runs, e.g. "
+                        "-p runner.shared_kernel=false (repeatable)")
+    p.add_argument("--in-place", action="store_true",
+                   help="run the code where it is instead of a snapshot taken at the start (edits made to lib/ "
+                        "during the benchmark then mix into it)")
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
     args = p.parse_args(argv)
     if args.events < 1 or args.per_page < 1 or args.repeat < 1 or args.limit_repeat < 1:
@@ -657,10 +812,15 @@ def main(argv: list[str] | None = None) -> int:
     window = {"since": iso(since), "until": iso(until), "hours": args.hours, "events_per_hour": per_hour}
     tmp = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
     say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    global CODE, API_PID
+    EXTRA_PARAMS.extend(args.params)
+    if not args.in_place:
+        CODE = snapshot_code(tmp / "code")
 
     db_name, db_url = create_database()
     say(f"database {db_name}; temp folder {tmp}")
     api = DemoApi(per_hour, tmp / "demo-api.log")
+    API_PID = api.proc.pid
     try:
         info = machine_info(db_url)
         api.wait_ready()
@@ -708,6 +868,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"direct {dc['extracted']}/{dc['loaded']}")
 
         res = summarise(args, info, window, pm_runs, direct_runs, limits, copy_rows, warmup_s)
+        now_sha1 = code_sha1(ROOT)
+        if now_sha1 != info["code_sha1"]:
+            res["machine"]["code_changed_during_run"] = True
+            say(f"note: lib/, notebooks/ or params/ changed during the benchmark (now {now_sha1}); "
+                f"{'the snapshot taken at the start was measured' if CODE != ROOT else 'figures may mix versions'}")
         profile_text = ""
 
         if args.profile:
