@@ -111,8 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
-    for noisy in ("traitlets", "asyncio", "urllib3"):
+    for noisy in ("asyncio", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq clean-up chatter from jupyter_client
     if args.command in ("run", "backfill", "replay-dlq"):
         signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -184,7 +185,9 @@ def _print_outcome(outcome: Any) -> None:
     con.print(f"pass rate {rate:.2%}" if rate is not None else "pass rate -")
     con.print(f"duration {m['duration_s']:.1f}s   report folder: {outcome.report_dir}")
     if outcome.error:
-        con.print(f"[red]FAILED[/red] {outcome.error}")
+        from rich.markup import escape
+
+        con.print(f"[red]FAILED[/red] {escape(str(outcome.error))}")
 
 
 def _n(v: Any) -> str:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, DateTime, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -32,10 +32,10 @@ from .store import Store, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["user_id", "timestamp", "event_type", "session_id", "properties", "event_date", "event_hour",
-           "run_id", "loaded_at"]
+STAGED_COLUMNS = ["user_id", "timestamp", "event_type", "session_id", "properties", "event_date", "event_hour"]
 DATA_COLUMNS = ["session_id", "properties", "event_date", "event_hour"]
 STAGING = "eventpipe_staging"
+DL_STAGING = "eventpipe_dead_letter_staging"
 
 
 @dataclass
@@ -50,6 +50,13 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _typed(sql: str) -> Any:
+    """Textual SQL whose time parameters go through SQLAlchemy's DateTime (SQLite stores them as text)."""
+    stmt = text(sql)
+    names = [n for n in ("loaded_at", "now") if f":{n}" in sql]
+    return stmt.bindparams(*(bindparam(n, type_=DateTime(timezone=True)) for n in names))
 
 
 def record_hash(raw: str) -> str:
@@ -74,15 +81,19 @@ class Loader:
         result = LoadResult()
         loaded_at = utcnow()
         with self.store.engine.begin() as conn:
-            staged = self._stage(conn, clean_parts, run_id, loaded_at)
-            matched, changed = self._compare(conn)
-            self._upsert(conn)
-            result.loaded = staged
-            result.updated, result.unchanged = changed, matched - changed
-            result.inserted = staged - matched
+            if self.pg:
+                conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")  # staged timestamps are naive UTC text
+            clean_parts = list(clean_parts)
+            direct = self._copy_into_empty_range(conn, clean_parts, run_id, loaded_at)
+            if direct is not None:
+                staged, result.inserted, result.updated = direct, direct, 0
+            else:
+                staged = self._stage_rows(conn, clean_parts, STAGING)
+                result.inserted, result.updated = self._upsert(conn, run_id, loaded_at)
             if expected_rows is not None and staged != expected_rows:
                 raise CountsMismatch(f"load staged {staged} rows but quality passed {expected_rows}; nothing was written")
-            conn.exec_driver_sql(f"DROP TABLE {STAGING}")
+            result.loaded = staged
+            result.unchanged = staged - result.inserted - result.updated
             result.dead_letters_new, result.dead_letters_seen = self._dead_letters(conn, reject_parts, run_id, loaded_at)
             replayed = list(replayed_hashes)
             if replayed:
@@ -97,39 +108,101 @@ class Loader:
                  result.seconds)
         return result
 
+    # -- staging (the one dialect-specific fast path) ------------------------------------------
+
+    def _create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
+        """A temporary table with ``columns`` typed like ``source``'s, without its constraints."""
+        cols = ", ".join(self.q(c) for c in columns)
+        if self.pg:
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {source} WITH NO DATA")
+        else:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {cols} FROM {source} WHERE 0")
+
+    def _copy(self, conn: Connection, name: str, table: pa.Table) -> None:
+        """PostgreSQL: ``COPY … FROM STDIN`` of the table as CSV; SQLite: one batched executemany."""
+        cols = ", ".join(self.q(c) for c in table.column_names)
+        if self.pg:
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+            buf.seek(0)
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+            finally:
+                cur.close()
+        else:
+            marks = ", ".join("?" for _ in table.column_names)
+            rows = list(zip(*(table[c].to_pylist() for c in table.column_names)))
+            conn.connection.dbapi_connection.cursor().executemany(f"INSERT INTO {name} ({cols}) VALUES ({marks})", rows)
+
     # -- clean rows ----------------------------------------------------------------------------
 
-    def _stage(self, conn: Connection, parts: Iterable[str], run_id: str, loaded_at: datetime) -> int:
-        if self.pg:
-            conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} (LIKE {self.analytics} INCLUDING DEFAULTS)")
-        else:
-            conn.exec_driver_sql(f"CREATE TEMP TABLE {STAGING} AS SELECT * FROM {self.analytics} WHERE 0")
+    def _csv_ready(self, part: str, extra: dict[str, str] | None = None) -> pa.Table | None:
+        table = pq.read_table(part, columns=STAGED_COLUMNS)
+        if not table.num_rows:
+            return None
+        # naive UTC text: formatting tz-aware timestamps costs pyarrow ~20x more
+        ts = pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S")
+        table = table.set_column(table.column_names.index("timestamp"), "timestamp", ts)
+        if not self.pg:
+            table = table.set_column(table.column_names.index("event_date"), "event_date",
+                                     pc.strftime(table["event_date"], "%Y-%m-%d"))
+        for name, value in (extra or {}).items():
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        return table
+
+    def _stage_rows(self, conn: Connection, parts: Iterable[str], name: str) -> int:
+        self._create_staging(conn, name, self.analytics, STAGED_COLUMNS)
         total = 0
-        cols = ", ".join(self.q(c) for c in COLUMNS)
         for part in parts:
-            table = pq.read_table(part)
-            n = table.num_rows
-            if not n:
-                continue
-            table = table.append_column("run_id", pa.array([run_id] * n, pa.string()))
-            table = table.append_column("loaded_at", pa.array([loaded_at] * n, pa.timestamp("us", tz="UTC")))
-            table = table.select(COLUMNS)
-            if self.pg:
-                buf = io.BytesIO()
-                pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
-                buf.seek(0)
-                cur = conn.connection.dbapi_connection.cursor()
-                cur.copy_expert(f"COPY {STAGING} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
-                cur.close()
-            else:
-                table = table.set_column(1, "timestamp", pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S"))
-                table = table.set_column(8, "loaded_at", pc.strftime(table["loaded_at"], "%Y-%m-%d %H:%M:%S"))
-                table = table.set_column(5, "event_date", pc.strftime(table["event_date"], "%Y-%m-%d"))
-                marks = ", ".join("?" for _ in COLUMNS)
-                rows = list(zip(*(table[c].to_pylist() for c in COLUMNS)))
-                conn.connection.dbapi_connection.cursor().executemany(
-                    f"INSERT INTO {STAGING} ({cols}) VALUES ({marks})", rows)
-            total += n
+            table = self._csv_ready(part)
+            if table is not None:
+                self._copy(conn, name, table)
+                total += table.num_rows
+        return total
+
+    def _copy_into_empty_range(self, conn: Connection, parts: list[str], run_id: str,
+                               loaded_at: datetime) -> int | None:
+        """PostgreSQL fast path: when no stored row shares the batch's time range, nothing can conflict,
+        so ``COPY`` straight into ``analytics`` (the batch is already deduplicated). A concurrent writer
+        that slipped in rolls back to the savepoint and the upsert path runs instead. None: not taken.
+        """
+        if not self.pg or not parts:
+            return None
+        lo = hi = None
+        for part in parts:
+            col = pq.read_table(part, columns=["timestamp"])["timestamp"]
+            if len(col):
+                mm = pc.min_max(col).as_py()
+                lo = mm["min"] if lo is None else min(lo, mm["min"])
+                hi = mm["max"] if hi is None else max(hi, mm["max"])
+        if lo is None:
+            return None
+        q = self.q
+        taken = conn.execute(text(
+            f"SELECT 1 FROM {self.analytics} WHERE {q('event_date')} BETWEEN :d0 AND :d1 "
+            f"AND {q('timestamp')} BETWEEN :t0 AND :t1 LIMIT 1"),
+            {"d0": lo.date(), "d1": hi.date(), "t0": lo, "t1": hi}).first()
+        if taken:
+            return None
+        import psycopg2
+        from sqlalchemy.exc import IntegrityError
+
+        stamp = loaded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        savepoint = conn.begin_nested()
+        total = 0
+        try:
+            for part in parts:
+                table = self._csv_ready(part, {"run_id": run_id, "loaded_at": stamp})
+                if table is not None:
+                    self._copy(conn, self.analytics, table)
+                    total += table.num_rows
+            savepoint.commit()
+        except (IntegrityError, psycopg2.IntegrityError):
+            savepoint.rollback()
+            log.info("a concurrent writer loaded rows in this range: using the upsert path")
+            return None
         return total
 
     def _distinct(self, a: str, b: str) -> str:
@@ -138,58 +211,65 @@ class Loader:
     def _changed_predicate(self, old: str, new: str) -> str:
         return " OR ".join(self._distinct(f"{old}.{self.q(c)}", f"{new}.{self.q(c)}") for c in DATA_COLUMNS)
 
-    def _compare(self, conn: Connection) -> tuple[int, int]:
+    def _upsert(self, conn: Connection, run_id: str, loaded_at: datetime) -> tuple[int, int]:
+        """One set-based upsert from staging; returns (inserted, updated). Unchanged rows are not touched."""
         q = self.q
+        cols = ", ".join(q(c) for c in STAGED_COLUMNS)
+        key = ", ".join(q(c) for c in ("user_id", "timestamp", "event_type"))
+        sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in DATA_COLUMNS + ["run_id", "loaded_at"])
+        upsert = (f"INSERT INTO {self.analytics} ({cols}, {q('run_id')}, {q('loaded_at')}) "
+                  f"SELECT {cols}, :run_id, :loaded_at FROM {STAGING} WHERE true "
+                  f"ON CONFLICT ({key}) DO UPDATE SET {sets} "
+                  f"WHERE {self._changed_predicate(self.analytics, 'excluded')}")
+        params = {"run_id": run_id, "loaded_at": loaded_at}
+        if self.pg:
+            # xmax = 0 marks a freshly inserted row; counting in SQL ships no rows back
+            row = conn.execute(_typed(f"WITH up AS ({upsert} RETURNING (xmax = 0) AS inserted) "
+                                      "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+                                      "FROM up"), params).one()
+            return int(row[0]), int(row[1])
         on = " AND ".join(f"a.{q(c)} = s.{q(c)}" for c in ("user_id", "timestamp", "event_type"))
-        row = conn.exec_driver_sql(
+        matched, changed = conn.exec_driver_sql(
             f"SELECT count(*), coalesce(sum(CASE WHEN {self._changed_predicate('a', 's')} THEN 1 ELSE 0 END), 0) "
             f"FROM {STAGING} s JOIN {self.analytics} a ON {on}").one()
-        return int(row[0]), int(row[1])
-
-    def _upsert(self, conn: Connection) -> None:
-        q = self.q
-        cols = ", ".join(q(c) for c in COLUMNS)
-        sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in DATA_COLUMNS + ["run_id", "loaded_at"])
-        conn.exec_driver_sql(
-            f"INSERT INTO {self.analytics} ({cols}) SELECT {cols} FROM {STAGING} WHERE true "
-            f"ON CONFLICT ({q('user_id')}, {q('timestamp')}, {q('event_type')}) DO UPDATE SET {sets} "
-            f"WHERE {self._changed_predicate(self.analytics, 'excluded')}")
+        staged = conn.exec_driver_sql(f"SELECT count(*) FROM {STAGING}").scalar()
+        conn.execute(_typed(upsert), params)
+        conn.exec_driver_sql(f"DROP TABLE {STAGING}")
+        return int(staged - matched), int(changed)
 
     # -- dead letters --------------------------------------------------------------------------
 
     def _dead_letters(self, conn: Connection, parts: Iterable[str], run_id: str, now: datetime) -> tuple[int, int]:
         """Store each distinct rejected raw record once; seeing it again bumps ``attempts`` and ``last_seen``."""
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, tuple[str, str, str]] = {}
         for part in parts:
             table = pq.read_table(part, columns=["raw", "stage", "reasons"])
             for raw, stage, reasons in zip(table["raw"].to_pylist(), table["stage"].to_pylist(),
                                            table["reasons"].to_pylist()):
-                h = record_hash(raw)
-                rows[h] = {"record_hash": h, "raw": raw, "stage": stage,
-                           "reasons": orjson.dumps(reasons).decode()}
+                rows[record_hash(raw)] = (raw, stage, orjson.dumps(reasons).decode())
         if not rows:
             return 0, 0
-        dl = self.t.dead_letter
+        q = self.q
+        dl = self.store.engine.dialect.identifier_preparer.format_table(self.t.dead_letter)
+        staged = ["record_hash", "raw", "stage", "reasons"]
+        self._create_staging(conn, DL_STAGING, dl, staged)
         hashes = list(rows)
-        existing: set[str] = set()
-        for i in range(0, len(hashes), 1000):
-            existing.update(conn.execute(select(dl.c.record_hash).where(dl.c.record_hash.in_(hashes[i:i + 1000]))).scalars())
-        insert = pg_insert if self.pg else sqlite_insert
-        stmt = insert(dl)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[dl.c.record_hash],
-            set_={
-                "last_seen": stmt.excluded.last_seen, "last_run_id": stmt.excluded.last_run_id,
-                "attempts": dl.c.attempts + 1, "reasons": stmt.excluded.reasons, "stage": stmt.excluded.stage,
-                "status": "pending",
-            },
-            where=dl.c.status != "discarded",
-        )
-        payload = [{**r, "status": "pending", "first_run_id": run_id, "last_run_id": run_id,
-                    "first_seen": now, "last_seen": now, "attempts": 1} for r in rows.values()]
-        for i in range(0, len(payload), 5000):
-            conn.execute(stmt, payload[i:i + 5000])
-        return len(rows) - len(existing), len(existing)
+        table = pa.table({"record_hash": hashes, "raw": [rows[h][0] for h in hashes],
+                          "stage": [rows[h][1] for h in hashes], "reasons": [rows[h][2] for h in hashes]})
+        self._copy(conn, DL_STAGING, table)
+        seen = conn.exec_driver_sql(
+            f"SELECT count(*) FROM {DL_STAGING} s JOIN {dl} d ON d.{q('record_hash')} = s.{q('record_hash')}").scalar()
+        cols = ", ".join(q(c) for c in staged)
+        conn.execute(_typed(
+            f"INSERT INTO {dl} ({cols}, status, first_run_id, last_run_id, first_seen, last_seen, attempts) "
+            f"SELECT {cols}, 'pending', :run_id, :run_id, :now, :now, 1 FROM {DL_STAGING} WHERE true "
+            f"ON CONFLICT ({q('record_hash')}) DO UPDATE SET last_seen = excluded.last_seen, "
+            f"last_run_id = excluded.last_run_id, attempts = {dl}.attempts + 1, reasons = excluded.reasons, "
+            f"stage = excluded.stage, status = 'pending' WHERE {dl}.status <> 'discarded'"),
+            {"run_id": run_id, "now": now})
+        if not self.pg:
+            conn.exec_driver_sql(f"DROP TABLE {DL_STAGING}")
+        return len(rows) - int(seen), int(seen)
 
     def _mark_replayed(self, conn: Connection, hashes: list[str], run_id: str) -> None:
         dl = self.t.dead_letter

@@ -115,7 +115,7 @@ class Runner:
         self.runs_dir = settings.path("runs_dir")
 
     def preflight(self) -> None:
-        """Everything that can be checked before a run: folders, database, schema."""
+        """Everything that can be checked before a run: database, folders, schema."""
         self.store.ping()  # first: an unreachable database must leave nothing behind
         check_writable(self.reports_dir, "reports dir")
         check_writable(self.runs_dir, "runs dir")
@@ -160,6 +160,7 @@ class Runner:
         started = time.perf_counter()
         stage_metrics: dict[str, dict[str, Any]] = {}
         seconds: dict[str, float] = {}
+        kernel = SharedKernel(self.settings.runner.kernel_name) if self.settings.runner.shared_kernel else None
         try:
             for stage, notebook in STAGES:
                 if stage not in plan.stages:
@@ -172,7 +173,8 @@ class Runner:
                     pm.execute_notebook(
                         str(NOTEBOOK_DIR / notebook), str(out), parameters=params,
                         kernel_name=self.settings.runner.kernel_name, log_output=True, progress_bar=False,
-                        execution_timeout=self.settings.runner.cell_timeout_s, cwd=str(NOTEBOOK_DIR))
+                        execution_timeout=self.settings.runner.cell_timeout_s, cwd=str(NOTEBOOK_DIR),
+                        **(kernel.for_next_notebook() if kernel else {}))
                 except Terminated:
                     raise
                 except Exception as e:  # papermill, nbclient and kernel failures all end the run here
@@ -203,6 +205,8 @@ class Runner:
             self.store.fail_run(plan.run_id, stage, cls, str(e))
             raise
         finally:
+            if kernel:
+                kernel.shutdown()
             logging.getLogger().removeHandler(file_log)
             file_log.close()
 
@@ -254,6 +258,55 @@ class Runner:
             "database": self.store.masked_url,
             "watermark": stages.get("load", {}).get("watermark"),
         }
+
+
+class SharedKernel:
+    """One kernel for a run's notebooks: started by the first, reset (``%reset -f``) before each next one.
+
+    Imported modules stay loaded, which is the point; every variable is cleared,
+    so a notebook cannot lean on another's state. The manager is nbclient's own
+    async kind, so a kernel that dies is noticed exactly as with a private kernel.
+    """
+
+    def __init__(self, kernel_name: str):
+        from jupyter_client.manager import AsyncKernelManager
+
+        self.kernel_name = kernel_name
+        self.km = AsyncKernelManager(kernel_name=kernel_name)
+        self.used = False
+
+    def for_next_notebook(self) -> dict[str, Any]:
+        from jupyter_core.utils import run_sync
+
+        if self.used and self.km.has_kernel:
+            if run_sync(self.km.is_alive)():
+                run_sync(self._reset)()
+            else:  # it died with the previous notebook: the next one starts a fresh kernel
+                self.shutdown()
+                from jupyter_client.manager import AsyncKernelManager
+
+                self.km = AsyncKernelManager(kernel_name=self.kernel_name)
+        self.used = True
+        return {"km": self.km}
+
+    async def _reset(self) -> None:
+        kc = self.km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            await kc.execute_interactive("get_ipython().run_line_magic('reset', '-f')", timeout=60,
+                                         store_history=False)
+        finally:
+            kc.stop_channels()
+
+    def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+
+        if self.km.has_kernel:
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception:  # already gone
+                log.debug("kernel already gone at shutdown")
 
 
 def stamp_failure(path: Path, stage: str, failure_class: str, detail: str) -> None:

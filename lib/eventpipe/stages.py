@@ -277,7 +277,7 @@ def table_summary(ctx: StageContext) -> pd.DataFrame:
     store = Store(ctx.settings)
     t = store.t
     try:
-        with store.engine.connect() as conn:
+        with store.reader.connect() as conn:
             in_window = conn.execute(select(func.count()).select_from(t.analytics).where(
                 t.analytics.c.timestamp >= ctx.since, t.analytics.c.timestamp < ctx.until)).scalar()
             total = conn.execute(select(func.count()).select_from(t.analytics)).scalar()

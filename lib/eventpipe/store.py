@@ -127,8 +127,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")  # deferred: readers (status, "in progress" checks) never wait for the writer
+def _sqlite_begin_write(conn: Any) -> None:
+    # take the write lock up front: a deferred transaction that upgrades later can fail at once
+    # with SQLITE_BUSY instead of waiting out busy_timeout
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_read(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")  # readers (status, "in progress" checks) never wait for the writer
 
 
 class Store:
@@ -145,20 +151,24 @@ class Store:
             self.sqlite_path = path
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", _sqlite_begin)
+            event.listen(self.engine, "begin", _sqlite_begin_write)
+            self.reader: Engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(self.reader, "connect", _sqlite_pragmas)
+            event.listen(self.reader, "begin", _sqlite_begin_read)
         else:
             self.sqlite_path = ""
             args: dict[str, Any] = {"connect_timeout": 10, "application_name": "eventpipe"}
             if settings.load.statement_timeout_s > 0:
                 args["options"] = f"-c statement_timeout={int(settings.load.statement_timeout_s * 1000)}"
             self.engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+            self.reader = self.engine
         self.schema = settings.load.schema if not self.is_sqlite else ""
         self.t = define_tables(self.schema or None)
 
     def ping(self) -> None:
         """Fail fast (exit 2) when the database cannot be reached."""
         try:
-            with self.engine.connect() as conn:
+            with self.reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as e:
             reason = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(getattr(e, "orig", e)).strip() else type(e).__name__
@@ -167,6 +177,13 @@ class Store:
                 "check DATABASE_URL and that the server is running") from None
 
     def create_schema(self) -> None:
+        """Create the pipeline's tables if any is missing (checked first, so a reader never waits for a writer)."""
+        from sqlalchemy import inspect
+
+        with self.reader.connect() as conn:
+            existing = set(inspect(conn).get_table_names(schema=self.schema or None))
+        if {t.name for t in self.t.metadata.sorted_tables} <= existing:
+            return
         with self.engine.begin() as conn:
             if self.schema:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
@@ -174,6 +191,7 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
     # -- run records -------------------------------------------------------------------------
 
@@ -207,7 +225,7 @@ class Store:
         return ids
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
 
@@ -215,20 +233,20 @@ class Store:
         q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
         if kind:
             q = q.where(self.t.runs.c.kind == kind)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     # -- watermark ---------------------------------------------------------------------------
 
     def watermark(self, name: str = "incremental") -> datetime | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return as_utc(conn.execute(select(self.t.state.c.watermark).where(self.t.state.c.name == name)).scalar())
 
     # -- run lock ----------------------------------------------------------------------------
 
     def running_run_id(self) -> str | None:
         try:
-            with self.engine.connect() as conn:
+            with self.reader.connect() as conn:
                 return conn.execute(select(self.t.runs.c.run_id).where(self.t.runs.c.status == "running")
                                     .order_by(self.t.runs.c.started_at.desc()).limit(1)).scalar()
         except SQLAlchemyError:
@@ -276,14 +294,14 @@ class Store:
 
     def succeeded_windows(self, kind: str) -> set[tuple[datetime, datetime]]:
         r = self.t.runs
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(r.c.window_since, r.c.window_until)
                                 .where(r.c.kind == kind, r.c.status == "succeeded")).all()
         return {(as_utc(a), as_utc(b)) for a, b in rows}
 
     def pending_dead_letters(self) -> list[dict[str, Any]]:
         dl = self.t.dead_letter
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(select(dl.c.id, dl.c.raw, dl.c.first_seen).where(dl.c.status == "pending")
                                 .order_by(dl.c.id)).mappings().all()
         return [dict(r) for r in rows]
@@ -294,7 +312,7 @@ class Store:
         from collections import Counter, defaultdict
 
         dl = self.t.dead_letter
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
             pending = conn.execute(select(dl.c.stage, dl.c.reasons).where(dl.c.status == "pending")).all()
         by_stage: dict[str, Counter] = defaultdict(Counter)
