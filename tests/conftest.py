@@ -167,6 +167,16 @@ def project(tmp_path: Path, database_url: str, api: Api, monkeypatch: pytest.Mon
     return Project(tmp_path, database_url)
 
 
+def wait_for_mark(mark: Path, proc: "subprocess.Popen[str] | None" = None, timeout: float = 120) -> None:
+    """Wait until a run reaches its injection point (``EVENTPIPE_INJECT_MARK``); fail if it never does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not mark.exists() and time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        time.sleep(0.05)
+    assert mark.exists(), f"the run never reached its injection point ({mark.name})"
+
+
 def table_rows(database_url: str) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
     """The analytics table as key (user_id, epoch ms, event_type) -> (properties, session_id)."""
     import json

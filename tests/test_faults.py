@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import nbformat
 import pytest
 
-from conftest import API_KEY, expected_table, query, runs, table_rows
+from conftest import API_KEY, expected_table, query, runs, table_rows, wait_for_mark
 from eventpipe.demo_api import FaultPlan
 
 FIXED_SINCE = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
@@ -133,9 +133,7 @@ def test_connection_lost_during_load_rolls_back_and_the_rerun_is_exact(project, 
     mark = tmp_path / "reached"
     proc = project.spawn("run", "-p", f"window.initial_since={FIXED_SINCE}",
                          env={"EVENTPIPE_INJECT": "load.before_commit=sleep:6", "EVENTPIPE_INJECT_MARK": str(mark)})
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_mark(mark, proc)
     conn = psycopg2.connect(project.database_url)
     conn.autocommit = True
     cur = conn.cursor()
@@ -179,9 +177,7 @@ def test_sigterm_marks_the_run_failed_and_the_rerun_is_exact(project, api, tmp_p
     mark = tmp_path / "reached"
     proc = project.spawn("run", "-p", f"window.initial_since={FIXED_SINCE}",
                          env={"EVENTPIPE_INJECT": "transform.chunk=sleep:20", "EVENTPIPE_INJECT_MARK": str(mark)})
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_mark(mark, proc)
     proc.send_signal(signal.SIGTERM)  # the runner only; it shuts its kernel down
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import expected_table, query, runs, table_rows
+from conftest import expected_table, query, runs, table_rows, wait_for_mark
 from eventpipe.demo_api import Truth
 
 
@@ -63,10 +63,7 @@ def test_a_second_run_while_one_is_in_progress_exits_with_a_clear_message(projec
     slow = project.spawn("run", env={"EVENTPIPE_INJECT": "load.before_commit=sleep:8",
                                      "EVENTPIPE_INJECT_MARK": str(mark)})
     try:
-        deadline = time.monotonic() + 120
-        while not mark.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert mark.exists(), "the first run never reached the load"
+        wait_for_mark(mark, slow)
         second = project.spawn("run")
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0
@@ -85,9 +82,7 @@ def test_wait_makes_the_second_run_wait_for_the_first(project, api, tmp_path):
     mark = tmp_path / "reached"
     slow = project.spawn("run", env={"EVENTPIPE_INJECT": "load.before_commit=sleep:4",
                                      "EVENTPIPE_INJECT_MARK": str(mark)})
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_mark(mark, slow)
     second = project.spawn("run", "--wait")
     assert slow.wait(timeout=120) == 0
     assert second.wait(timeout=180) == 0
@@ -104,10 +99,7 @@ def test_killed_run_is_marked_interrupted_and_the_rerun_converges(project, api, 
     first_since = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
     fixed = ("-p", f"window.initial_since={first_since}")
     victim = project.spawn("run", *fixed, env={"EVENTPIPE_INJECT": f"{point}=sleep:60", "EVENTPIPE_INJECT_MARK": str(mark)})
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert mark.exists(), f"the run never reached {point}"
+    wait_for_mark(mark, victim)
     os.killpg(victim.pid, signal.SIGKILL)  # the runner and its kernel, at once
     victim.wait(timeout=30)
     dead = runs(project.database_url)[-1]

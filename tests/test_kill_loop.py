@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import expected_table, query, runs, table_rows
+from conftest import expected_table, query, runs, table_rows, wait_for_mark
 
 POINTS = ("extract.page", "transform.chunk", "load.before_commit", None)  # None: a random moment
 
@@ -31,9 +31,7 @@ def kill_loop(project, api, tmp_path, kills: int, seed: int) -> None:
             env["EVENTPIPE_INJECT"] = f"{point}=sleep:60"
         proc = project.spawn("run", *fixed, env=env)
         if point:
-            deadline = time.monotonic() + 120
-            while not mark.exists() and time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.05)
+            wait_for_mark(mark, proc)
         else:
             time.sleep(rng.uniform(0.5, 8.0))
         if proc.poll() is None:

@@ -138,7 +138,7 @@ def source_client(settings: Settings) -> Iterator[SourceClient]:
 
 def extract(ctx: StageContext) -> dict[str, Any]:
     """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics."""
-    with source_client(ctx.settings) as client:
+    with source_client(ctx.settings) as client, gc_paused():
         log.info("extracting [%s, %s) from %s", iso(ctx.since), iso(ctx.until), client.url)
         res = extract_window(client, ctx.since, ctx.until, _fresh_dir(ctx.run_dir / "raw"),
                              ctx.settings.load.batch_size)
@@ -185,50 +185,52 @@ def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bo
     reasons: Counter = Counter()
     per_hour: Counter = Counter()
     passed_hashes: list[str] = []
-    seen = np.zeros(0, dtype=_KEY_DTYPE)
-    for i in reversed(range(len(raw_parts))):
-        with gc_paused():  # millions of fresh dicts would otherwise trigger full collections
+    seen: set[bytes] = set()  # 16-byte key hashes of later chunks' rows
+    with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
+        for i in reversed(range(len(raw_parts))):
             items, seqs = read_raw_part(raw_parts[i], ctx.settings.api.items_field)
             df = parse_items(seqs, items)
-        checkpoint("transform.chunk")
-        counts["extracted"] += len(df)
-        ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
-        keys = key_hashes(df[ok]).view(_KEY_DTYPE).ravel()
-        superseded = duplicate_mask_keys(keys) | np.isin(keys, seen)
-        seen = np.concatenate([seen, keys[~superseded]])
-        dup = np.zeros(len(df), dtype=bool)
-        dup[np.flatnonzero(ok)] = superseded
-        counts["rejected_transform"] += int((~ok).sum())
-        counts["duplicates"] += int(dup.sum())
-        if replay:  # a superseded duplicate is settled by the copy that wins
-            passed_hashes += [record_hash(dumps(items[j])) for j in np.flatnonzero(dup)]
-        keep = np.flatnonzero(~dup)
-        df = df.iloc[keep].reset_index(drop=True)
-        ok = ok[keep]
-        q_reasons = quality.check(df, q, now)
-        all_reasons = [r + qr if qr else r for r, qr in zip(df["reasons"], q_reasons)]
-        passed = np.fromiter((not r for r in all_reasons), dtype=bool, count=len(df))
-        counts["rejected_quality"] += int((ok & ~passed).sum())
-        counts["passed"] += int(passed.sum())
-        bad = np.flatnonzero(~passed)
-        reasons.update(quality.reason_counts(all_reasons[j] for j in bad))
+            checkpoint("transform.chunk")
+            counts["extracted"] += len(df)
+            ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
+            keys = key_hashes(df[ok]).view(_KEY_DTYPE).ravel()
+            as_bytes = keys.tolist()
+            superseded = duplicate_mask_keys(keys) | np.fromiter((k in seen for k in as_bytes), dtype=bool,
+                                                                 count=len(as_bytes))
+            seen.update(as_bytes)
+            dup = np.zeros(len(df), dtype=bool)
+            dup[np.flatnonzero(ok)] = superseded
+            counts["rejected_transform"] += int((~ok).sum())
+            counts["duplicates"] += int(dup.sum())
+            if replay:  # a superseded duplicate is settled by the copy that wins
+                passed_hashes += [record_hash(dumps(items[j])) for j in np.flatnonzero(dup)]
+            keep = np.flatnonzero(~dup)
+            df = df.iloc[keep].reset_index(drop=True)
+            ok = ok[keep]
+            q_reasons = quality.check(df, q, now)
+            all_reasons = [r + qr if qr else r for r, qr in zip(df["reasons"], q_reasons)]
+            passed = np.fromiter((not r for r in all_reasons), dtype=bool, count=len(df))
+            counts["rejected_quality"] += int((ok & ~passed).sum())
+            counts["passed"] += int(passed.sum())
+            bad = np.flatnonzero(~passed)
+            reasons.update(quality.reason_counts(all_reasons[j] for j in bad))
 
-        clean = enrich(df[passed])
-        pq.write_table(pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
-                       clean_dir / f"part-{i:05d}.parquet")
-        per_hour.update(clean["timestamp"].dt.floor("h").value_counts().to_dict())
-        if replay:
-            passed_hashes += [record_hash(dumps(items[keep[j]])) for j in np.flatnonzero(passed)]
-        if len(bad):
-            rej = pd.DataFrame({
-                "seq": df["seq"].to_numpy()[bad],
-                "stage": np.where(ok[bad], "quality", "transform"),
-                "reasons": [all_reasons[j] for j in bad],
-                "raw": [dumps(items[keep[j]]) for j in bad],
-            })
-            pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False),
-                           rejects_dir / f"part-{i:05d}.parquet")
-        del items, df
+            clean = enrich(df[passed])
+            pq.write_table(pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
+                           clean_dir / f"part-{i:05d}.parquet")
+            per_hour.update(clean["timestamp"].dt.floor("h").value_counts().to_dict())
+            if replay:
+                passed_hashes += [record_hash(dumps(items[keep[j]])) for j in np.flatnonzero(passed)]
+            if len(bad):
+                rej = pd.DataFrame({
+                    "seq": df["seq"].to_numpy()[bad],
+                    "stage": np.where(ok[bad], "quality", "transform"),
+                    "reasons": [all_reasons[j] for j in bad],
+                    "raw": [dumps(items[keep[j]]) for j in bad],
+                })
+                pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False),
+                               rejects_dir / f"part-{i:05d}.parquet")
+            del items, df
 
     extracted = counts["extracted"]
     distinct = extracted - counts["duplicates"]

@@ -131,6 +131,19 @@ def normalise_event(s: pd.Series) -> pd.Series:
 
 
 _NO_REASONS: list[str] = []  # shared by every clean row; never mutated
+_FIELD_NAMES = ("user_id", "event", "timestamp", "properties", "session_id")
+_NOT_OBJECT = (_MISSING,) * len(_FIELD_NAMES)
+
+
+def _FIELDS_GETTER(item: dict) -> tuple[Any, ...]:
+    g = item.get
+    return g("user_id", _MISSING), g("event", _MISSING), g("timestamp", _MISSING), g("properties", _MISSING), \
+        g("session_id", _MISSING)
+
+
+def _flagged(reasons: "tuple[str | None, ...] | list[str | None]") -> list[int]:
+    """Indices whose reason is set."""
+    return [i for i, r in enumerate(reasons) if r is not None]
 
 
 def _event_type(v: Any, cache: dict[str, str | None]) -> str | None:
@@ -144,31 +157,31 @@ def _event_type(v: Any, cache: dict[str, str | None]) -> str | None:
 
 def parse_items(seq: "np.ndarray | list[int]", items: list[Any]) -> pd.DataFrame:
     """Parsed API items -> one row per item with typed columns and its transform reasons (a list)."""
-    is_obj = [type(x) is dict for x in items]
     n = len(items)
-
-    def field(name: str) -> list[Any]:
-        return [x.get(name, _MISSING) if o else _MISSING for x, o in zip(items, is_obj)]
-
-    users, user_r = zip(*map(_user_id, field("user_id"))) if n else ((), ())
-    props, prop_r = zip(*map(_properties, field("properties"))) if n else ((), ())
-    sess, sess_r = zip(*map(_session_id, field("session_id"))) if n else ((), ())
-    ts, ts_r = parse_timestamps(field("timestamp"))
-    ev_raw = field("event")
+    get = _FIELDS_GETTER
+    # one pass pulls the five fields of every object (an item that is not an object gets none)
+    rows = [get(x) if type(x) is dict else _NOT_OBJECT for x in items]
+    user_raw, ev_raw, ts_raw, prop_raw, sess_raw = zip(*rows) if n else ((), (), (), (), ())
+    users, user_r = zip(*map(_user_id, user_raw)) if n else ((), ())
+    props, prop_r = zip(*map(_properties, prop_raw)) if n else ((), ())
+    sess, sess_r = zip(*map(_session_id, sess_raw)) if n else ((), ())
+    ts, ts_r = parse_timestamps(list(ts_raw))
     cache: dict[str, str | None] = {}
     events = [_event_type(v, cache) for v in ev_raw]
 
+    # reasons are rare: find the rows that have any, then build their lists
+    bad = {i for col in (user_r, ts_r, prop_r, sess_r) for i in _flagged(col)}
+    bad.update(i for i, e in enumerate(events) if e is None)
     reasons: list[list[str]] = [_NO_REASONS] * n
-    for i in range(n):
-        if not is_obj[i]:
+    for i in bad:
+        if type(items[i]) is not dict:
             reasons[i] = [f"record_not_object: item is a {type(items[i]).__name__}"]
             continue
-        if user_r[i] or ts_r[i] or prop_r[i] or sess_r[i] or events[i] is None:
-            v = ev_raw[i]
-            ev_reason = None if events[i] is not None else (
-                "event_missing: absent, null or empty" if v is _MISSING or v is None or type(v) is str
-                else f"event_invalid: {type(v).__name__} is not text")
-            reasons[i] = [x for x in (user_r[i], ev_reason, ts_r[i], prop_r[i], sess_r[i]) if x]
+        v = ev_raw[i]
+        ev_reason = None if events[i] is not None else (
+            "event_missing: absent, null or empty" if v is _MISSING or v is None or type(v) is str
+            else f"event_invalid: {type(v).__name__} is not text")
+        reasons[i] = [x for x in (user_r[i], ev_reason, ts_r[i], prop_r[i], sess_r[i]) if x]
 
     df = pd.DataFrame({
         "seq": pd.Series(seq, dtype="int64"),
