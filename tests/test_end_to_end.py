@@ -7,10 +7,8 @@ import subprocess
 import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import nbformat
-import pytest
 
 from conftest import API_KEY, ROOT, expected_table, query, table_rows
 

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from .errors import PipelineError, SettingsError

@@ -196,7 +196,7 @@ def parse_items(seq: "np.ndarray | list[int]", items: list[Any]) -> pd.DataFrame
 
 
 def parse_chunk(seq: "np.ndarray | list[int]", raw: list[bytes]) -> pd.DataFrame:
-    """Serialised items -> ``parse_items`` plus each item's raw text (used by tests and replays)."""
+    """Serialised items -> ``parse_items`` plus each item's raw text (for callers holding JSON text)."""
     df = parse_items(seq, [loads(b) for b in raw])
     df["raw"] = [b.decode("utf-8", "replace") if isinstance(b, bytes) else b for b in raw]
     return df
