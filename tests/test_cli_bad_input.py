@@ -87,6 +87,7 @@ def test_parameter_of_the_wrong_type_is_named_with_its_value(tmp_path):
     ("api.per_page=0", "api.per_page"),
     ("quality.min_pass_rate=1.5", "quality.min_pass_rate"),
     ("window.overlap=soon", "window.overlap"),
+    ('load.schema=x"; DROP TABLE analytics; --', "load.schema"),  # names from settings are validated
 ])
 def test_out_of_range_or_malformed_parameter_is_named(tmp_path, override, key):
     assert_one_line_usage_error(run_cli(tmp_path, "run", "-p", override), key)

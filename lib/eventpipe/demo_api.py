@@ -295,8 +295,6 @@ class DemoData:
                 rows[(g.truth.user_id, g.truth.timestamp_ms, g.truth.event_type)] = g.truth
         return rows
 
-    def dirty_count(self, since: datetime, until: datetime) -> int:
-        return sum(1 for g in self.events(since, until) if g.truth is None)
 
 
 @dataclass

@@ -193,15 +193,6 @@ class Settings:
     def path(self, name: str) -> Path:
         return resolve_path(getattr(self.paths, name))
 
-    def public(self) -> dict[str, Any]:
-        """Every parameter as plain JSON-able values; no secrets."""
-        out: dict[str, Any] = {}
-        for section in SECTIONS:
-            for f in dataclasses.fields(getattr(self, section)):
-                out[f"{section}.{f.name}"] = _to_plain(getattr(getattr(self, section), f.name))
-        out["database_url"] = self.database_url_masked
-        return out
-
 
 def _to_plain(value: Any) -> Any:
     if isinstance(value, timedelta):

@@ -34,7 +34,7 @@ from .settings import Secret, Settings, iso, load_settings, parse_instant, resol
 from .source import SourceClient, extract_window, read_raw_part
 from .store import Store
 from .jsonio import dumps
-from .transform import duplicate_mask_keys, enrich, key_hashes, parse_items
+from .transform import as_keys, duplicate_mask_keys, enrich, key_hashes, parse_items
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ CLEAN_SCHEMA = pa.schema([
 REJECT_SCHEMA = pa.schema([
     ("seq", pa.int64()), ("stage", pa.string()), ("reasons", pa.list_(pa.string())), ("raw", pa.string()),
 ])
-_KEY_DTYPE = np.dtype((np.void, 16))  # a 128-bit key hash as one comparable value
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -193,7 +192,7 @@ def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bo
             checkpoint("transform.chunk")
             counts["extracted"] += len(df)
             ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
-            keys = key_hashes(df[ok]).view(_KEY_DTYPE).ravel()
+            keys = as_keys(key_hashes(df[ok]))
             as_bytes = keys.tolist()
             superseded = duplicate_mask_keys(keys) | np.fromiter((k in seen for k in as_bytes), dtype=bool,
                                                                  count=len(as_bytes))

@@ -224,11 +224,6 @@ class Store:
             log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
         return ids
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        with self.reader.connect() as conn:
-            row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_id == run_id)).mappings().first()
-        return dict(row) if row else None
-
     def recent_runs(self, limit: int = 10, kind: str | None = None) -> list[dict[str, Any]]:
         q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
         if kind:

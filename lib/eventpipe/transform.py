@@ -125,11 +125,6 @@ def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
     return ts, reasons
 
 
-def normalise_event(s: pd.Series) -> pd.Series:
-    """``" Page-View "`` -> ``page_view``: trim, lower case, runs of spaces/hyphens -> ``_``."""
-    return s.str.strip().str.lower().str.replace(r"[\s\-]+", "_", regex=True)
-
-
 _NO_REASONS: list[str] = []  # shared by every clean row; never mutated
 _FIELD_NAMES = ("user_id", "event", "timestamp", "properties", "session_id")
 _NOT_OBJECT = (_MISSING,) * len(_FIELD_NAMES)
@@ -149,7 +144,7 @@ def _flagged(reasons: "tuple[str | None, ...] | list[str | None]") -> list[int]:
 def _event_type(v: Any, cache: dict[str, str | None]) -> str | None:
     if type(v) is not str:
         return None
-    if v not in cache:  # few distinct spellings: normalise each once
+    if v not in cache:  # few distinct spellings: trim, lower, runs of spaces/hyphens -> "_", once each
         norm = _EVENT_SEP.sub("_", v.strip().lower())
         cache[v] = norm or None
     return cache[v]
@@ -218,16 +213,21 @@ def key_hashes(df: pd.DataFrame) -> np.ndarray:
     return np.stack([h1, h2], axis=1)
 
 
+KEY_DTYPE = np.dtype((np.void, 16))  # a 128-bit key hash as one comparable value
+
+
+def as_keys(hashes: np.ndarray) -> np.ndarray:
+    """``key_hashes`` output -> one 16-byte value per row."""
+    return np.ascontiguousarray(hashes).view(KEY_DTYPE).ravel()
+
+
 def duplicate_mask_keys(keys: np.ndarray) -> np.ndarray:
-    """Like ``duplicate_mask``, for keys already viewed as one 16-byte value each."""
+    """True for every row that a later row (in API order) with the same key supersedes."""
     if len(keys) == 0:
         return np.zeros(0, dtype=bool)
     return pd.Series(keys.view("S16")).duplicated(keep="last").to_numpy()
 
 
 def duplicate_mask(hashes: np.ndarray) -> np.ndarray:
-    """True for every row that a later row (in API order) with the same key supersedes."""
-    if len(hashes) == 0:
-        return np.zeros(0, dtype=bool)
-    frame = pd.DataFrame(hashes, columns=["h1", "h2"])
-    return frame.duplicated(keep="last").to_numpy()
+    """``duplicate_mask_keys`` for ``key_hashes`` output."""
+    return duplicate_mask_keys(as_keys(hashes))
