@@ -43,19 +43,21 @@ def partitions(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[d
 
 
 def _run_partition(params_file: str | None, overrides: list[str], since: datetime, until: datetime,
-                   parent: str) -> PartitionResult:
-    """Run one partition (in a worker process, or inline)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
-    settings = load_settings(params_file, overrides)
-    runner = Runner(settings)
+                   parent: str, runner: Runner | None = None) -> PartitionResult:
+    """Run one partition: in a worker process (a runner of its own), or inline with the caller's ``runner``."""
+    own = runner is None
+    if own:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                datefmt="%H:%M:%S")
+        runner = Runner(load_settings(params_file, overrides))
     try:
         outcome = runner.execute(RunPlan("backfill", since, until, parent_run_id=parent))
     except Exception as e:  # one partition's failure never stops the others
         return PartitionResult(since, until, "failed", error=f"{type(e).__name__}: {e}")
     finally:
-        runner.store.dispose()
+        if own:
+            runner.store.dispose()
     c = outcome.metrics.get("counts", {})
     rejected = None if "extracted" not in c else c.get("rejected_transform", 0) + c.get("rejected_quality", 0)
     return PartitionResult(since, until, "ok" if outcome.status == "succeeded" else "failed", outcome.run_id,
@@ -64,8 +66,9 @@ def _run_partition(params_file: str | None, overrides: list[str], since: datetim
 
 
 def run_backfill(settings: Settings, parts: list[tuple[datetime, datetime]], workers: int = 1,
-                 rerun: bool = False, wait: bool = False) -> list[PartitionResult]:
-    runner = Runner(settings)
+                 rerun: bool = False, wait: bool = False, kernel: Any = None) -> list[PartitionResult]:
+    """``kernel``: a started ``SharedKernel`` for the inline partitions (the caller shuts it down)."""
+    runner = Runner(settings, kernel=kernel)
     runner.preflight()
     parent = new_run_id("backfill")
     results: dict[tuple[datetime, datetime], PartitionResult] = {}
@@ -82,7 +85,7 @@ def run_backfill(settings: Settings, parts: list[tuple[datetime, datetime]], wor
         args: list[Any] = [settings.params_file, list(settings.overrides)]
         if workers == 1 or len(todo) <= 1:
             for since, until in todo:
-                results[(since, until)] = _run_partition(*args, since, until, parent)
+                results[(since, until)] = _run_partition(*args, since, until, parent, runner=runner)
                 log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)
         else:
             ctx = multiprocessing.get_context("spawn")

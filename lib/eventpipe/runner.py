@@ -15,23 +15,20 @@ import os
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nbformat
 
-from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
 from .errors import PipelineError, SettingsError, StageFailed, Terminated
-from .settings import PROJECT_ROOT, Settings, iso, parse_instant
-from .stages import check_counts
+from .settings import NOTEBOOK_DIR, Settings, iso, parse_instant
+from .counts import check_counts
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 STAGES = (
     ("extract", "01_extract.ipynb"),
     ("transform_quality", "02_transform_quality.ipynb"),
@@ -85,34 +82,17 @@ def check_writable(path: Path, what: str) -> None:
                             f"-p paths.{what.replace(' ', '_')}=<folder>") from None
 
 
-@contextmanager
-def demo_api(settings: Settings) -> Iterator[str]:
-    """Serve the bundled demo API from this process and point the notebooks' kernels at it."""
-    d = settings.demo
-    data = DemoData(DemoConfig(seed=d.seed, events_per_hour=d.events_per_hour, dirty_share=d.dirty_share,
-                               duplicate_share=d.duplicate_share))
-    saved = {k: os.environ.get(k) for k in ("API_BASE_URL", "API_KEY")}
-    with DemoServer(data, api_key=DEMO_KEY) as server:
-        os.environ["API_BASE_URL"], os.environ["API_KEY"] = server.url, DEMO_KEY
-        log.info("demo API serving at %s", server.url)
-        try:
-            yield server.url
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
 class Runner:
     """Plans windows and executes runs; the CLI and the tests both drive it."""
 
-    def __init__(self, settings: Settings, store: Store | None = None):
+    def __init__(self, settings: Settings, store: Store | None = None, kernel: Any = None):
+        """``kernel``: a ``eventpipe.kernel.SharedKernel`` the caller started early and shuts down itself;
+        it then serves every run of this runner. Without it, each run starts (and stops) its own."""
         self.settings = settings
         self.store = store or Store(settings)
         self.reports_dir = settings.path("reports_dir")
         self.runs_dir = settings.path("runs_dir")
+        self.kernel = kernel if settings.runner.shared_kernel else None
 
     def preflight(self) -> None:
         """Everything that can be checked before a run: database, folders, schema."""
@@ -160,7 +140,11 @@ class Runner:
         started = time.perf_counter()
         stage_metrics: dict[str, dict[str, Any]] = {}
         seconds: dict[str, float] = {}
-        kernel = SharedKernel(self.settings.runner.kernel_name) if self.settings.runner.shared_kernel else None
+        kernel, own_kernel = self.kernel, False
+        if self.settings.runner.shared_kernel and kernel is None:
+            from .kernel import SharedKernel
+
+            kernel, own_kernel = SharedKernel(self.settings.runner.kernel_name, NOTEBOOK_DIR), True
         try:
             for stage, notebook in STAGES:
                 if stage not in plan.stages:
@@ -191,6 +175,8 @@ class Runner:
                 shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
             return RunOutcome(plan.run_id, "succeeded", metrics, report_dir, stage_seconds=seconds)
         except StageFailed as failure:
+            if kernel:
+                kernel.discard()  # it may still be busy (a timed-out cell) or hold a half-done stage's state
             metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed")
             metrics["error"] = {"stage": failure.stage, "class": failure.failure_class, "detail": failure.detail}
             self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail)
@@ -203,9 +189,11 @@ class Runner:
             if stage:
                 stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e))
             self.store.fail_run(plan.run_id, stage, cls, str(e))
+            if kernel:
+                kernel.discard()
             raise
         finally:
-            if kernel:
+            if own_kernel:
                 kernel.shutdown()
             logging.getLogger().removeHandler(file_log)
             file_log.close()
@@ -258,55 +246,6 @@ class Runner:
             "database": self.store.masked_url,
             "watermark": stages.get("load", {}).get("watermark"),
         }
-
-
-class SharedKernel:
-    """One kernel for a run's notebooks: started by the first, reset (``%reset -f``) before each next one.
-
-    Imported modules stay loaded, which is the point; every variable is cleared,
-    so a notebook cannot lean on another's state. The manager is nbclient's own
-    async kind, so a kernel that dies is noticed exactly as with a private kernel.
-    """
-
-    def __init__(self, kernel_name: str):
-        from jupyter_client.manager import AsyncKernelManager
-
-        self.kernel_name = kernel_name
-        self.km = AsyncKernelManager(kernel_name=kernel_name)
-        self.used = False
-
-    def for_next_notebook(self) -> dict[str, Any]:
-        from jupyter_core.utils import run_sync
-
-        if self.used and self.km.has_kernel:
-            if run_sync(self.km.is_alive)():
-                run_sync(self._reset)()
-            else:  # it died with the previous notebook: the next one starts a fresh kernel
-                self.shutdown()
-                from jupyter_client.manager import AsyncKernelManager
-
-                self.km = AsyncKernelManager(kernel_name=self.kernel_name)
-        self.used = True
-        return {"km": self.km}
-
-    async def _reset(self) -> None:
-        kc = self.km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=60)
-            await kc.execute_interactive("get_ipython().run_line_magic('reset', '-f')", timeout=60,
-                                         store_history=False)
-        finally:
-            kc.stop_channels()
-
-    def shutdown(self) -> None:
-        from jupyter_core.utils import run_sync
-
-        if self.km.has_kernel:
-            try:
-                run_sync(self.km.shutdown_kernel)(now=True)
-            except Exception:  # already gone
-                log.debug("kernel already gone at shutdown")
 
 
 def stamp_failure(path: Path, stage: str, failure_class: str, detail: str) -> None:

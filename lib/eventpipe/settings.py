@@ -22,6 +22,7 @@ import yaml
 from .errors import SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DEFAULT_SQLITE = "data/eventpipe.sqlite"
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")

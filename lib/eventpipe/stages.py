@@ -8,6 +8,7 @@ stay a parameters cell, a call here, and a few cells that show the result.
 from __future__ import annotations
 
 import gc
+import html
 import json
 import logging
 import shutil
@@ -27,14 +28,15 @@ import pyarrow.parquet as pq
 
 from . import quality
 from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
+from .counts import COUNT_KEYS, check_counts
 from .errors import CountsMismatch, SettingsError
 from .inject import checkpoint
 from .load import Loader, LoadResult, record_hash
 from .settings import Secret, Settings, iso, load_settings, parse_instant, resolve_path
 from .source import SourceClient, extract_window, read_raw_part
 from .store import Store
-from .jsonio import dumps
-from .transform import as_keys, duplicate_mask_keys, enrich, key_hashes, parse_items
+from .jsonio import dumps, loads
+from .transform import KeySet, duplicate_mask, enrich, key_hashes, parse_items
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +149,25 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
+def _head(parts: list[Path], n: int) -> Iterator[pa.RecordBatch]:
+    """The first rows of a run's Parquet parts, in order, reading no more batches than asked for."""
+    for part in parts:
+        yield from pq.ParquetFile(part).iter_batches(batch_size=n)
+
+
 def raw_sample(ctx: StageContext, n: int = 8) -> pd.DataFrame:
-    """The first raw items of the window, exactly as the API sent them."""
-    parts = sorted((ctx.run_dir / "raw").glob("part-*.parquet"))
-    if not parts:
-        return pd.DataFrame(columns=["seq", "raw"])
-    items, seqs = read_raw_part(parts[0], ctx.settings.api.items_field)
-    return pd.DataFrame({"seq": seqs[:n], "raw": [dumps(x) for x in items[:n]]})
+    """The first raw items of the window, exactly as the API sent them (only the first pages are read)."""
+    seqs: list[int] = []
+    raws: list[str] = []
+    field = ctx.settings.api.items_field
+    for batch in _head(sorted((ctx.run_dir / "raw").glob("part-*.parquet")), 1):
+        for first, body in zip(batch["first_seq"].to_pylist(), batch["body"].to_pylist()):
+            items = loads(body)[field][: n - len(raws)]
+            seqs += range(first, first + len(items))
+            raws += [dumps(x) for x in items]
+        if len(raws) >= n:
+            break
+    return pd.DataFrame({"seq": seqs, "raw": raws})
 
 
 # -- 02 transform + quality ---------------------------------------------------------------------
@@ -184,7 +198,7 @@ def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bo
     reasons: Counter = Counter()
     per_hour: Counter = Counter()
     passed_hashes: list[str] = []
-    seen: set[bytes] = set()  # 16-byte key hashes of later chunks' rows
+    seen = KeySet()  # the keys of later chunks' rows
     with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
         for i in reversed(range(len(raw_parts))):
             items, seqs = read_raw_part(raw_parts[i], ctx.settings.api.items_field)
@@ -192,11 +206,8 @@ def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bo
             checkpoint("transform.chunk")
             counts["extracted"] += len(df)
             ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
-            keys = as_keys(key_hashes(df[ok]))
-            as_bytes = keys.tolist()
-            superseded = duplicate_mask_keys(keys) | np.fromiter((k in seen for k in as_bytes), dtype=bool,
-                                                                 count=len(as_bytes))
-            seen.update(as_bytes)
+            hashes = key_hashes(df[ok])
+            superseded = duplicate_mask(hashes) | seen.seen_before(hashes)
             dup = np.zeros(len(df), dtype=bool)
             dup[np.flatnonzero(ok)] = superseded
             counts["rejected_transform"] += int((~ok).sum())
@@ -256,19 +267,62 @@ def transform_quality(ctx: StageContext, now: datetime | None = None, replay: bo
     return summary
 
 
+@dataclass
+class Bars:
+    """A bar chart as a table: HTML bars in JupyterLab and the saved report, text bars in logs.
+
+    Drawn without a plotting library, so no run pays for importing one.
+    """
+
+    counts: pd.Series  # label -> count, in display order
+    label: str
+    value: str = "clean events"
+    width: int = 40  # text bars: characters for the largest count
+
+    def _repr_html_(self) -> str:
+        top = max(int(self.counts.max()), 1) if len(self.counts) else 1
+        rows = "".join(
+            f'<tr><td style="text-align:left">{html.escape(str(k))}</td><td>{int(v):,}</td>'
+            f'<td style="width:24em;text-align:left"><div style="background:#5b8def;height:0.8em;'
+            f'width:{100 * int(v) / top:.1f}%"></div></td></tr>'
+            for k, v in self.counts.items())
+        return (f"<table><thead><tr><th>{html.escape(self.label)}</th><th>{html.escape(self.value)}</th><th></th>"
+                f"</tr></thead><tbody>{rows}</tbody></table>")
+
+    def __repr__(self) -> str:
+        top = max(int(self.counts.max()), 1) if len(self.counts) else 1
+        lines = [f"{self.label:<16} {self.value:>12}"]
+        lines += [f"{str(k):<16} {int(v):>12,} {'█' * round(self.width * int(v) / top)}" for k, v in self.counts.items()]
+        return "\n".join(lines)
+
+
+def per_hour_chart(per_hour: pd.Series, max_rows: int = 48) -> Bars:
+    """Clean events per hour (per day beyond ``max_rows`` hours) as bars."""
+    s = per_hour.sort_index()
+    hourly = len(s) <= max_rows
+    if not hourly:
+        s = s.groupby(s.index.floor("D")).sum()
+    s.index = s.index.strftime("%Y-%m-%d %H:%M" if hourly else "%Y-%m-%d")
+    return Bars(s, "hour (UTC)" if hourly else "day (UTC)")
+
+
+def _sample(parts: list[Path], n: int, columns: list[str]) -> pd.DataFrame:
+    rows = 0
+    batches = []
+    for batch in _head(parts, n):
+        batches.append(batch.slice(0, n - rows))
+        rows += batches[-1].num_rows
+        if rows >= n:
+            break
+    return pa.Table.from_batches(batches).to_pandas() if rows else pd.DataFrame(columns=columns)
+
+
 def clean_sample(ctx: StageContext, n: int = 10) -> pd.DataFrame:
-    parts = sorted((ctx.run_dir / "clean").glob("part-*.parquet"))
-    for part in parts:
-        df = pq.read_table(part).to_pandas()
-        if len(df):
-            return df.head(n)
-    return pd.DataFrame(columns=CLEAN_SCHEMA.names)
+    return _sample(sorted((ctx.run_dir / "clean").glob("part-*.parquet")), n, CLEAN_SCHEMA.names)
 
 
 def reject_sample(ctx: StageContext, n: int = 10) -> pd.DataFrame:
-    frames = [pq.read_table(p).to_pandas() for p in sorted((ctx.run_dir / "rejects").glob("part-*.parquet"))[:3]]
-    df = pd.concat(frames) if frames else pd.DataFrame(columns=REJECT_SCHEMA.names)
-    return df.head(n)
+    return _sample(sorted((ctx.run_dir / "rejects").glob("part-*.parquet")), n, REJECT_SCHEMA.names)
 
 
 def table_summary(ctx: StageContext) -> pd.DataFrame:
@@ -293,26 +347,6 @@ def table_summary(ctx: StageContext) -> pd.DataFrame:
 
 
 # -- 03 load ------------------------------------------------------------------------------------
-
-COUNT_KEYS = ("extracted", "rejected_transform", "duplicates", "transformed", "passed", "rejected_quality")
-
-
-def check_counts(m: dict[str, Any]) -> None:
-    """extracted = transformed + rejected(transform) + duplicates; transformed = passed + rejected(quality);
-    loaded = passed = inserted + updated + unchanged."""
-    problems = []
-    if m["extracted"] != m["transformed"] + m["rejected_transform"] + m["duplicates"]:
-        problems.append("extracted != transformed + rejected_transform + duplicates")
-    if m["transformed"] != m["passed"] + m["rejected_quality"]:
-        problems.append("transformed != passed + rejected_quality")
-    if "loaded" in m:
-        if m["loaded"] != m["passed"]:
-            problems.append("loaded != passed")
-        if m["loaded"] != m["inserted"] + m["updated"] + m["unchanged"]:
-            problems.append("loaded != inserted + updated + unchanged")
-    if problems:
-        raise CountsMismatch("counts do not add up: " + "; ".join(problems) + f" ({ {k: m.get(k) for k in m} })")
-
 
 def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = False) -> dict[str, Any]:
     """Upsert the clean rows and dead letters, finish the run record, move the watermark: one transaction."""
