@@ -19,7 +19,9 @@ What it does (see bench/README.md for what each figure means):
    (same columns, primary key and index);
 6. the same three stage functions called directly in one Python process (no notebooks, no kernels),
    on emptied tables: ``notebook_overhead_s`` = papermill wall − direct wall;
-7. optionally (``--profile``) the slowest stage once more, directly, under cProfile.
+7. optionally (``--profile``) the slowest stage once more, directly, under cProfile;
+8. optionally (``--dlt``) dlt 1.31 as a peer over the same API and window (``bench/dlt_peer.py`` in
+   ``bench/.dlt-venv``, into a database of its own): ``ratios.end_to_end_vs_dlt_same_run``.
 
 It prints one table and writes ``bench/results.json``. Nothing here asserts a time.
 """
@@ -549,6 +551,50 @@ def direct_child(argv: list[str]) -> int:
     return 0
 
 
+# -- peer: dlt, in the same run (--dlt) ------------------------------------------------------------------
+
+def dlt_python() -> Path:
+    """bench/.dlt-venv's python (created with dlt[postgres]==1.31.0 if missing): dlt is no project dependency."""
+    sys.path.insert(0, str(BENCH_DIR))
+    from dlt_peer import ensure_venv
+
+    return ensure_venv()
+
+
+def run_dlt_peer(py: Path, api_url: str, since: datetime, until: datetime, per_page: int, repeat: int,
+                 tmp: Path, timeout: float, keep: bool, say: Any) -> dict[str, Any]:
+    """``bench/dlt_peer.py`` ``repeat`` times into a fresh database of its own (dropped afterwards); each run
+    is a fresh dlt pipeline and dataset. Its ``seconds`` are the wall of ``pipeline.run`` only."""
+    db_name, db_url = create_database()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    runs: list[dict[str, Any]] = []
+    error = None
+    try:
+        for i in range(repeat):
+            log = tmp / f"dlt-{i}.log"
+            cmd = [str(py), str(BENCH_DIR / "dlt_peer.py"), "--base-url", api_url, "--api-key", API_KEY,
+                   "--since", iso(since), "--until", iso(until), "--per-page", str(per_page), "--pg", db_url]
+            with open(log, "wb") as err:  # cwd: the temp folder, so no .dlt/ config of the project applies
+                proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=err, timeout=timeout)
+            if proc.returncode != 0:
+                error = f"exit {proc.returncode}: {tail(log, 5)}"
+                say(f"dlt peer run {i + 1} failed ({error}); see {log}")
+                break
+            r = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+            r["warnings"] = sum("WARNING" in line for line in log.read_text(errors="replace").splitlines())
+            runs.append(r)
+            say(f"dlt {r['dlt_version']} run {i + 1}/{repeat}: {r['events']:,} items in {r['seconds']:.2f}s "
+                f"= {r['records_per_s']:,.0f}/s; {r['dropped']:,} dropped by the key filter, {r['loaded']:,} rows "
+                f"in the table, {r['warnings']} warning lines")
+    finally:
+        if keep:
+            say(f"kept: dlt database {db_name}")
+        else:
+            drop_database(db_name)
+    return {"records_per_s": median([r["records_per_s"] for r in runs]), "seconds": median([r["seconds"] for r in runs]),
+            "per_page": per_page, "repeat": repeat, "runs": runs, "error": error}
+
+
 # -- machine info -----------------------------------------------------------------------------------------
 
 def machine_info(db_url: str) -> dict[str, Any]:
@@ -737,6 +783,13 @@ def print_table(res: dict[str, Any]) -> None:
                   fmt_n(res["direct_records_per_s"]), fmt_n(res["direct_peak_rss_mb"]), "", "", "", "", "")
     table.add_row("notebook overhead", "", fmt_s(res["notebook_overhead_s"]), fmt_s(res["notebook_overhead_cpu_s"]),
                   "", "", "", "", "", "", "", "")
+    if "dlt" in res:
+        d = res["dlt"]
+        runs = res["runs"]["dlt"]
+        table.add_row("dlt 1.31 (same run)", fmt_n(median([x["events"] for x in runs])), fmt_s(d["seconds"]), "", "",
+                      fmt_n(res["dlt_records_per_s"]), "", "", "",
+                      "failed: see the log" if d["error"] else "end to end, papermill ÷ this", "",
+                      fmt_x(r.get("end_to_end_vs_dlt_same_run")))
     table.add_section()
     lim = res["runs"]["limits"]
     table.add_row("limit: requests .json()", fmt_n(median(lim["requests_json_n"])),
@@ -760,6 +813,12 @@ def print_table(res: dict[str, Any]) -> None:
               f"busy CPU of everything else on the machine (PostgreSQL included) during the runs: "
               f"papermill {fmt_s(pm_other)} s, direct {fmt_s(d_other)} s — on {m['nproc']} cores, a high figure "
               f"means the timings were contended")
+    if "dlt" in res and res["runs"]["dlt"]:
+        x = res["runs"]["dlt"][0]
+        con.print(f"dlt {x['dlt_version']} (rest_api, page-number paginator, per_page {res['dlt']['per_page']:,}, merge on "
+                  f"(user_id, timestamp, event)): wall s = pipeline.run only (extract, normalize, load; no interpreter "
+                  f"start or imports); {x['dropped']:,} items dropped by its key filter, {x['loaded']:,} rows in its "
+                  f"table (ours: {res['loaded']:,})")
     con.print(f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
               f"{fmt_s(st[slowest]['notebook_s'])} s as a notebook)")
 
@@ -799,10 +858,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-place", action="store_true",
                    help="run the code where it is instead of a snapshot taken at the start (edits made to lib/ "
                         "during the benchmark then mix into it)")
+    p.add_argument("--dlt", action="store_true",
+                   help="afterwards, run dlt 1.31 (bench/dlt_peer.py, in bench/.dlt-venv) over the same API and window "
+                        "into a database of its own, as a peer measured in the same run")
+    p.add_argument("--dlt-repeat", type=int, default=1, help="dlt runs to take the median of (default 1)")
+    p.add_argument("--dlt-per-page", type=int, default=5000, help="items per page for dlt (default 5000, as quoted)")
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
     args = p.parse_args(argv)
-    if args.events < 1 or args.per_page < 1 or args.repeat < 1 or args.limit_repeat < 1:
-        p.error("--events, --per-page, --repeat and --limit-repeat must be at least 1")
+    if args.events < 1 or args.per_page < 1 or args.repeat < 1 or args.limit_repeat < 1 or args.dlt_repeat < 1:
+        p.error("--events, --per-page, --repeat, --limit-repeat and --dlt-repeat must be at least 1")
     if not 1 <= args.hours <= 200:  # the demo API caches 256 generated hours; more would regenerate per page
         p.error("--hours must be between 1 and 200")
 
@@ -816,6 +880,9 @@ def main(argv: list[str] | None = None) -> int:
     EXTRA_PARAMS.extend(args.params)
     if not args.in_place:
         CODE = snapshot_code(tmp / "code")
+    if args.dlt:
+        say("dlt peer: checking bench/.dlt-venv (created with dlt[postgres]==1.31.0 if missing)")
+        dlt_py = dlt_python()
 
     db_name, db_url = create_database()
     say(f"database {db_name}; temp folder {tmp}")
@@ -903,6 +970,15 @@ def main(argv: list[str] | None = None) -> int:
             secs = pr.metrics["seconds"][slowest]
             profile_text, rows = read_profile(prof_path, slowest, secs)
             res["profile"] = {"stage": slowest, "seconds_under_cprofile": secs, "top_cumulative": rows}
+
+        if args.dlt:
+            say(f"dlt peer: {args.dlt_repeat} run(s), per_page {args.dlt_per_page}, into a database of its own")
+            peer = run_dlt_peer(dlt_py, api.url, since, until, args.dlt_per_page, args.dlt_repeat, tmp, args.timeout,
+                                args.keep, say)
+            res["dlt_records_per_s"] = peer["records_per_s"]
+            res["ratios"]["end_to_end_vs_dlt_same_run"] = rate(res["end_to_end_records_per_s"], peer["records_per_s"])
+            res["dlt"] = {k: v for k, v in peer.items() if k != "runs"}
+            res["runs"]["dlt"] = peer["runs"]
 
         Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
         print_table(res)

@@ -241,22 +241,27 @@ class Loader:
 
     def _dead_letters(self, conn: Connection, parts: Iterable[str], run_id: str, now: datetime) -> tuple[int, int]:
         """Store each distinct rejected raw record once; seeing it again bumps ``attempts`` and ``last_seen``."""
-        rows: dict[str, tuple[str, str, str]] = {}
-        for part in parts:
-            table = pq.read_table(part, columns=["raw", "stage", "reasons"])
-            for raw, stage, reasons in zip(table["raw"].to_pylist(), table["stage"].to_pylist(),
-                                           table["reasons"].to_pylist()):
-                rows[record_hash(raw)] = (raw, stage, orjson.dumps(reasons).decode())
-        if not rows:
-            return 0, 0
         q = self.q
         dl = self.store.engine.dialect.identifier_preparer.format_table(self.t.dead_letter)
         staged = ["record_hash", "raw", "stage", "reasons"]
         self._create_staging(conn, DL_STAGING, dl, staged)
-        hashes = list(rows)
-        table = pa.table({"record_hash": hashes, "raw": [rows[h][0] for h in hashes],
-                          "stage": [rows[h][1] for h in hashes], "reasons": [rows[h][2] for h in hashes]})
-        self._copy(conn, DL_STAGING, table)
+        hashes: set[str] = set()  # one row per distinct raw record; only the hashes are held, not the records
+        for part in parts:
+            table = pq.read_table(part, columns=["raw", "stage", "reasons"])
+            out: dict[str, list[str]] = {c: [] for c in staged}
+            for raw, stage, reasons in zip(table["raw"].to_pylist(), table["stage"].to_pylist(),
+                                           table["reasons"].to_pylist()):
+                h = record_hash(raw)
+                if h not in hashes:
+                    hashes.add(h)
+                    for c, v in zip(staged, (h, raw, stage, orjson.dumps(reasons).decode())):
+                        out[c].append(v)
+            if out["record_hash"]:
+                self._copy(conn, DL_STAGING, pa.table(out))
+        if not hashes:
+            if not self.pg:
+                conn.exec_driver_sql(f"DROP TABLE {DL_STAGING}")
+            return 0, 0
         seen = conn.exec_driver_sql(
             f"SELECT count(*) FROM {DL_STAGING} s JOIN {dl} d ON d.{q('record_hash')} = s.{q('record_hash')}").scalar()
         cols = ", ".join(q(c) for c in staged)
@@ -269,7 +274,7 @@ class Loader:
             {"run_id": run_id, "now": now})
         if not self.pg:
             conn.exec_driver_sql(f"DROP TABLE {DL_STAGING}")
-        return len(rows) - int(seen), int(seen)
+        return len(hashes) - int(seen), int(seen)
 
     def _mark_replayed(self, conn: Connection, hashes: list[str], run_id: str) -> None:
         dl = self.t.dead_letter
