@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -68,3 +69,18 @@ def test_backfill_resumes_failed_partitions_and_skips_succeeded_ones(project, hi
     assert project.cli("backfill", "--start", "2024-05-01", "--end", "2024-05-03", "--rerun") == 0
     assert len(runs(project.database_url)) == len(first) + 1 + 2
     assert table_rows(project.database_url) == expected_table(history, START, END)
+
+
+def test_a_timed_out_partition_does_not_hold_up_the_next_one(project, history, capsys):
+    """Inline partitions share one kernel. A stage that timed out leaves that kernel busy (the cell still
+    runs), so the kernel is thrown away and the next partition starts at once in a fresh one."""
+    history.server.faults = FaultPlan(("slow",), every=1, limit=1, slow_s=40)  # the very first page hangs
+    started = time.monotonic()
+    code = project.cli("backfill", "--start", "2024-05-01", "--end", "2024-05-03", "-p", "runner.cell_timeout_s=4")
+    elapsed = time.monotonic() - started
+    assert code == 1
+    parts = sorted(runs(project.database_url), key=lambda r: r["window_since"])
+    assert [(r["status"], r["failure_class"]) for r in parts] == [("failed", "timeout"), ("succeeded", None)]
+    assert elapsed < 30, f"the second partition waited for the stuck cell ({elapsed:.0f}s)"
+    second = datetime(2024, 5, 2, tzinfo=timezone.utc)
+    assert table_rows(project.database_url) == expected_table(history, second, END)

@@ -1,4 +1,4 @@
-"""``KeySet``: the transform's memory-bounded set of key hashes behaves as a Python set."""
+"""``KeySet``: the transform's memory-bounded set of key hashes behaves as a Python set of their first 96 bits."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ def test_seen_before_matches_a_python_set():
     ks, ref = KeySet(), set()
     for batch in _batches(rng, 12, 3000):
         got = ks.seen_before(batch)
-        as_tuples = [tuple(map(int, row)) for row in batch]
+        as_tuples = [(int(hi), int(lo) & 0xFFFFFFFF) for hi, lo in batch]  # the 96 bits a KeySet keeps
         assert got.tolist() == [t in ref for t in as_tuples]
         ref.update(as_tuples)
         assert len(ks) == len(ref)
-    assert ks.nbytes == 16 * len(ref)
+    assert ks.nbytes == 12 * len(ref)
 
 
 def test_empty_batches_and_an_empty_set():
@@ -35,3 +35,9 @@ def test_empty_batches_and_an_empty_set():
     assert ks.seen_before(one).tolist() == [False]
     assert ks.seen_before(np.array([[5, 7], [5, 6], [6, 6]], dtype=np.uint64)).tolist() == [False, True, False]
     assert len(ks) == 3
+
+
+def test_only_the_first_96_bits_count():
+    ks = KeySet()
+    ks.seen_before(np.array([[5, 6]], dtype=np.uint64))
+    assert ks.seen_before(np.array([[5, 6 + (1 << 40)], [5, 7]], dtype=np.uint64)).tolist() == [True, False]
