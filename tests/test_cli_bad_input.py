@@ -178,6 +178,14 @@ def test_every_problem_is_reported_one_line_each(tmp_path):
 
 # -- params --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("shared", ["true", "false"])
+def test_a_kernel_name_that_is_not_installed_is_named(tmp_path, shared):
+    proc = run_cli(tmp_path, "run", "-p", "runner.kernel_name=no-such-kernel",
+                   "-p", f"runner.shared_kernel={shared}")
+    assert_one_line_usage_error(proc, "runner.kernel_name", "no-such-kernel", "python3")
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
 def test_params_command_exits_0(tmp_path):
     proc = run_cli(tmp_path, "params", COLUMNS="250")
     assert proc.returncode == 0, proc.stderr

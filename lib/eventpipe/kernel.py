@@ -36,6 +36,22 @@ WARM_UP = ("import pandas as _w0, pyarrow.parquet as _w1, scrapbook as _w2, even
            "del _w0, _w1, _w2, _w3")
 
 
+def check_kernel_name(name: str) -> None:
+    """A ``runner.kernel_name`` that names no installed Jupyter kernel is a settings mistake: one line."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from .errors import SettingsError
+
+    ksm = KernelSpecManager()
+    try:
+        ksm.get_kernel_spec(name)
+    except NoSuchKernel:
+        installed = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
+        raise SettingsError(f"runner.kernel_name: no Jupyter kernel named {name!r} (installed: {installed}); "
+                            f"set -p runner.kernel_name=<one of them>, or install it with "
+                            f"`python -m ipykernel install --user --name {name}`") from None
+
+
 class KeptClient(AsyncKernelClient):
     """A kernel client that stays connected across notebooks: readiness is awaited once."""
 
@@ -85,6 +101,7 @@ class SharedKernel:
     def start(self) -> "SharedKernel":
         """Launch the kernel process now (returns at once; the kernel boots and imports in parallel)."""
         if not self.km.has_kernel:
+            check_kernel_name(self.kernel_name)
             extra = [f"--IPKernelApp.exec_lines={WARM_UP}"] if self.warm_up else []
             run_sync(self.km.start_kernel)(cwd=str(self.cwd), extra_arguments=extra)
             log.debug("kernel started (pid %s)", getattr(self.km.provisioner, "pid", None))

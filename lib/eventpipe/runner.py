@@ -99,6 +99,9 @@ class Runner:
         self.store.ping()  # first: an unreachable database must leave nothing behind
         check_writable(self.reports_dir, "reports dir")
         check_writable(self.runs_dir, "runs dir")
+        from .kernel import check_kernel_name
+
+        check_kernel_name(self.settings.runner.kernel_name)
         self.store.create_schema()
 
     # -- windows -------------------------------------------------------------------------------
