@@ -252,12 +252,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- backfill / replay / schedule ----------------------------------------------------------------
 
-def _partitions(start: Any, end: Any, chunk: Any) -> list:
-    from .backfill import partitions
-
-    return partitions(start, end, chunk)
-
-
 def cmd_backfill(args: argparse.Namespace) -> int:
     from .demo_api import serve_demo
 
@@ -276,13 +270,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SettingsError("backfill --workers must be at least 1")
     settings = _settings(args, require_api=not args.demo)
-    parts = _partitions(start, end, chunk)
-    print(f"backfill window [{iso(start)}, {iso(end)}) UTC in {len(parts)} partition(s) of {args.chunk}")
     with serve_demo(settings) if args.demo else nullcontext():
-        kernel = _early_kernel(settings) if args.workers == 1 or len(parts) == 1 else None  # inline partitions
+        kernel = _early_kernel(settings) if args.workers == 1 else None  # the inline partitions share it
         try:
-            from .backfill import run_backfill
+            from .backfill import partitions, run_backfill
 
+            parts = partitions(start, end, chunk)
+            print(f"backfill window [{iso(start)}, {iso(end)}) UTC in {len(parts)} partition(s) of {args.chunk}")
             results = run_backfill(settings, parts, workers=args.workers, rerun=args.rerun, wait=args.wait,
                                    kernel=kernel)
         finally:

@@ -289,6 +289,10 @@ class DemoData:
             until_ms = min(until_ms, int(self.config.end.timestamp() * 1000))
         return max(since_ms, start_ms), until_ms
 
+    def _extra_in(self, lo_ms: int, hi_ms: int) -> list[Generated]:
+        with self._lock:
+            return [g for g in self._extra if lo_ms <= g.sort_ms < hi_ms]
+
     def _hours(self, lo_ms: int, hi_ms: int) -> range:
         return range(lo_ms // HOUR_MS, (hi_ms - 1) // HOUR_MS + 1) if hi_ms > lo_ms else range(0)
 
@@ -301,8 +305,7 @@ class DemoData:
             a, b = bisect.bisect_left(block.keys, lo_ms), bisect.bisect_left(block.keys, hi_ms)
             if b > a:
                 segs.append((block, a, b))
-        with self._lock:
-            extra = [g for g in self._extra if lo_ms <= g.sort_ms < hi_ms]
+        extra = self._extra_in(lo_ms, hi_ms)
         if extra:  # appended events merge in by time, after generated ones at the same instant
             served = [(block.keys[i], 0, i, body) for block, a, b in segs
                       for i, body in zip(range(a, b), block.bodies(a, b))]
@@ -340,8 +343,7 @@ class DemoData:
         events = [g for hour in self._hours(lo_ms, hi_ms)
                   for g in _generate_hour(c.seed, c.events_per_hour, c.dirty_share, c.duplicate_share, hour)
                   if lo_ms <= g.sort_ms < hi_ms]
-        with self._lock:
-            extra = [g for g in self._extra if lo_ms <= g.sort_ms < hi_ms]
+        extra = self._extra_in(lo_ms, hi_ms)
         if extra:
             events = sorted(events + extra, key=lambda g: (g.sort_ms, g.ordinal))
         yield from events
@@ -517,14 +519,17 @@ class DemoServer(ThreadingHTTPServer):
         self.stop()
 
 
+def demo_data(d: Any) -> DemoData:
+    """The demo event stream that the ``demo`` settings section describes."""
+    return DemoData(DemoConfig(seed=d.seed, events_per_hour=d.events_per_hour, dirty_share=d.dirty_share,
+                               duplicate_share=d.duplicate_share))
+
+
 @contextmanager
 def serve_demo(settings: Any) -> Iterator[str]:
     """Serve the bundled demo API from this process and point the notebooks' kernels at it."""
-    d = settings.demo
-    data = DemoData(DemoConfig(seed=d.seed, events_per_hour=d.events_per_hour, dirty_share=d.dirty_share,
-                               duplicate_share=d.duplicate_share))
     saved = {k: os.environ.get(k) for k in ("API_BASE_URL", "API_KEY")}
-    with DemoServer(data, api_key=DEMO_KEY) as server:
+    with DemoServer(demo_data(settings.demo), api_key=DEMO_KEY) as server:
         os.environ["API_BASE_URL"], os.environ["API_KEY"] = server.url, DEMO_KEY
         log.info("demo API serving at %s", server.url)
         try:

@@ -244,7 +244,6 @@ class Loader:
         q = self.q
         dl = self.store.engine.dialect.identifier_preparer.format_table(self.t.dead_letter)
         staged = ["record_hash", "raw", "stage", "reasons"]
-        self._create_staging(conn, DL_STAGING, dl, staged)
         hashes: set[str] = set()  # one row per distinct raw record; only the hashes are held, not the records
         for part in parts:
             table = pq.read_table(part, columns=["raw", "stage", "reasons"])
@@ -257,10 +256,10 @@ class Loader:
                     for c, v in zip(staged, (h, raw, stage, orjson.dumps(reasons).decode())):
                         out[c].append(v)
             if out["record_hash"]:
+                if len(hashes) == len(out["record_hash"]):  # the first rejects of the run
+                    self._create_staging(conn, DL_STAGING, dl, staged)
                 self._copy(conn, DL_STAGING, pa.table(out))
         if not hashes:
-            if not self.pg:
-                conn.exec_driver_sql(f"DROP TABLE {DL_STAGING}")
             return 0, 0
         seen = conn.exec_driver_sql(
             f"SELECT count(*) FROM {DL_STAGING} s JOIN {dl} d ON d.{q('record_hash')} = s.{q('record_hash')}").scalar()

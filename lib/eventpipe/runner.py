@@ -22,9 +22,9 @@ from typing import Any
 
 import nbformat
 
+from .counts import check_counts
 from .errors import PipelineError, SettingsError, StageFailed, Terminated
 from .settings import NOTEBOOK_DIR, Settings, iso, parse_instant
-from .counts import check_counts
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,10 @@ class Runner:
         self.store.ping()  # first: an unreachable database must leave nothing behind
         check_writable(self.reports_dir, "reports dir")
         check_writable(self.runs_dir, "runs dir")
-        from .kernel import check_kernel_name
+        if self.kernel is None:  # a kernel started early was checked as it started
+            from .kernel import check_kernel_name
 
-        check_kernel_name(self.settings.runner.kernel_name)
+            check_kernel_name(self.settings.runner.kernel_name)
         self.store.create_schema()
 
     # -- windows -------------------------------------------------------------------------------

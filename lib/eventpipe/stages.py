@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import quality
-from .demo_api import DEMO_KEY, DemoConfig, DemoData, DemoServer
+from .demo_api import DEMO_KEY, DemoServer, demo_data
 from .counts import COUNT_KEYS, check_counts
 from .errors import CountsMismatch, SettingsError
 from .inject import checkpoint
@@ -130,10 +130,7 @@ def source_client(settings: Settings) -> Iterator[SourceClient]:
     if settings.api.base_url:
         yield SourceClient(settings.api.base_url, settings.api_key, settings.api)
         return
-    d = settings.demo
-    data = DemoData(DemoConfig(seed=d.seed, events_per_hour=d.events_per_hour, dirty_share=d.dirty_share,
-                               duplicate_share=d.duplicate_share))
-    with DemoServer(data, api_key=DEMO_KEY) as server:
+    with DemoServer(demo_data(settings.demo), api_key=DEMO_KEY) as server:
         log.info("no API_BASE_URL set: serving the bundled demo API at %s for this session", server.url)
         yield SourceClient(server.url, Secret(DEMO_KEY), settings.api)
 
@@ -281,20 +278,23 @@ class Bars:
     value: str = "clean events"
     width: int = 40  # text bars: characters for the largest count
 
+    @property
+    def _top(self) -> int:
+        return max(int(self.counts.max()), 1) if len(self.counts) else 1
+
     def _repr_html_(self) -> str:
-        top = max(int(self.counts.max()), 1) if len(self.counts) else 1
         rows = "".join(
             f'<tr><td style="text-align:left">{html.escape(str(k))}</td><td>{int(v):,}</td>'
             f'<td style="width:24em;text-align:left"><div style="background:#5b8def;height:0.8em;'
-            f'width:{100 * int(v) / top:.1f}%"></div></td></tr>'
+            f'width:{100 * int(v) / self._top:.1f}%"></div></td></tr>'
             for k, v in self.counts.items())
         return (f"<table><thead><tr><th>{html.escape(self.label)}</th><th>{html.escape(self.value)}</th><th></th>"
                 f"</tr></thead><tbody>{rows}</tbody></table>")
 
     def __repr__(self) -> str:
-        top = max(int(self.counts.max()), 1) if len(self.counts) else 1
         lines = [f"{self.label:<16} {self.value:>12}"]
-        lines += [f"{str(k):<16} {int(v):>12,} {'█' * round(self.width * int(v) / top)}" for k, v in self.counts.items()]
+        lines += [f"{str(k):<16} {int(v):>12,} {'█' * round(self.width * int(v) / self._top)}"
+                  for k, v in self.counts.items()]
         return "\n".join(lines)
 
 

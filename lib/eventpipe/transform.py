@@ -213,21 +213,6 @@ def key_hashes(df: pd.DataFrame) -> np.ndarray:
     return np.stack([h1, h2], axis=1)
 
 
-KEY_DTYPE = np.dtype((np.void, 16))  # a 128-bit key hash as one comparable value
-
-
-def as_keys(hashes: np.ndarray) -> np.ndarray:
-    """``key_hashes`` output -> one 16-byte value per row."""
-    return np.ascontiguousarray(hashes).view(KEY_DTYPE).ravel()
-
-
-def duplicate_mask_keys(keys: np.ndarray) -> np.ndarray:
-    """True for every row that a later row (in API order) with the same key supersedes."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=bool)
-    return pd.Series(keys.view("S16")).duplicated(keep="last").to_numpy()
-
-
 class KeySet:
     """The keys of the rows already seen (later in API order), at 12 bytes a key.
 
@@ -293,5 +278,8 @@ class KeySet:
 
 
 def duplicate_mask(hashes: np.ndarray) -> np.ndarray:
-    """``duplicate_mask_keys`` for ``key_hashes`` output."""
-    return duplicate_mask_keys(as_keys(hashes))
+    """True for every row of ``key_hashes`` output that a later row (in API order) with the same key supersedes."""
+    if len(hashes) == 0:
+        return np.zeros(0, dtype=bool)
+    keys = np.ascontiguousarray(hashes).view("S16").ravel()  # one 16-byte value per row
+    return pd.Series(keys).duplicated(keep="last").to_numpy()
