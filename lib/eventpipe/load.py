@@ -245,6 +245,7 @@ class Loader:
         dl = self.store.engine.dialect.identifier_preparer.format_table(self.t.dead_letter)
         staged = ["record_hash", "raw", "stage", "reasons"]
         hashes: set[str] = set()  # one row per distinct raw record; only the hashes are held, not the records
+        created = False
         for part in parts:
             table = pq.read_table(part, columns=["raw", "stage", "reasons"])
             out: dict[str, list[str]] = {c: [] for c in staged}
@@ -256,8 +257,9 @@ class Loader:
                     for c, v in zip(staged, (h, raw, stage, orjson.dumps(reasons).decode())):
                         out[c].append(v)
             if out["record_hash"]:
-                if len(hashes) == len(out["record_hash"]):  # the first rejects of the run
+                if not created:  # only a run with rejects stages any
                     self._create_staging(conn, DL_STAGING, dl, staged)
+                    created = True
                 self._copy(conn, DL_STAGING, pa.table(out))
         if not hashes:
             return 0, 0
