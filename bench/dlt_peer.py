@@ -85,36 +85,54 @@ def run_peer(a: argparse.Namespace) -> dict:
         counts["kept" if ok else "dropped"] += 1
         return ok
 
-    source = rest_api_source({
-        "client": {
-            "base_url": a.base_url.rstrip("/") + "/",
-            "auth": {"type": "bearer", "token": a.api_key},
-            "paginator": {"type": "page_number", "base_page": 1, "page_param": "page", "total_path": None,
-                          "has_more_path": "has_more"},
-        },
-        "resource_defaults": {"write_disposition": "merge", "primary_key": list(PRIMARY_KEY)},
-        "resources": [{
-            "name": TABLE,
-            "endpoint": {"path": "analytics", "data_selector": "items",
-                         "params": {"since": a.since, "until": a.until, "per_page": a.per_page}},
-            # the API serves a key in several forms (user_id as a number, timestamp as ISO text or epoch
-            # numbers): as text, every form fits the key column, instead of going to a variant column and
-            # leaving the key null
-            "columns": {k: {"data_type": "text"} for k in PRIMARY_KEY},
-            "processing_steps": [{"filter": keep}],
-        }],
-    })
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": a.base_url.rstrip("/") + "/",
+                "auth": {"type": "bearer", "token": a.api_key},
+                "paginator": {
+                    "type": "page_number",
+                    "base_page": 1,
+                    "page_param": "page",
+                    "total_path": None,
+                    "has_more_path": "has_more",
+                },
+            },
+            "resource_defaults": {"write_disposition": "merge", "primary_key": list(PRIMARY_KEY)},
+            "resources": [
+                {
+                    "name": TABLE,
+                    "endpoint": {
+                        "path": "analytics",
+                        "data_selector": "items",
+                        "params": {"since": a.since, "until": a.until, "per_page": a.per_page},
+                    },
+                    # the API serves a key in several forms (user_id as a number, timestamp as ISO text or epoch
+                    # numbers): as text, every form fits the key column, instead of going to a variant column and
+                    # leaving the key null
+                    "columns": {k: {"data_type": "text"} for k in PRIMARY_KEY},
+                    "processing_steps": [{"filter": keep}],
+                }
+            ],
+        }
+    )
 
     pipelines_dir = tempfile.mkdtemp(prefix="dlt-peer-")  # no state from earlier runs
     dataset = f"dlt_peer_{uuid.uuid4().hex[:8]}"  # a fresh schema in the destination database
-    pipeline = dlt.pipeline(pipeline_name="dlt_peer", pipelines_dir=pipelines_dir, dataset_name=dataset,
-                            destination=dlt.destinations.postgres(credentials=with_password(a.pg)))
+    pipeline = dlt.pipeline(
+        pipeline_name="dlt_peer",
+        pipelines_dir=pipelines_dir,
+        dataset_name=dataset,
+        destination=dlt.destinations.postgres(credentials=with_password(a.pg)),
+    )
     try:
         t0 = time.perf_counter()
         pipeline.run(source)
         seconds = time.perf_counter() - t0
         with pipeline.sql_client() as client:
-            loaded = client.execute_sql(f"SELECT count(*) FROM {client.make_qualified_table_name(TABLE)}")[0][0]
+            loaded = client.execute_sql(f"SELECT count(*) FROM {client.make_qualified_table_name(TABLE)}")[0][
+                0
+            ]
             if not a.keep:  # the dataset and its _staging twin (the merge's)
                 client.drop_dataset()
                 with client.with_staging_dataset():
@@ -123,23 +141,38 @@ def run_peer(a: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(pipelines_dir, ignore_errors=True)
     events = counts["kept"] + counts["dropped"]
-    return {"events": events, "dropped": counts["dropped"], "loaded": loaded, "seconds": seconds,
-            "records_per_s": events / seconds if seconds else None, "dlt_version": dlt.__version__,
-            "per_page": a.per_page, "dataset": dataset if a.keep else None}
+    return {
+        "events": events,
+        "dropped": counts["dropped"],
+        "loaded": loaded,
+        "seconds": seconds,
+        "records_per_s": events / seconds if seconds else None,
+        "dlt_version": dlt.__version__,
+        "per_page": a.per_page,
+        "dataset": dataset if a.keep else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="bench/dlt_peer.py")
-    p.add_argument("--setup-venv", action="store_true",
-                   help=f"only create {VENV.relative_to(BENCH_DIR.parent)} with {DLT_REQUIREMENT} (if missing)")
+    p.add_argument(
+        "--setup-venv",
+        action="store_true",
+        help=f"only create {VENV.relative_to(BENCH_DIR.parent)} with {DLT_REQUIREMENT} (if missing)",
+    )
     p.add_argument("--base-url", help="the demo API, e.g. http://127.0.0.1:18600")
-    p.add_argument("--api-key", default=os.environ.get("API_KEY", "demo-key"), help="bearer token (default $API_KEY "
-                   "or demo-key)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("API_KEY", "demo-key"),
+        help="bearer token (default $API_KEY or demo-key)",
+    )
     p.add_argument("--since", help="window start, ISO 8601")
     p.add_argument("--until", help="window end, ISO 8601")
     p.add_argument("--per-page", type=int, default=5000, help="items per page (default 5000)")
     p.add_argument("--pg", help="destination database URL, e.g. postgresql://postgres@127.0.0.1:5432/dltdev")
-    p.add_argument("--keep", action="store_true", help="keep the dataset (schema) instead of dropping it afterwards")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the dataset (schema) instead of dropping it afterwards"
+    )
     a = p.parse_args(argv)
     if a.setup_venv:
         print(ensure_venv(quiet=False))

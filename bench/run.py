@@ -54,14 +54,27 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "bench"
-CODE = ROOT  # the code measured: a snapshot of lib/, notebooks/, params/ and run_pipeline.py (see snapshot_code)
+CODE = (
+    ROOT  # the code measured: a snapshot of lib/, notebooks/, params/ and run_pipeline.py (see snapshot_code)
+)
 SNAPSHOT_PARTS = ("lib", "notebooks", "params", "run_pipeline.py", "pyproject.toml")
 PY = sys.executable
 STAGES = ("extract", "transform_quality", "load")
 PIPELINE_TABLES = ("analytics", "dead_letter", "pipeline_runs", "pipeline_state")
-COPY_COLUMNS = ("user_id", "timestamp", "event_type", "session_id", "properties", "event_date", "event_hour",
-                "run_id", "loaded_at")
-DLT_RECORDS_PER_S = 13_000  # PERF-NOTES.md: dlt 1.31 rest_api + merge, 68-77 s per 1M (13-15k/s); not re-measured
+COPY_COLUMNS = (
+    "user_id",
+    "timestamp",
+    "event_type",
+    "session_id",
+    "properties",
+    "event_date",
+    "event_hour",
+    "run_id",
+    "loaded_at",
+)
+DLT_RECORDS_PER_S = (
+    13_000  # PERF-NOTES.md: dlt 1.31 rest_api + merge, 68-77 s per 1M (13-15k/s); not re-measured
+)
 WINDOW_START = datetime(2024, 5, 1, tzinfo=timezone.utc)  # in the past: the live demo API serves it whole
 DEMO_START = "2024-01-01"
 DEMO_DIRTY, DEMO_DUP = 0.02, 0.02  # the demo-api defaults
@@ -84,6 +97,7 @@ def rate(n: int | None, seconds: float | None) -> float | None:
 
 # -- process-tree RSS sampling ----------------------------------------------------------------------
 
+
 class TreeSampler:
     """Every ``interval`` s: the summed RSS of a process and all its descendants, and each one's CPU seconds."""
 
@@ -98,7 +112,7 @@ class TreeSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
-    def __enter__(self) -> "TreeSampler":
+    def __enter__(self) -> TreeSampler:
         self._thread.start()
         return self
 
@@ -130,8 +144,12 @@ class TreeSampler:
                 return
 
     def peak_mb(self, since: float | None = None, until: float | None = None) -> float | None:
-        vals = [b for t, b, _ in self.samples if (since is None or t >= since) and (until is None or t <= until)]
-        if not vals and since is not None:  # a window shorter than the interval: the next sample stands for it
+        vals = [
+            b for t, b, _ in self.samples if (since is None or t >= since) and (until is None or t <= until)
+        ]
+        if (
+            not vals and since is not None
+        ):  # a window shorter than the interval: the next sample stands for it
             vals = [b for t, b, _ in self.samples if t >= since][:1]
         return max(vals) / 2**20 if vals else None
 
@@ -164,7 +182,9 @@ class CpuUse:
 
 
 def _busy(t: Any) -> float:
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return (
+        sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    )
 
 
 def _proc_cpu(pid: int | None) -> float | None:
@@ -183,12 +203,14 @@ API_PID: int | None = None  # the demo API's process, for CpuUse
 STAGE_LINE = re.compile(rb"stage (\w+): (executing|done)")  # the runner's log lines around each notebook
 
 
-def run_sampled(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float
-                ) -> tuple[int, float, TreeSampler, CpuUse, list[tuple[float, str, str]]]:
+def run_sampled(
+    cmd: list[str], env: dict[str, str], log_path: Path, timeout: float
+) -> tuple[int, float, TreeSampler, CpuUse, list[tuple[float, str, str]]]:
     """Run a command with stdout+stderr to a log file; wall seconds, RSS samples, CPU use of its tree, and
     the arrival time of each runner line ``stage X: executing|done``."""
-    import psutil
     import resource
+
+    import psutil
 
     marks: list[tuple[float, str, str]] = []
 
@@ -212,14 +234,16 @@ def run_sampled(cmd: list[str], env: dict[str, str], log_path: Path, timeout: fl
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                raise SystemExit(f"{cmd[2]} took longer than {timeout}s: see {log_path}")
+                raise SystemExit(f"{cmd[2]} took longer than {timeout}s: see {log_path}") from None
         wall = time.perf_counter() - t0
         reader.join(timeout=10)
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         sys1, api1 = psutil.cpu_times(), _proc_cpu(API_PID)
-    cpu = CpuUse(tree_s=(ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
-                 api_s=(api1 - api0) if api0 is not None and api1 is not None else None,
-                 machine_busy_s=_busy(sys1) - _busy(sys0))
+    cpu = CpuUse(
+        tree_s=(ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
+        api_s=(api1 - api0) if api0 is not None and api1 is not None else None,
+        machine_busy_s=_busy(sys1) - _busy(sys0),
+    )
     return rc, wall, sampler, cpu, marks
 
 
@@ -231,6 +255,7 @@ def tail(path: Path, n: int = 30) -> str:
 
 
 # -- the demo API -------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -247,10 +272,26 @@ class DemoApi:
         env = {**code_env(), "API_KEY": API_KEY}
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [PY, str(CODE / "run_pipeline.py"), "demo-api", "--port", str(self.port),
-             "--events-per-hour", str(events_per_hour), "--start", DEMO_START,
-             "--dirty-share", str(DEMO_DIRTY), "--duplicate-share", str(DEMO_DUP)],
-            cwd=CODE, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                PY,
+                str(CODE / "run_pipeline.py"),
+                "demo-api",
+                "--port",
+                str(self.port),
+                "--events-per-hour",
+                str(events_per_hour),
+                "--start",
+                DEMO_START,
+                "--dirty-share",
+                str(DEMO_DIRTY),
+                "--duplicate-share",
+                str(DEMO_DUP),
+            ],
+            cwd=CODE,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60) -> None:
         import requests
@@ -272,9 +313,12 @@ class DemoApi:
         import requests
 
         t0 = time.perf_counter()
-        r = requests.get(f"{self.url}/analytics", params={"page": 1, "per_page": 1, "since": iso(since),
-                                                          "until": iso(until)},
-                         headers={"Authorization": f"Bearer {API_KEY}"}, timeout=1800)
+        r = requests.get(
+            f"{self.url}/analytics",
+            params={"page": 1, "per_page": 1, "since": iso(since), "until": iso(until)},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=1800,
+        )
         r.raise_for_status()
         return time.perf_counter() - t0
 
@@ -291,7 +335,10 @@ class DemoApi:
 
 # -- limit (a): bare requests loop ------------------------------------------------------------------------
 
-def bare_requests(url: str, since: datetime, until: datetime, per_page: int, parser: str) -> tuple[int, float]:
+
+def bare_requests(
+    url: str, since: datetime, until: datetime, per_page: int, parser: str
+) -> tuple[int, float]:
     """Every page of the window with a plain Session: no retries, no Parquet, nothing kept."""
     import orjson
     import requests
@@ -315,6 +362,7 @@ def bare_requests(url: str, since: datetime, until: datetime, per_page: int, par
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------------
+
 
 def pg_connect(url: str):
     import psycopg2
@@ -388,6 +436,7 @@ def drop_copy_table(db_url: str) -> None:
 
 # -- the pipeline through papermill ---------------------------------------------------------------------
 
+
 @dataclass
 class PipelineRun:
     wall_s: float
@@ -407,8 +456,13 @@ EXTRA_PARAMS: list[str] = []  # bench/run.py -p KEY=VALUE: passed to both the pa
 
 
 def overrides(per_page: int, tmp: Path) -> list[str]:
-    return [f"api.per_page={per_page}", f"paths.reports_dir={tmp / 'reports'}", f"paths.runs_dir={tmp / 'runs'}",
-            "quality.min_pass_rate=0.9", *EXTRA_PARAMS]
+    return [
+        f"api.per_page={per_page}",
+        f"paths.reports_dir={tmp / 'reports'}",
+        f"paths.runs_dir={tmp / 'runs'}",
+        "quality.min_pass_rate=0.9",
+        *EXTRA_PARAMS,
+    ]
 
 
 def snapshot_code(dest: Path) -> Path:
@@ -434,8 +488,13 @@ def code_env() -> dict[str, str]:
 
 def code_sha1(root: Path) -> str:
     digest = hashlib.sha1()
-    for f in sorted([*(root / "lib" / "eventpipe").glob("*.py"), *(root / "notebooks").glob("*.ipynb"),
-                     *(root / "params").glob("*.yaml")]):
+    for f in sorted(
+        [
+            *(root / "lib" / "eventpipe").rglob("*.py"),
+            *(root / "notebooks").glob("*.ipynb"),
+            *(root / "params").glob("*.yaml"),
+        ]
+    ):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -446,11 +505,29 @@ def pipeline_env(api_url: str, db_url: str) -> dict[str, str]:
     return env
 
 
-def run_papermill(since: datetime, until: datetime, hours: int, per_page: int, env: dict[str, str], tmp: Path,
-                  timeout: float, rerun: bool = False) -> PipelineRun:
+def run_papermill(
+    since: datetime,
+    until: datetime,
+    hours: int,
+    per_page: int,
+    env: dict[str, str],
+    tmp: Path,
+    timeout: float,
+    rerun: bool = False,
+) -> PipelineRun:
     tmp.mkdir(parents=True, exist_ok=True)
-    cmd = [PY, str(CODE / "run_pipeline.py"), "backfill", "--start", iso(since), "--end", iso(until),
-           "--chunk", f"{hours}h", *(["--rerun"] if rerun else [])]
+    cmd = [
+        PY,
+        str(CODE / "run_pipeline.py"),
+        "backfill",
+        "--start",
+        iso(since),
+        "--end",
+        iso(until),
+        "--chunk",
+        f"{hours}h",
+        *(["--rerun"] if rerun else []),
+    ]
     for o in overrides(per_page, tmp):
         cmd += ["-p", o]
     log = tmp / "papermill.log"
@@ -474,21 +551,47 @@ def run_papermill(since: datetime, until: datetime, hours: int, per_page: int, e
         else:
             peaks[st] = cpus[st] = None
     if not all(st in starts and st in ends for st in STAGES):
-        print("warning: the runner's 'stage X: executing/done' lines were not all seen: per-stage RSS and CPU "
-              "are missing", file=sys.stderr)
+        print(
+            "warning: the runner's 'stage X: executing/done' lines were not all seen: per-stage RSS and CPU "
+            "are missing",
+            file=sys.stderr,
+        )
     return PipelineRun(wall, sampler.peak_mb(), peaks, metrics, cpu, cpus)
 
 
 # -- the same stages, directly in one process -----------------------------------------------------------
 
-def run_direct(since: datetime, until: datetime, per_page: int, env: dict[str, str], tmp: Path, timeout: float,
-               only: str | None = None, profile_out: Path | None = None) -> PipelineRun:
+
+def run_direct(
+    since: datetime,
+    until: datetime,
+    per_page: int,
+    env: dict[str, str],
+    tmp: Path,
+    timeout: float,
+    only: str | None = None,
+    profile_out: Path | None = None,
+) -> PipelineRun:
     """A fresh Python process that runs ``extract``, ``transform_quality``, ``load`` as plain calls."""
     tmp.mkdir(parents=True, exist_ok=True)
     out = tmp / ("direct.json" if not only else f"direct-{only}.json")
-    cmd = [PY, str(Path(__file__).resolve()), "_direct", "--code-root", str(CODE), "--since", iso(since),
-           "--until", iso(until),
-           "--run-dir", str(tmp / "run"), "--params-file", params_file(), "--out", str(out)]
+    cmd = [
+        PY,
+        str(Path(__file__).resolve()),
+        "_direct",
+        "--code-root",
+        str(CODE),
+        "--since",
+        iso(since),
+        "--until",
+        iso(until),
+        "--run-dir",
+        str(tmp / "run"),
+        "--params-file",
+        params_file(),
+        "--out",
+        str(out),
+    ]
     for o in overrides(per_page, tmp):
         cmd += ["-p", o]
     if only:
@@ -518,17 +621,20 @@ def direct_child(argv: list[str]) -> int:
     p.add_argument("--profile-out")
     a = p.parse_args(argv)
     sys.path.insert(0, str(Path(a.code_root) / "lib"))
-    from eventpipe import stages
+    from eventpipe.notebook import stages
 
     if not Path(stages.__file__).resolve().is_relative_to(Path(a.code_root).resolve()):
         raise SystemExit(f"imported {stages.__file__}, not the code under {a.code_root}")
 
     stages.setup_logging()
-    ctx = stages.StageContext.from_parameters(a.since, a.until, "bench-direct", a.run_dir, a.params_file,
-                                              a.overrides, "backfill")
-    calls = {"extract": lambda: stages.extract(ctx),
-             "transform_quality": lambda: stages.transform_quality(ctx).metrics,
-             "load": lambda: stages.load(ctx)}
+    ctx = stages.StageContext.from_parameters(
+        a.since, a.until, "bench-direct", a.run_dir, a.params_file, a.overrides, "backfill"
+    )
+    calls = {
+        "extract": lambda: stages.extract(ctx),
+        "transform_quality": lambda: stages.transform_quality(ctx).metrics,
+        "load": lambda: stages.load(ctx),
+    }
     marks: dict[str, tuple[float, float]] = {}
     seconds: dict[str, float] = {}
     cpu_s: dict[str, float] = {}
@@ -547,11 +653,14 @@ def direct_child(argv: list[str]) -> int:
         seconds[name] = time.perf_counter() - t0
         cpu_s[name] = time.process_time() - c0
         marks[name] = (start, time.time())
-    Path(a.out).write_text(json.dumps({"marks": marks, "seconds": seconds, "cpu_s": cpu_s, "stages": metrics}, default=str))
+    Path(a.out).write_text(
+        json.dumps({"marks": marks, "seconds": seconds, "cpu_s": cpu_s, "stages": metrics}, default=str)
+    )
     return 0
 
 
 # -- peer: dlt, in the same run (--dlt) ------------------------------------------------------------------
+
 
 def dlt_python() -> Path:
     """bench/.dlt-venv's python (created with dlt[postgres]==1.31.0 if missing): dlt is no project dependency."""
@@ -561,8 +670,18 @@ def dlt_python() -> Path:
     return ensure_venv()
 
 
-def run_dlt_peer(py: Path, api_url: str, since: datetime, until: datetime, per_page: int, repeat: int,
-                 tmp: Path, timeout: float, keep: bool, say: Any) -> dict[str, Any]:
+def run_dlt_peer(
+    py: Path,
+    api_url: str,
+    since: datetime,
+    until: datetime,
+    per_page: int,
+    repeat: int,
+    tmp: Path,
+    timeout: float,
+    keep: bool,
+    say: Any,
+) -> dict[str, Any]:
     """``bench/dlt_peer.py`` ``repeat`` times into a fresh database of its own (dropped afterwards); each run
     is a fresh dlt pipeline and dataset. Its ``seconds`` are the wall of ``pipeline.run`` only."""
     db_name, db_url = create_database()
@@ -572,10 +691,26 @@ def run_dlt_peer(py: Path, api_url: str, since: datetime, until: datetime, per_p
     try:
         for i in range(repeat):
             log = tmp / f"dlt-{i}.log"
-            cmd = [str(py), str(BENCH_DIR / "dlt_peer.py"), "--base-url", api_url, "--api-key", API_KEY,
-                   "--since", iso(since), "--until", iso(until), "--per-page", str(per_page), "--pg", db_url]
+            cmd = [
+                str(py),
+                str(BENCH_DIR / "dlt_peer.py"),
+                "--base-url",
+                api_url,
+                "--api-key",
+                API_KEY,
+                "--since",
+                iso(since),
+                "--until",
+                iso(until),
+                "--per-page",
+                str(per_page),
+                "--pg",
+                db_url,
+            ]
             with open(log, "wb") as err:  # cwd: the temp folder, so no .dlt/ config of the project applies
-                proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=err, timeout=timeout)
+                proc = subprocess.run(
+                    cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=err, timeout=timeout
+                )
             if proc.returncode != 0:
                 error = f"exit {proc.returncode}: {tail(log, 5)}"
                 say(f"dlt peer run {i + 1} failed ({error}); see {log}")
@@ -583,19 +718,28 @@ def run_dlt_peer(py: Path, api_url: str, since: datetime, until: datetime, per_p
             r = json.loads(proc.stdout.decode().strip().splitlines()[-1])
             r["warnings"] = sum("WARNING" in line for line in log.read_text(errors="replace").splitlines())
             runs.append(r)
-            say(f"dlt {r['dlt_version']} run {i + 1}/{repeat}: {r['events']:,} items in {r['seconds']:.2f}s "
+            say(
+                f"dlt {r['dlt_version']} run {i + 1}/{repeat}: {r['events']:,} items in {r['seconds']:.2f}s "
                 f"= {r['records_per_s']:,.0f}/s; {r['dropped']:,} dropped by the key filter, {r['loaded']:,} rows "
-                f"in the table, {r['warnings']} warning lines")
+                f"in the table, {r['warnings']} warning lines"
+            )
     finally:
         if keep:
             say(f"kept: dlt database {db_name}")
         else:
             drop_database(db_name)
-    return {"records_per_s": median([r["records_per_s"] for r in runs]), "seconds": median([r["seconds"] for r in runs]),
-            "per_page": per_page, "repeat": repeat, "runs": runs, "error": error}
+    return {
+        "records_per_s": median([r["records_per_s"] for r in runs]),
+        "seconds": median([r["seconds"] for r in runs]),
+        "per_page": per_page,
+        "repeat": repeat,
+        "runs": runs,
+        "error": error,
+    }
 
 
 # -- machine info -----------------------------------------------------------------------------------------
+
 
 def machine_info(db_url: str) -> dict[str, Any]:
     cpu = ""
@@ -621,6 +765,7 @@ def machine_info(db_url: str) -> dict[str, Any]:
         conn.close()
     except Exception:
         pg = None
+
     def git(*a: str) -> str | None:
         try:
             return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
@@ -629,14 +774,27 @@ def machine_info(db_url: str) -> dict[str, Any]:
 
     commit = (git("rev-parse", "--short", "HEAD") or "").strip() or None
     # lib/ may carry uncommitted edits: name them, and fingerprint the code that was measured
-    dirty = [line[3:] for line in (git("status", "--porcelain", "--", "lib", "notebooks", "params") or "").splitlines()]
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "mem_total_gb": mem, "loadavg_at_start": load,
-            "python": platform.python_version(), "platform": platform.platform(), "postgres": pg,
-            "git_commit": commit, "git_uncommitted": dirty, "code_sha1": code_sha1(CODE),
-            "code_dir": "snapshot of the working tree" if CODE != ROOT else str(ROOT)}
+    dirty = [
+        line[3:]
+        for line in (git("status", "--porcelain", "--", "lib", "notebooks", "params") or "").splitlines()
+    ]
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_total_gb": mem,
+        "loadavg_at_start": load,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "postgres": pg,
+        "git_commit": commit,
+        "git_uncommitted": dirty,
+        "code_sha1": code_sha1(CODE),
+        "code_dir": "snapshot of the working tree" if CODE != ROOT else str(ROOT),
+    }
 
 
 # -- the report ---------------------------------------------------------------------------------------------
+
 
 def fmt_n(v: float | None) -> str:
     return "—" if v is None else f"{v:,.0f}"
@@ -654,9 +812,16 @@ def cpu_dict(c: CpuUse) -> dict[str, Any]:
     return {"tree_s": c.tree_s, "api_s": c.api_s, "machine_busy_s": c.machine_busy_s, "others_s": c.others_s}
 
 
-def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, Any], pm_runs: list[PipelineRun],
-              direct_runs: list[PipelineRun], limits: dict[str, list[float]], copy_rows: int,
-              warmup_s: float) -> dict[str, Any]:
+def summarise(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    window: dict[str, Any],
+    pm_runs: list[PipelineRun],
+    direct_runs: list[PipelineRun],
+    limits: dict[str, list[float]],
+    copy_rows: int,
+    warmup_s: float,
+) -> dict[str, Any]:
     first = pm_runs[0].metrics
     events = first["counts"]["extracted"]
     loaded = first["counts"]["loaded"]
@@ -674,13 +839,19 @@ def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, 
         lib_s, nb_s = pm_lib_s(s), pm_nb_s(s)
         direct_s = median([r.metrics["seconds"].get(s) for r in direct_runs]) if direct_runs else None
         stages_out[s] = {
-            "records": n, "notebook_s": nb_s, "lib_s": lib_s, "direct_s": direct_s,
-            "records_per_s": rate(n, lib_s), "records_per_s_notebook": rate(n, nb_s),
+            "records": n,
+            "notebook_s": nb_s,
+            "lib_s": lib_s,
+            "direct_s": direct_s,
+            "records_per_s": rate(n, lib_s),
+            "records_per_s_notebook": rate(n, nb_s),
             "records_per_s_direct": rate(n, direct_s),
             "cpu_s": median([r.stage_cpu_s.get(s) for r in pm_runs]),
             "direct_cpu_s": median([r.stage_cpu_s.get(s) for r in direct_runs]) if direct_runs else None,
             "peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in pm_runs]),
-            "direct_peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in direct_runs]) if direct_runs else None,
+            "direct_peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in direct_runs])
+            if direct_runs
+            else None,
         }
     e2e_s = median([r.wall_s for r in pm_runs])
     direct_s = median([r.wall_s for r in direct_runs]) if direct_runs else None
@@ -701,8 +872,11 @@ def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, 
         "peak_rss_mb": median([r.peak_rss_mb for r in pm_runs]),
         "end_to_end_cpu_s": median([r.cpu.tree_s for r in pm_runs]),
         "direct_cpu_s": median([r.cpu.tree_s for r in direct_runs]) if direct_runs else None,
-        "notebook_overhead_cpu_s": (median([r.cpu.tree_s for r in pm_runs]) - median([r.cpu.tree_s for r in direct_runs]))
-        if direct_runs else None,
+        "notebook_overhead_cpu_s": (
+            median([r.cpu.tree_s for r in pm_runs]) - median([r.cpu.tree_s for r in direct_runs])
+        )
+        if direct_runs
+        else None,
         "notebook_overhead_s": (e2e_s - direct_s) if direct_s is not None else None,
         "direct_end_to_end_s": direct_s,
         "direct_records_per_s": rate(events, direct_s),
@@ -728,14 +902,30 @@ def summarise(args: argparse.Namespace, info: dict[str, Any], window: dict[str, 
         "machine": info,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": {
-            "papermill": [{"wall_s": r.wall_s, "cpu": cpu_dict(r.cpu), "stage_cpu_s": r.stage_cpu_s,
-                           "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
-                           "stage_seconds": r.metrics["stage_seconds"],
-                           "lib_seconds": {s: r.metrics["stages"][s]["seconds"] for s in STAGES},
-                           "run_id": r.metrics["run_id"]} for r in pm_runs],
-            "direct": [{"wall_s": r.wall_s, "cpu": cpu_dict(r.cpu), "stage_cpu_s": r.stage_cpu_s,
-                        "peak_rss_mb": r.peak_rss_mb, "stage_peak_rss_mb": r.stage_peak_rss_mb,
-                        "stage_seconds": r.metrics["seconds"]} for r in direct_runs],
+            "papermill": [
+                {
+                    "wall_s": r.wall_s,
+                    "cpu": cpu_dict(r.cpu),
+                    "stage_cpu_s": r.stage_cpu_s,
+                    "peak_rss_mb": r.peak_rss_mb,
+                    "stage_peak_rss_mb": r.stage_peak_rss_mb,
+                    "stage_seconds": r.metrics["stage_seconds"],
+                    "lib_seconds": {s: r.metrics["stages"][s]["seconds"] for s in STAGES},
+                    "run_id": r.metrics["run_id"],
+                }
+                for r in pm_runs
+            ],
+            "direct": [
+                {
+                    "wall_s": r.wall_s,
+                    "cpu": cpu_dict(r.cpu),
+                    "stage_cpu_s": r.stage_cpu_s,
+                    "peak_rss_mb": r.peak_rss_mb,
+                    "stage_peak_rss_mb": r.stage_peak_rss_mb,
+                    "stage_seconds": r.metrics["seconds"],
+                }
+                for r in direct_runs
+            ],
             "limits": limits,
         },
     }
@@ -752,75 +942,187 @@ def print_table(res: dict[str, Any]) -> None:
     w = res["window"]
     m = res["machine"]
     reps = f"median of {res['repeat']}" if res["repeat"] > 1 else "1 run"
-    table = Table(title=f"eventpipe benchmark: {res['events']:,} events, per_page {res['per_page']}, {reps} "
-                        f"(limits: median of {res['limit_repeat']}); {m['nproc']} cores, {m['cpu_model']}",
-                  title_justify="left")
-    for col, just in (("", "left"), ("records", "right"), ("wall s", "right"), ("cpu s", "right"),
-                      ("work s", "right"),
-                      ("records/s", "right"), ("peak RSS MB", "right"), ("direct s", "right"),
-                      ("direct RSS MB", "right"), ("limit, same run", "left"), ("limit records/s", "right"),
-                      ("ratio", "right")):
+    table = Table(
+        title=f"eventpipe benchmark: {res['events']:,} events, per_page {res['per_page']}, {reps} "
+        f"(limits: median of {res['limit_repeat']}); {m['nproc']} cores, {m['cpu_model']}",
+        title_justify="left",
+    )
+    for col, just in (
+        ("", "left"),
+        ("records", "right"),
+        ("wall s", "right"),
+        ("cpu s", "right"),
+        ("work s", "right"),
+        ("records/s", "right"),
+        ("peak RSS MB", "right"),
+        ("direct s", "right"),
+        ("direct RSS MB", "right"),
+        ("limit, same run", "left"),
+        ("limit records/s", "right"),
+        ("ratio", "right"),
+    ):
         table.add_column(col, justify=just)
     limits = {
-        "extract": ("bare requests .json()", res["extract_limit_records_per_s"], r["extract_vs_bare_requests"]),
+        "extract": (
+            "bare requests .json()",
+            res["extract_limit_records_per_s"],
+            r["extract_vs_bare_requests"],
+        ),
         "transform_quality": ("—", None, None),
         "load": ("raw COPY (indexed)", res["load_limit_records_per_s"], r["load_vs_raw_copy"]),
     }
     for s in STAGES:
         x = st[s]
         name, lim, ratio = limits[s]
-        table.add_row(s, fmt_n(x["records"]), fmt_s(x["notebook_s"]), fmt_s(x["cpu_s"]), fmt_s(x["lib_s"]),
-                      fmt_n(x["records_per_s"]), fmt_n(x["peak_rss_mb"]), fmt_s(x["direct_s"]), fmt_n(x["direct_peak_rss_mb"]), name,
-                      fmt_n(lim), fmt_x(ratio))
+        table.add_row(
+            s,
+            fmt_n(x["records"]),
+            fmt_s(x["notebook_s"]),
+            fmt_s(x["cpu_s"]),
+            fmt_s(x["lib_s"]),
+            fmt_n(x["records_per_s"]),
+            fmt_n(x["peak_rss_mb"]),
+            fmt_s(x["direct_s"]),
+            fmt_n(x["direct_peak_rss_mb"]),
+            name,
+            fmt_n(lim),
+            fmt_x(ratio),
+        )
     table.add_section()
-    table.add_row("end to end, papermill", fmt_n(res["events"]), fmt_s(res["end_to_end_s"]),
-                  fmt_s(res["end_to_end_cpu_s"]), "",
-                  fmt_n(res["end_to_end_records_per_s"]), fmt_n(res["peak_rss_mb"]), fmt_s(res["direct_end_to_end_s"]),
-                  fmt_n(res["direct_peak_rss_mb"]), "dlt (PERF-NOTES, not run)",
-                  fmt_n(res["dlt_reference_records_per_s"]), fmt_x(r["end_to_end_vs_dlt"]))
-    table.add_row("end to end, direct", fmt_n(res["events"]), fmt_s(res["direct_end_to_end_s"]),
-                  fmt_s(res["direct_cpu_s"]), "",
-                  fmt_n(res["direct_records_per_s"]), fmt_n(res["direct_peak_rss_mb"]), "", "", "", "", "")
-    table.add_row("notebook overhead", "", fmt_s(res["notebook_overhead_s"]), fmt_s(res["notebook_overhead_cpu_s"]),
-                  "", "", "", "", "", "", "", "")
+    table.add_row(
+        "end to end, papermill",
+        fmt_n(res["events"]),
+        fmt_s(res["end_to_end_s"]),
+        fmt_s(res["end_to_end_cpu_s"]),
+        "",
+        fmt_n(res["end_to_end_records_per_s"]),
+        fmt_n(res["peak_rss_mb"]),
+        fmt_s(res["direct_end_to_end_s"]),
+        fmt_n(res["direct_peak_rss_mb"]),
+        "dlt (PERF-NOTES, not run)",
+        fmt_n(res["dlt_reference_records_per_s"]),
+        fmt_x(r["end_to_end_vs_dlt"]),
+    )
+    table.add_row(
+        "end to end, direct",
+        fmt_n(res["events"]),
+        fmt_s(res["direct_end_to_end_s"]),
+        fmt_s(res["direct_cpu_s"]),
+        "",
+        fmt_n(res["direct_records_per_s"]),
+        fmt_n(res["direct_peak_rss_mb"]),
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
+    table.add_row(
+        "notebook overhead",
+        "",
+        fmt_s(res["notebook_overhead_s"]),
+        fmt_s(res["notebook_overhead_cpu_s"]),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
     if "dlt" in res:
         d = res["dlt"]
         runs = res["runs"]["dlt"]
-        table.add_row("dlt 1.31 (same run)", fmt_n(median([x["events"] for x in runs])), fmt_s(d["seconds"]), "", "",
-                      fmt_n(res["dlt_records_per_s"]), "", "", "",
-                      "failed: see the log" if d["error"] else "end to end, papermill ÷ this", "",
-                      fmt_x(r.get("end_to_end_vs_dlt_same_run")))
+        table.add_row(
+            "dlt 1.31 (same run)",
+            fmt_n(median([x["events"] for x in runs])),
+            fmt_s(d["seconds"]),
+            "",
+            "",
+            fmt_n(res["dlt_records_per_s"]),
+            "",
+            "",
+            "",
+            "failed: see the log" if d["error"] else "end to end, papermill ÷ this",
+            "",
+            fmt_x(r.get("end_to_end_vs_dlt_same_run")),
+        )
     table.add_section()
     lim = res["runs"]["limits"]
-    table.add_row("limit: requests .json()", fmt_n(median(lim["requests_json_n"])),
-                  fmt_s(median(lim["requests_json_s"])), "", "", fmt_n(res["extract_limit_records_per_s"]),
-                  "", "", "", "", "", "")
-    table.add_row("limit: requests orjson", fmt_n(median(lim["requests_orjson_n"])),
-                  fmt_s(median(lim["requests_orjson_s"])), "", "", fmt_n(res["extract_limit_orjson_records_per_s"]),
-                  "", "", "", "", "", "")
-    table.add_row("limit: raw COPY", fmt_n(res["copy_rows"]), fmt_s(median(lim["copy_s"])), "", "",
-                  fmt_n(res["load_limit_records_per_s"]), "", "", "", "", "", "")
+    table.add_row(
+        "limit: requests .json()",
+        fmt_n(median(lim["requests_json_n"])),
+        fmt_s(median(lim["requests_json_s"])),
+        "",
+        "",
+        fmt_n(res["extract_limit_records_per_s"]),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
+    table.add_row(
+        "limit: requests orjson",
+        fmt_n(median(lim["requests_orjson_n"])),
+        fmt_s(median(lim["requests_orjson_s"])),
+        "",
+        "",
+        fmt_n(res["extract_limit_orjson_records_per_s"]),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
+    table.add_row(
+        "limit: raw COPY",
+        fmt_n(res["copy_rows"]),
+        fmt_s(median(lim["copy_s"])),
+        "",
+        "",
+        fmt_n(res["load_limit_records_per_s"]),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
     con.print(table)
     slowest = max(STAGES, key=lambda s: st[s]["lib_s"] or 0)
-    con.print(f"window [{w['since']}, {w['until']}) = {w['hours']} h × {w['events_per_hour']:,} events/h "
-              f"(+ duplicates); demo API in its own process, warm-up {res['api_warmup_s']:.1f}s (not counted)")
-    con.print("wall s: notebook (stage) or process (end to end) seconds; work s: the stage's own 'seconds' in "
-              "metrics.json; records/s = records ÷ work s (end to end: events ÷ wall s); peak RSS: whole process "
-              "tree (runner + kernel); direct: the same stage functions in one process, no notebooks")
+    con.print(
+        f"window [{w['since']}, {w['until']}) = {w['hours']} h × {w['events_per_hour']:,} events/h "
+        f"(+ duplicates); demo API in its own process, warm-up {res['api_warmup_s']:.1f}s (not counted)"
+    )
+    con.print(
+        "wall s: notebook (stage) or process (end to end) seconds; work s: the stage's own 'seconds' in "
+        "metrics.json; records/s = records ÷ work s (end to end: events ÷ wall s); peak RSS: whole process "
+        "tree (runner + kernel); direct: the same stage functions in one process, no notebooks"
+    )
     pm_other = median([x["cpu"]["others_s"] for x in res["runs"]["papermill"]])
     d_other = median([x["cpu"]["others_s"] for x in res["runs"]["direct"]])
-    con.print(f"cpu s: CPU seconds of the whole process tree (runner + kernel) during the stage or the run; "
-              f"busy CPU of everything else on the machine (PostgreSQL included) during the runs: "
-              f"papermill {fmt_s(pm_other)} s, direct {fmt_s(d_other)} s — on {m['nproc']} cores, a high figure "
-              f"means the timings were contended")
+    con.print(
+        f"cpu s: CPU seconds of the whole process tree (runner + kernel) during the stage or the run; "
+        f"busy CPU of everything else on the machine (PostgreSQL included) during the runs: "
+        f"papermill {fmt_s(pm_other)} s, direct {fmt_s(d_other)} s — on {m['nproc']} cores, a high figure "
+        f"means the timings were contended"
+    )
     if "dlt" in res and res["runs"]["dlt"]:
         x = res["runs"]["dlt"][0]
-        con.print(f"dlt {x['dlt_version']} (rest_api, page-number paginator, per_page {res['dlt']['per_page']:,}, merge on "
-                  f"(user_id, timestamp, event)): wall s = pipeline.run only (extract, normalize, load; no interpreter "
-                  f"start or imports); {x['dropped']:,} items dropped by its key filter, {x['loaded']:,} rows in its "
-                  f"table (ours: {res['loaded']:,})")
-    con.print(f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
-              f"{fmt_s(st[slowest]['notebook_s'])} s as a notebook)")
+        con.print(
+            f"dlt {x['dlt_version']} (rest_api, page-number paginator, per_page {res['dlt']['per_page']:,}, merge on "
+            f"(user_id, timestamp, event)): wall s = pipeline.run only (extract, normalize, load; no interpreter "
+            f"start or imports); {x['dropped']:,} items dropped by its key filter, {x['loaded']:,} rows in its "
+            f"table (ours: {res['loaded']:,})"
+        )
+    con.print(
+        f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
+        f"{fmt_s(st[slowest]['notebook_s'])} s as a notebook)"
+    )
 
 
 def read_profile(path: Path, stage: str, seconds: float, top: int = 10) -> tuple[str, list[dict[str, Any]]]:
@@ -830,42 +1132,85 @@ def read_profile(path: Path, stage: str, seconds: float, top: int = 10) -> tuple
     stats.sort_stats("cumulative").print_stats(top)
     text = buf.getvalue()
     start = text.find("   ncalls")
-    text = (f"cProfile of {stage}, run directly in-process ({seconds:.2f}s under the profiler), "
-            f"top {top} by cumulative time:\n" + (text[start:] if start >= 0 else text).rstrip())
+    text = (
+        f"cProfile of {stage}, run directly in-process ({seconds:.2f}s under the profiler), "
+        f"top {top} by cumulative time:\n" + (text[start:] if start >= 0 else text).rstrip()
+    )
     rows = []
-    for (file, line, fn), (cc, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][3])[:top]:
-        rows.append({"function": f"{Path(file).name}:{line}({fn})", "ncalls": nc, "tottime_s": round(tt, 3),
-                     "cumtime_s": round(ct, 3)})
+    for (file, line, fn), (_cc, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][3])[:top]:
+        rows.append(
+            {
+                "function": f"{Path(file).name}:{line}({fn})",
+                "ncalls": nc,
+                "tottime_s": round(tt, 3),
+                "cumtime_s": round(ct, 3),
+            }
+        )
     return text, rows
 
 
 # -- main -------------------------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="bench/run.py")
-    p.add_argument("--events", type=int, default=1_000_000, help="events in the window (about; default 1,000,000)")
+    p.add_argument(
+        "--events", type=int, default=1_000_000, help="events in the window (about; default 1,000,000)"
+    )
     p.add_argument("--per-page", type=int, default=1000, help="items per API page (default 1000)")
-    p.add_argument("--repeat", type=int, default=1, help="pipeline runs (papermill and direct) to take medians of")
-    p.add_argument("--limit-repeat", type=int, default=3, help="runs of each raw limit to take medians of (default 3)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="pipeline runs (papermill and direct) to take medians of"
+    )
+    p.add_argument(
+        "--limit-repeat", type=int, default=3, help="runs of each raw limit to take medians of (default 3)"
+    )
     p.add_argument("--hours", type=int, default=24, help="window length in hours (default 24; at most 200)")
-    p.add_argument("--skip-direct", action="store_true", help="no direct (in-process) run: no notebook overhead")
-    p.add_argument("--profile", action="store_true", help="afterwards, cProfile the slowest stage run directly")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds one pipeline run may take (default 3600)")
-    p.add_argument("--keep", action="store_true", help="keep the temp folder and the database (for inspection)")
-    p.add_argument("-p", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra pipeline parameter for both the papermill and the direct runs, e.g. "
-                        "-p runner.shared_kernel=false (repeatable)")
-    p.add_argument("--in-place", action="store_true",
-                   help="run the code where it is instead of a snapshot taken at the start (edits made to lib/ "
-                        "during the benchmark then mix into it)")
-    p.add_argument("--dlt", action="store_true",
-                   help="afterwards, run dlt 1.31 (bench/dlt_peer.py, in bench/.dlt-venv) over the same API and window "
-                        "into a database of its own, as a peer measured in the same run")
+    p.add_argument(
+        "--skip-direct", action="store_true", help="no direct (in-process) run: no notebook overhead"
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="afterwards, cProfile the slowest stage run directly"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=3600, help="seconds one pipeline run may take (default 3600)"
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temp folder and the database (for inspection)"
+    )
+    p.add_argument(
+        "-p",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra pipeline parameter for both the papermill and the direct runs, e.g. "
+        "-p runner.shared_kernel=false (repeatable)",
+    )
+    p.add_argument(
+        "--in-place",
+        action="store_true",
+        help="run the code where it is instead of a snapshot taken at the start (edits made to lib/ "
+        "during the benchmark then mix into it)",
+    )
+    p.add_argument(
+        "--dlt",
+        action="store_true",
+        help="afterwards, run dlt 1.31 (bench/dlt_peer.py, in bench/.dlt-venv) over the same API and window "
+        "into a database of its own, as a peer measured in the same run",
+    )
     p.add_argument("--dlt-repeat", type=int, default=1, help="dlt runs to take the median of (default 1)")
-    p.add_argument("--dlt-per-page", type=int, default=5000, help="items per page for dlt (default 5000, as quoted)")
+    p.add_argument(
+        "--dlt-per-page", type=int, default=5000, help="items per page for dlt (default 5000, as quoted)"
+    )
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
     args = p.parse_args(argv)
-    if args.events < 1 or args.per_page < 1 or args.repeat < 1 or args.limit_repeat < 1 or args.dlt_repeat < 1:
+    if (
+        args.events < 1
+        or args.per_page < 1
+        or args.repeat < 1
+        or args.limit_repeat < 1
+        or args.dlt_repeat < 1
+    ):
         p.error("--events, --per-page, --repeat, --limit-repeat and --dlt-repeat must be at least 1")
     if not 1 <= args.hours <= 200:  # the demo API caches 256 generated hours; more would regenerate per page
         p.error("--hours must be between 1 and 200")
@@ -891,14 +1236,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = machine_info(db_url)
         api.wait_ready()
-        say(f"demo API at {api.url}: {per_hour:,} events/h over [{window['since']}, {window['until']}); warming up")
+        say(
+            f"demo API at {api.url}: {per_hour:,} events/h over [{window['since']}, {window['until']}); warming up"
+        )
         warmup_s = api.warm_up(since, until)
         say(f"warm-up {warmup_s:.1f}s")
         env = pipeline_env(api.url, db_url)
 
-        limits: dict[str, list[float]] = {k: [] for k in ("requests_json_n", "requests_json_s", "requests_orjson_n",
-                                                          "requests_orjson_s", "copy_s")}
-        for i in range(args.limit_repeat):
+        limits: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "requests_json_n",
+                "requests_json_s",
+                "requests_orjson_n",
+                "requests_orjson_s",
+                "copy_s",
+            )
+        }
+        for _ in range(args.limit_repeat):
             for parser in ("json", "orjson"):
                 n, s = bare_requests(api.url, since, until, args.per_page, parser)
                 limits[f"requests_{parser}_n"].append(n)
@@ -913,9 +1268,13 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             truncate_pipeline_tables(db_url)
             say(f"run {i + 1}/{args.repeat}: papermill backfill")
-            pm = run_papermill(since, until, args.hours, args.per_page, env, tmp / f"papermill-{i}", args.timeout)
+            pm = run_papermill(
+                since, until, args.hours, args.per_page, env, tmp / f"papermill-{i}", args.timeout
+            )
             pm_runs.append(pm)
-            say(f"  papermill: {pm.wall_s:.2f}s, peak RSS {pm.peak_rss_mb:,.0f} MB, stages {pm.metrics['stage_seconds']}")
+            say(
+                f"  papermill: {pm.wall_s:.2f}s, peak RSS {pm.peak_rss_mb:,.0f} MB, stages {pm.metrics['stage_seconds']}"
+            )
             if i == 0:
                 copy_rows = export_clean_csv(db_url, csv_path)
                 for _ in range(args.limit_repeat):
@@ -925,24 +1284,42 @@ def main(argv: list[str] | None = None) -> int:
                 drop_copy_table(db_url)
                 # the same window again: every row conflicts, so the load takes the staging + upsert path
                 say("reload: the same window again (every row already stored: staging + upsert path)")
-                again = run_papermill(since, until, args.hours, args.per_page, env, tmp / "papermill-reload",
-                                      args.timeout, rerun=True)
+                again = run_papermill(
+                    since,
+                    until,
+                    args.hours,
+                    args.per_page,
+                    env,
+                    tmp / "papermill-reload",
+                    args.timeout,
+                    rerun=True,
+                )
                 reload_load = again.metrics["stages"]["load"]
-                reload_stats = {"load_s": reload_load["seconds"], "rows": reload_load["loaded"],
-                                "unchanged": reload_load["unchanged"], "end_to_end_s": again.wall_s}
-                say(f"  reload: load {reload_load['loaded']:,} rows in {reload_load['seconds']:.2f}s "
-                    f"= {reload_load['loaded'] / reload_load['seconds']:,.0f}/s ({reload_load['unchanged']:,} unchanged)")
+                reload_stats = {
+                    "load_s": reload_load["seconds"],
+                    "rows": reload_load["loaded"],
+                    "unchanged": reload_load["unchanged"],
+                    "end_to_end_s": again.wall_s,
+                }
+                say(
+                    f"  reload: load {reload_load['loaded']:,} rows in {reload_load['seconds']:.2f}s "
+                    f"= {reload_load['loaded'] / reload_load['seconds']:,.0f}/s ({reload_load['unchanged']:,} unchanged)"
+                )
             if not args.skip_direct:
                 truncate_pipeline_tables(db_url)
                 say(f"run {i + 1}/{args.repeat}: direct (same stage functions, one process)")
                 d = run_direct(since, until, args.per_page, env, tmp / f"direct-{i}", args.timeout)
                 direct_runs.append(d)
-                say(f"  direct: {d.wall_s:.2f}s, peak RSS {d.peak_rss_mb:,.0f} MB, "
-                    f"stages { {k: round(v, 2) for k, v in d.metrics['seconds'].items()} }")
+                say(
+                    f"  direct: {d.wall_s:.2f}s, peak RSS {d.peak_rss_mb:,.0f} MB, "
+                    f"stages { {k: round(v, 2) for k, v in d.metrics['seconds'].items()} }"
+                )
                 pc, dc = pm.metrics["counts"], d.metrics["stages"]["load"]
                 if (pc["extracted"], pc["loaded"]) != (dc["extracted"], dc["loaded"]):
-                    say(f"warning: counts differ: papermill {pc['extracted']}/{pc['loaded']}, "
-                        f"direct {dc['extracted']}/{dc['loaded']}")
+                    say(
+                        f"warning: counts differ: papermill {pc['extracted']}/{pc['loaded']}, "
+                        f"direct {dc['extracted']}/{dc['loaded']}"
+                    )
 
         res = summarise(args, info, window, pm_runs, direct_runs, limits, copy_rows, warmup_s)
         res["reload"] = reload_stats
@@ -950,8 +1327,10 @@ def main(argv: list[str] | None = None) -> int:
         now_sha1 = code_sha1(ROOT)
         if now_sha1 != info["code_sha1"]:
             res["machine"]["code_changed_during_run"] = True
-            say(f"note: lib/, notebooks/ or params/ changed during the benchmark (now {now_sha1}); "
-                f"{'the snapshot taken at the start was measured' if CODE != ROOT else 'figures may mix versions'}")
+            say(
+                f"note: lib/, notebooks/ or params/ changed during the benchmark (now {now_sha1}); "
+                f"{'the snapshot taken at the start was measured' if CODE != ROOT else 'figures may mix versions'}"
+            )
         profile_text = ""
 
         if args.profile:
@@ -965,18 +1344,33 @@ def main(argv: list[str] | None = None) -> int:
                 truncate_pipeline_tables(db_url)
             say(f"profiling {slowest} (directly, under cProfile)")
             prof_path = tmp / f"profile-{slowest}.pstats"
-            pr = run_direct(since, until, args.per_page, env, ptmp, args.timeout, only=slowest,
-                            profile_out=prof_path)
+            pr = run_direct(
+                since, until, args.per_page, env, ptmp, args.timeout, only=slowest, profile_out=prof_path
+            )
             secs = pr.metrics["seconds"][slowest]
             profile_text, rows = read_profile(prof_path, slowest, secs)
             res["profile"] = {"stage": slowest, "seconds_under_cprofile": secs, "top_cumulative": rows}
 
         if args.dlt:
-            say(f"dlt peer: {args.dlt_repeat} run(s), per_page {args.dlt_per_page}, into a database of its own")
-            peer = run_dlt_peer(dlt_py, api.url, since, until, args.dlt_per_page, args.dlt_repeat, tmp, args.timeout,
-                                args.keep, say)
+            say(
+                f"dlt peer: {args.dlt_repeat} run(s), per_page {args.dlt_per_page}, into a database of its own"
+            )
+            peer = run_dlt_peer(
+                dlt_py,
+                api.url,
+                since,
+                until,
+                args.dlt_per_page,
+                args.dlt_repeat,
+                tmp,
+                args.timeout,
+                args.keep,
+                say,
+            )
             res["dlt_records_per_s"] = peer["records_per_s"]
-            res["ratios"]["end_to_end_vs_dlt_same_run"] = rate(res["end_to_end_records_per_s"], peer["records_per_s"])
+            res["ratios"]["end_to_end_vs_dlt_same_run"] = rate(
+                res["end_to_end_records_per_s"], peer["records_per_s"]
+            )
             res["dlt"] = {k: v for k, v in peer.items() if k != "runs"}
             res["runs"]["dlt"] = peer["runs"]
 

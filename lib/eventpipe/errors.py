@@ -42,7 +42,7 @@ class SourceError(PipelineError):
 class RetriesExhausted(SourceError):
     """A page kept failing with retryable faults until the retry limit or budget ran out."""
 
-    def __init__(self, message: str, *, page: int, attempts: int, last_error: str):
+    def __init__(self, message: str, *, page: int | None, attempts: int, last_error: str):
         super().__init__(message, page=page)
         self.attempts = attempts
         self.last_error = last_error
@@ -96,4 +96,6 @@ class Terminated(PipelineError):
     """The runner received SIGTERM: the run is marked failed and the command exits 1."""
 
     def __init__(self, signal_name: str = "SIGTERM"):
-        super().__init__(f"terminated by {signal_name}: the run was marked failed; the next run re-reads its window")
+        super().__init__(
+            f"terminated by {signal_name}: the run was marked failed; the next run re-reads its window"
+        )

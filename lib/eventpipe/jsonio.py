@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,4 +38,21 @@ def dumps(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-JSONDecodeError = ValueError
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON beside ``path`` and rename it into place: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the automatic cyclic garbage collector: parsed JSON holds no cycles, and refcounting frees it
+    (a chunk-by-chunk caller collects the young generations itself after each chunk)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

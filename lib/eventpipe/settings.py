@@ -11,19 +11,33 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
 
 from .errors import SettingsError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 DEFAULT_SQLITE = "data/eventpipe.sqlite"
+
+
+def _find_project_root() -> Path:
+    """The folder that holds ``notebooks/`` and ``params/``: ``EVENTPIPE_HOME``, else the nearest one above the
+    working directory, else the checkout this package is installed from (an editable install)."""
+    home = os.environ.get("EVENTPIPE_HOME")
+    if home:
+        return Path(home).expanduser().resolve()
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "notebooks" / "01_extract.ipynb").is_file() and (folder / "params").is_dir():
+            return folder
+    return Path(__file__).resolve().parents[2]
+
+
+PROJECT_ROOT = _find_project_root()
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -70,6 +84,14 @@ def parse_instant(text: str | datetime) -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
+
+
+def parse_window(since: str | datetime, until: str | datetime) -> tuple[datetime, datetime]:
+    """``[since, until)`` as aware UTC datetimes; ``ValueError`` when either is not ISO 8601 or the window is empty."""
+    s, u = parse_instant(since), parse_instant(until)
+    if u <= s:
+        raise ValueError(f"until {iso(u)} must be after since {iso(s)}")
+    return s, u
 
 
 def iso(dt: datetime) -> str:
@@ -127,7 +149,9 @@ class QualitySettings:
     allowed_events: tuple = _param(
         ["page_view", "click", "sign_up", "purchase", "logout"], "allowed event types (after normalising)"
     )
-    min_timestamp: datetime = _param(datetime(2020, 1, 1, tzinfo=timezone.utc), "events before this are rejected")
+    min_timestamp: datetime = _param(
+        datetime(2020, 1, 1, tzinfo=timezone.utc), "events before this are rejected"
+    )
     max_future: timedelta = _param(timedelta(hours=1), "events later than now plus this are rejected")
 
 
@@ -135,21 +159,30 @@ class QualitySettings:
 class LoadSettings:
     batch_size: int = _param(100_000, "records per chunk in extract, transform and load")
     schema: str = _param("", "PostgreSQL schema for the tables; empty means the default search path")
-    statement_timeout_s: float = _param(0.0, "PostgreSQL statement_timeout for the pipeline's sessions; 0 means none")
+    statement_timeout_s: float = _param(
+        0.0, "PostgreSQL statement_timeout for the pipeline's sessions; 0 means none"
+    )
 
 
 @dataclass(frozen=True)
 class PathSettings:
     reports_dir: str = _param("reports", "executed notebooks and metrics, one folder per run")
     runs_dir: str = _param("runs", "intermediate Parquet, one folder per run")
+    notebooks_dir: str = _param("notebooks", "the stage notebooks the runner executes")
 
 
 @dataclass(frozen=True)
 class RunnerSettings:
     cell_timeout_s: int = _param(3600, "papermill execution timeout per cell")
     kernel_name: str = _param("python3", "Jupyter kernel the notebooks run in")
-    shared_kernel: bool = _param(True, "run the three notebooks in one kernel, started early and reset between "
-                                       "them (saves ~2 s a run); false: a fresh kernel per notebook")
+    shared_kernel: bool = _param(
+        True,
+        "run the three notebooks in one kernel, started early and reset between "
+        "them (saves ~2 s a run); false: a fresh kernel per notebook",
+    )
+    keep_runs: bool = _param(
+        False, "keep runs/<run_id>/ after a successful run (always kept after a failure)"
+    )
 
 
 @dataclass(frozen=True)
@@ -186,10 +219,6 @@ class Settings:
     api_key: Secret
     params_file: str | None = None
     overrides: tuple[str, ...] = ()
-
-    @property
-    def database_url_masked(self) -> str:
-        return mask_url(self.database_url.reveal())
 
     def path(self, name: str) -> Path:
         return resolve_path(getattr(self.paths, name))
@@ -238,7 +267,7 @@ def _type_name(t: Any) -> str:
     return {"timedelta": "duration", "datetime": "datetime", "tuple": "list"}.get(str(t), str(t))
 
 
-def _coerce(key: str, type_name: str, value: Any) -> Any:
+def _coerce(type_name: str, value: Any) -> Any:
     if type_name == "str":
         if value is None:
             return ""
@@ -371,7 +400,7 @@ def load_settings(
         section, name = key.split(".", 1)
         type_name = known[key][0]
         try:
-            sections[section][name] = _coerce(key, type_name, value)
+            sections[section][name] = _coerce(type_name, value)
         except (ValueError, TypeError) as e:
             problems.append(f"parameter {key}={value!r}: {e} (type {type_name})")
 
@@ -399,7 +428,9 @@ def load_settings(
         ("demo.duplicate_share", 0.0 <= built["demo"].duplicate_share <= 0.5),
     ):
         if not ok and not any(p.startswith(f"parameter {key}=") for p in problems):
-            problems.append(f"parameter {key}={_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1]))!r} is out of range")
+            problems.append(
+                f"parameter {key}={_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1]))!r} is out of range"
+            )
     if built["load"].schema and not _IDENT_RE.match(built["load"].schema):
         problems.append(f"parameter load.schema={built['load'].schema!r} is not a plain SQL identifier")
     if not q.allowed_events:

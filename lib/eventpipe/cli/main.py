@@ -1,0 +1,366 @@
+"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``.
+
+A thin layer: it parses, resolves settings, then calls orchestration and storage, and hands results
+to ``render``. User mistakes print one line and exit 2; pipeline failures exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+from ..errors import PipelineError, SettingsError, Terminated
+from ..logs import setup_cli_logging
+from ..settings import (
+    PROJECT_ROOT,
+    DemoSettings,
+    Settings,
+    iso,
+    known_params,
+    load_settings,
+    parse_duration,
+    parse_instant,
+)
+
+log = logging.getLogger("eventpipe.cli")
+DEMO_PARAMS = str(PROJECT_ROOT / "params" / "demo.yaml")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", metavar="FILE", help="params YAML (default: params/default.yaml if present)")
+    p.add_argument(
+        "-p",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. -p api.per_page=500 (repeatable)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="run_pipeline.py", description="Analytics notebook pipeline (papermill stages).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="incremental run (or --full reload)")
+    _common(run)
+    run.add_argument("--full", action="store_true", help="re-read from quality.min_timestamp")
+    run.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
+    run.add_argument("--wait", action="store_true", help="wait for a run in progress instead of exiting")
+
+    bf = sub.add_parser("backfill", help="one run per partition of [start, end), resumable")
+    _common(bf)
+    bf.add_argument("--start", required=True, help="first instant, inclusive (ISO 8601; no offset = UTC)")
+    bf.add_argument("--end", required=True, help="last instant, exclusive")
+    bf.add_argument("--chunk", default="1d", help="partition size: 1d, 6h, 1h ... (default 1d)")
+    bf.add_argument(
+        "--workers", type=int, default=1, help="partitions run in parallel, each in its own process"
+    )
+    bf.add_argument("--rerun", action="store_true", help="also re-run partitions that already succeeded")
+    bf.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
+    bf.add_argument("--wait", action="store_true", help="wait for a run in progress instead of exiting")
+
+    st = sub.add_parser("status", help="last runs, watermark, dead letters")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    _common(st)
+
+    rp = sub.add_parser("replay-dlq", help="re-run pending dead letters through transform, quality and load")
+    _common(rp)
+    rp.add_argument("--dry-run", action="store_true", help="show what would pass; write nothing")
+    rp.add_argument("--wait", action="store_true", help="wait for a run in progress instead of exiting")
+
+    sc = sub.add_parser("schedule", help="run incrementally on an interval or cron, never overlapping")
+    _common(sc)
+    when = sc.add_mutually_exclusive_group(required=True)
+    when.add_argument("--every", help="interval, e.g. 15m")
+    when.add_argument("--cron", help='crontab expression, e.g. "*/15 * * * *" (UTC)')
+    sc.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
+
+    api = sub.add_parser("demo-api", help="serve the demo API (synthetic events, optional faults)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8765)
+    demo = DemoSettings()
+    api.add_argument("--seed", type=int, default=demo.seed)
+    api.add_argument("--events-per-hour", type=int, default=demo.events_per_hour)
+    api.add_argument("--dirty-share", type=float, default=demo.dirty_share)
+    api.add_argument("--duplicate-share", type=float, default=demo.duplicate_share)
+    api.add_argument("--start", default="2024-01-01", help="first instant with events (default 2024-01-01)")
+    api.add_argument(
+        "--faults",
+        default="",
+        help="comma list: 429,429date,500,502,503,504,slow,drop,truncate,missing_items,missing_has_more",
+    )
+    api.add_argument("--fault-every", type=int, default=3, help="every Nth request gets the next fault")
+    api.add_argument("--retry-after", default="1", help="seconds sent in Retry-After on 429")
+    api.add_argument("--slow-s", type=float, default=2.0, help="delay of a slow page")
+
+    sub.add_parser("params", help="list every parameter with its type, default and meaning")
+    return parser
+
+
+def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
+    params = args.params or (DEMO_PARAMS if getattr(args, "demo", False) else None)
+    if params is None and (PROJECT_ROOT / "params" / "default.yaml").is_file():
+        params = str(PROJECT_ROOT / "params" / "default.yaml")
+    return load_settings(params, args.overrides, require_api=require_api)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_cli_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    if args.command in ("run", "backfill", "replay-dlq"):
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as e:
+        sys.stderr.write(f"error: {e}\n" if e.exit_code else f"{e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as e:  # a database dropping mid-run and the like: one masked line, not a traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(e, SQLAlchemyError):
+            from ..storage.store import database_error
+
+            sys.stderr.write(f"error: database error: {database_error(e)}\n")
+            return 1
+        raise
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated(signal.Signals(signum).name)
+
+
+# -- run ------------------------------------------------------------------------------------------
+# Heavy modules (sqlalchemy, papermill, rich) are imported inside the commands, after the notebooks'
+# kernel has been launched: on two cores its start-up then overlaps this process's imports.
+
+
+def _early_kernel(settings: Settings) -> Any:
+    """Start the notebooks' shared kernel first, so it boots and imports while this process imports the
+    runner, checks the database and takes the run lock (two cores: ~1 s off every run). None: not shared."""
+    if not settings.runner.shared_kernel:
+        return None
+    from ..orchestration.kernel import SharedKernel
+
+    return SharedKernel.for_settings(settings).start()
+
+
+def _with_demo(settings: Settings, demo: bool) -> Any:
+    """With ``--demo``: the bundled demo API served from this process, and the settings pointed at it."""
+    if not demo:
+        return nullcontext(settings)
+    from ..demo.api import serving
+
+    return serving(settings)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
+        kernel = _early_kernel(settings)
+        try:
+            from ..orchestration.runner import Runner
+            from ..storage.lock import run_lock
+
+            runner = Runner(settings, kernel=kernel)
+            runner.preflight()
+            with run_lock(runner.store, wait=args.wait):
+                runner.store.mark_interrupted()
+                plan = runner.incremental_plan(full=args.full)
+                if plan is None:
+                    print("nothing to do: the window is empty")
+                    return 0
+                outcome = runner.execute(plan)
+        finally:
+            if kernel:
+                kernel.shutdown()
+    from . import render
+
+    render.outcome(outcome)
+    return 0 if outcome.status == "succeeded" else 1
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..storage.store import Store
+
+    if args.limit < 1:
+        raise SettingsError(f"status --limit {args.limit}: must be at least 1")
+    store = Store(_settings(args))
+    store.ping()
+    store.create_schema()
+    data = store.status(limit=args.limit)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    from . import render
+
+    render.status(data)
+    return 0
+
+
+# -- backfill / replay / schedule ----------------------------------------------------------------
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    try:
+        start, end = parse_instant(args.start), parse_instant(args.end)
+    except ValueError as e:
+        raise SettingsError(f"backfill: {e}") from None
+    if start >= end:
+        raise SettingsError(f"backfill: --start {iso(start)} must be before --end {iso(end)}")
+    try:
+        chunk = parse_duration(args.chunk)
+    except ValueError as e:
+        raise SettingsError(f"backfill --chunk: {e}") from None
+    if chunk.total_seconds() <= 0:
+        raise SettingsError("backfill --chunk must be longer than zero, e.g. 1d or 6h")
+    if args.workers < 1:
+        raise SettingsError("backfill --workers must be at least 1")
+    with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
+        kernel = _early_kernel(settings) if args.workers == 1 else None  # the inline partitions share it
+        try:
+            from ..orchestration.backfill import partitions, run_backfill
+
+            parts = partitions(start, end, chunk)
+            print(
+                f"backfill window [{iso(start)}, {iso(end)}) UTC in {len(parts)} partition(s) of {args.chunk}"
+            )
+            results = run_backfill(
+                settings, parts, workers=args.workers, rerun=args.rerun, wait=args.wait, kernel=kernel
+            )
+        finally:
+            if kernel:
+                kernel.shutdown()
+    from . import render
+
+    render.partitions(results)
+    failed = sum(r.result == "failed" for r in results)
+    print(f"{len(results) - failed} ok or skipped, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ..orchestration import replay
+    from . import render
+
+    settings = _settings(args)
+    if args.dry_run:
+        render.dry_run(replay.dry_run(settings))
+        return 0
+    outcome = replay.replay(settings, wait=args.wait)
+    if outcome is None:
+        render.console().print("no pending dead letters")
+        return 0
+    render.outcome(outcome)
+    return 0 if outcome.status == "succeeded" else 1
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from ..orchestration.scheduler import run_schedule
+
+    if args.every:
+        try:
+            if parse_duration(args.every).total_seconds() <= 0:
+                raise ValueError("must be longer than zero")
+        except ValueError as e:
+            raise SettingsError(f"schedule --every: {e}") from None
+    _settings(args, require_api=not args.demo)  # validate once, up front
+    passthrough = []
+    if args.params:
+        passthrough += ["--params", args.params]
+    for o in args.overrides:
+        passthrough += ["-p", o]
+    if args.demo:
+        passthrough.append("--demo")
+    return run_schedule(every=args.every, cron=args.cron, run_args=passthrough)
+
+
+# -- demo API / params ----------------------------------------------------------------------------
+
+
+def cmd_demo_api(args: argparse.Namespace) -> int:
+    from ..demo.api import DEMO_KEY, DemoConfig, DemoData, DemoServer, FaultPlan, parse_faults
+
+    try:
+        start = parse_instant(args.start)
+    except ValueError as e:
+        raise SettingsError(f"demo-api --start: {e}") from None
+    if args.fault_every < 1:
+        raise SettingsError("demo-api --fault-every must be at least 1")
+    data = DemoData(
+        DemoConfig(
+            seed=args.seed,
+            events_per_hour=args.events_per_hour,
+            dirty_share=args.dirty_share,
+            duplicate_share=args.duplicate_share,
+            start=start,
+        )
+    )
+    faults = FaultPlan(
+        parse_faults(args.faults), every=args.fault_every, retry_after=args.retry_after, slow_s=args.slow_s
+    )
+    key = os.environ.get("API_KEY") or DEMO_KEY
+    try:
+        server = DemoServer(data, host=args.host, port=args.port, api_key=key, faults=faults)
+    except OSError as e:
+        raise SettingsError(
+            f"demo-api cannot listen on {args.host}:{args.port} ({e.strerror}): pick another --port"
+        ) from None
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    key_note = "the key in API_KEY" if os.environ.get("API_KEY") else f"key {DEMO_KEY!r}"
+    print(f"demo API at {server.url}/analytics ({key_note}); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    """Plain aligned lines, so the list survives pipes and grep."""
+    rows = [(key, t, json.dumps(default), h) for key, (t, default, h) in known_params().items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'default':<{widths[2]}}  meaning")
+    for key, t, default, h in rows:
+        print(f"{key:<{widths[0]}}  {t:<{widths[1]}}  {default:<{widths[2]}}  {h}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "backfill": cmd_backfill,
+    "replay-dlq": cmd_replay,
+    "schedule": cmd_schedule,
+    "demo-api": cmd_demo_api,
+    "params": cmd_params,
+}

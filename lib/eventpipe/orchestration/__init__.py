@@ -1,0 +1,1 @@
+"""Orchestration: runs of the stage notebooks (runner, kernel, failures), and backfill, replay, scheduler on top."""

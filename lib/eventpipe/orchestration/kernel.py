@@ -1,0 +1,174 @@
+"""One Jupyter kernel for a run's notebooks, started early and warmed up while the runner gets ready.
+
+papermill normally starts a kernel per notebook (~0.7 s each), and each new
+kernel client waits ~0.2 s for the kernel's output channel to go quiet. Here a
+run (or a whole inline backfill) gets one kernel:
+
+* it is launched before the runner imports its heavy modules and checks the
+  database, and imports the stages' modules at start-up (``exec_lines``), so on
+  two cores the kernel's start and imports overlap the runner's own start;
+* every notebook uses the same connected client, checked for readiness once;
+* before each next notebook, ``%reset -f`` clears every variable, so a notebook
+  cannot lean on another's state (imported modules stay loaded: the point);
+* a kernel that died is replaced; after a failed stage the kernel is thrown
+  away (it may still be busy with a timed-out cell) and the next run starts a
+  fresh one.
+
+The manager is jupyter_client's ``AsyncKernelManager``, the kind nbclient uses
+itself, so dead kernels and timeouts are reported exactly as with papermill's
+own kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+# imported by the kernel as it starts; names are deleted again, so the namespace stays empty
+WARM_UP = (
+    "import pandas as _w0, pyarrow.parquet as _w1, scrapbook as _w2, eventpipe.notebook.stages as _w3; "
+    "del _w0, _w1, _w2, _w3"
+)
+
+
+def check_kernel_name(name: str) -> None:
+    """A ``runner.kernel_name`` that names no installed Jupyter kernel is a settings mistake: one line."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    from ..errors import SettingsError
+
+    ksm = KernelSpecManager()
+    try:
+        ksm.get_kernel_spec(name)
+    except NoSuchKernel:
+        installed = ", ".join(sorted(ksm.find_kernel_specs())) or "none"
+        raise SettingsError(
+            f"runner.kernel_name: no Jupyter kernel named {name!r} (installed: {installed}); "
+            f"set -p runner.kernel_name=<one of them>, or install it with "
+            f"`python -m ipykernel install --user --name {name}`"
+        ) from None
+
+
+def kernel_env(settings: Settings) -> dict[str, str]:
+    """The environment a notebook kernel starts with: this process's, plus the API the settings resolved.
+
+    This is the only way a secret reaches a kernel (never a notebook parameter), and it leaves this
+    process's own ``os.environ`` as it is.
+    """
+    env = dict(os.environ)
+    if settings.api.base_url:
+        env["API_BASE_URL"] = settings.api.base_url
+    if settings.api_key:
+        env["API_KEY"] = settings.api_key.reveal()
+    return env
+
+
+class KeptClient(AsyncKernelClient):
+    """A kernel client that stays connected across notebooks: readiness is awaited once."""
+
+    _ready = False
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        if not self._ready:
+            await AsyncKernelClient._async_wait_for_ready(self, timeout)
+            self._ready = True
+
+    def start_channels(self, *args: Any, **kwargs: Any) -> None:
+        if not self.channels_running:
+            super().start_channels(*args, **kwargs)
+
+
+class KeptKernelManager(AsyncKernelManager):
+    """Hands nbclient (and the reset) the same ``KeptClient`` every time."""
+
+    _kept: KeptClient | None = None
+
+    def client(self, **kwargs: Any) -> KeptClient:  # type: ignore[override]
+        if self._kept is None:
+            kw = {
+                **self.get_connection_info(session=True),
+                "connection_file": self.connection_file,
+                "parent": self,
+                **kwargs,
+            }
+            self._kept = KeptClient(**kw)
+        return self._kept
+
+    def drop_client(self) -> None:
+        if self._kept is not None:
+            self._kept.stop_channels()
+            self._kept = None
+
+
+class SharedKernel:
+    """The kernel for the notebooks of one or more runs (see the module's docstring)."""
+
+    def __init__(self, kernel_name: str, cwd: Path, env: Mapping[str, str], warm_up: bool = True):
+        self.kernel_name = kernel_name
+        self.cwd = cwd
+        self.env = dict(env)
+        self.warm_up = warm_up
+        self.km = self._manager()
+        self.used = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SharedKernel:
+        """The kernel ``runner.kernel_name`` names, in the notebooks' folder, with ``kernel_env``."""
+        return cls(settings.runner.kernel_name, settings.path("notebooks_dir"), kernel_env(settings))
+
+    def _manager(self) -> KeptKernelManager:
+        return KeptKernelManager(kernel_name=self.kernel_name)
+
+    def start(self) -> SharedKernel:
+        """Launch the kernel process now (returns at once; the kernel boots and imports in parallel)."""
+        if not self.km.has_kernel:
+            check_kernel_name(self.kernel_name)
+            extra = [f"--IPKernelApp.exec_lines={WARM_UP}"] if self.warm_up else []
+            run_sync(self.km.start_kernel)(cwd=str(self.cwd), env=self.env, extra_arguments=extra)
+            log.debug("kernel started (pid %s)", getattr(self.km.provisioner, "pid", None))
+        return self
+
+    def for_next_notebook(self) -> dict[str, Any]:
+        """papermill keyword arguments for the next notebook: the shared manager, the kernel reset."""
+        if self.km.has_kernel and not run_sync(self.km.is_alive)():
+            self.shutdown()  # it died with the previous notebook: the next one gets a fresh kernel
+            self.km = self._manager()
+        if not self.km.has_kernel:
+            self.start()
+        elif self.used:
+            run_sync(self._reset)()
+        self.used = True
+        return {"km": self.km}
+
+    async def _reset(self) -> None:
+        kc = self.km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        await kc.execute_interactive(
+            "get_ipython().run_line_magic('reset', '-f')", timeout=60, store_history=False
+        )
+
+    def discard(self) -> None:
+        """Throw the kernel away (after a failed stage); the next notebook starts a fresh one."""
+        self.shutdown()
+        self.km = self._manager()
+        self.used = False
+
+    def shutdown(self) -> None:
+        self.km.drop_client()
+        if self.km.has_kernel:
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception:  # already gone
+                log.debug("kernel already gone at shutdown")

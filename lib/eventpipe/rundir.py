@@ -1,0 +1,133 @@
+"""A run's working folder, ``runs/<run_id>/``: the Parquet parts the stages hand each other, and their manifests.
+
+``raw/`` holds page bodies exactly as the API sent them (written by the source), ``clean/`` and
+``rejects/`` what the core made of them (read by storage). This module is the one place that knows
+the layout and the schemas, so every layer reads and writes the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import SettingsError
+from .jsonio import loads, write_json_atomic
+
+# one row per page: the body exactly as received (parsed again, column-wise, by the transform)
+RAW_SCHEMA = pa.schema(
+    [("page", pa.int32()), ("first_seq", pa.int64()), ("n", pa.int32()), ("body", pa.binary())]
+)
+CLEAN_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("user_id", pa.string()),
+        ("event_type", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("properties", pa.string()),
+        ("session_id", pa.string()),
+        ("event_date", pa.date32()),
+        ("event_hour", pa.int16()),
+    ]
+)
+REJECT_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("stage", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("raw", pa.string()),
+    ]
+)
+KINDS = ("raw", "clean", "rejects")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names folders: a plain name of letters, digits, ``.``, ``_`` and ``-`` (no path, no ``..``)."""
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        shown = run_id[:40] + ("…" if len(run_id) > 40 else "")
+        raise SettingsError(
+            f"run_id {shown!r} is not a plain name: use letters, digits, '.', '_' and '-' "
+            "(at most 128, no '..' or '/')"
+        )
+    return run_id
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where one run's parts and manifests live."""
+
+    path: Path
+
+    def parts(self, kind: str) -> list[Path]:
+        return sorted((self.path / kind).glob("part-*.parquet"))
+
+    def fresh(self, kind: str) -> Path:
+        """``kind``'s folder, emptied (a rerun of a stage replaces its output)."""
+        folder = self.path / kind
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
+    def manifest_path(self, stage: str) -> Path:
+        return self.path / f"{stage}.json"
+
+    def read_manifest(self, stage: str, run_id: str) -> dict[str, Any]:
+        path = self.manifest_path(stage)
+        if not path.is_file():
+            raise SettingsError(f"{path} is missing: run the {stage} notebook for run {run_id} first")
+        return json.loads(path.read_text())
+
+    def write_manifest(self, stage: str, data: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path(stage), data)
+
+    @property
+    def replayed(self) -> Path:
+        """Hashes of the dead letters a replay settles (written by the transform, read by the load)."""
+        return self.path / "replayed.json"
+
+
+def read_raw_part(path: str | Path, items_field: str) -> tuple[list[Any], list[int]]:
+    """A raw part -> (items in API order, their sequence numbers)."""
+    table = pq.read_table(path)
+    items: list[Any] = []
+    seqs: list[int] = []
+    for first, n, body in zip(
+        table["first_seq"].to_pylist(), table["n"].to_pylist(), table["body"].to_pylist()
+    ):
+        page_items = loads(body)[items_field]
+        if len(page_items) != n:
+            raise ValueError(f"{path}: page holds {len(page_items)} items, expected {n}")
+        items.extend(page_items)
+        seqs.extend(range(first, first + n))
+    return items, seqs
+
+
+def write_raw_items(raws: list[bytes], path: Path, items_field: str) -> None:
+    """Items already serialised (e.g. dead letters) -> one raw part, as if one page had served them."""
+    body = b'{"' + items_field.encode() + b'":[' + b",".join(raws) + b'],"has_more":false}'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.Table.from_pydict(
+            {"page": [1], "first_seq": [0], "n": [len(raws)], "body": [body]}, schema=RAW_SCHEMA
+        ),
+        path,
+    )
+
+
+def head(parts: list[Path], n: int) -> Iterator[pa.RecordBatch]:
+    """The first rows of a run's Parquet parts, in order, reading no more batches than asked for."""
+    for part in parts:
+        yield from pq.ParquetFile(part).iter_batches(batch_size=n)

@@ -1,0 +1,78 @@
+"""Extract: stream every page of a window into the run's ``raw/`` parts, page bodies as received, API order kept."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..rundir import RAW_SCHEMA, part_name
+from ..settings import iso
+from ..testing.inject import checkpoint
+from .client import SourceClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractResult:
+    since: str
+    until: str
+    records: int
+    parts: list[str]
+    seconds: float
+    stats: dict[str, Any]
+
+
+def extract_window(
+    client: SourceClient, since: datetime, until: datetime, raw_dir: Path, chunk_rows: int
+) -> ExtractResult:
+    """Stream every page of the window into ``raw_dir/part-*.parquet``: page bodies as received, API order kept."""
+    started = time.perf_counter()
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for old in raw_dir.glob("part-*.parquet"):
+        old.unlink()
+    parts: list[str] = []
+    rows: dict[str, list[Any]] = {"page": [], "first_seq": [], "n": [], "body": []}
+    buffered = 0
+    seq = 0
+
+    def flush() -> None:
+        if not rows["page"]:
+            return
+        path = raw_dir / part_name(len(parts))
+        pq.write_table(pa.Table.from_pydict(rows, schema=RAW_SCHEMA), path, compression="none")
+        parts.append(str(path))
+        for v in rows.values():
+            v.clear()
+
+    for page in client.pages(since, until):
+        n = len(page.items)
+        if n:
+            rows["page"].append(page.number)
+            rows["first_seq"].append(seq)
+            rows["n"].append(n)
+            rows["body"].append(page.body)
+            seq += n
+            buffered += n
+        if buffered >= chunk_rows:
+            flush()
+            buffered = 0
+        log.debug("page %d: %d items", page.number, n)
+        checkpoint("extract.page")
+    flush()
+    elapsed = time.perf_counter() - started
+    log.info(
+        "extracted %d records in %d pages (%d attempts) in %.2fs",
+        seq,
+        client.stats.pages,
+        client.stats.attempts,
+        elapsed,
+    )
+    return ExtractResult(iso(since), iso(until), seq, parts, elapsed, client.stats.as_dict())

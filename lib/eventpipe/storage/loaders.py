@@ -1,0 +1,418 @@
+"""Loaders: upsert clean rows, store dead letters, finish the run and move the watermark — one transaction.
+
+Rows go into a temporary staging table first, then one set-based
+``INSERT … SELECT … ON CONFLICT (user_id, timestamp, event_type) DO UPDATE``.
+A row whose data did not change is left as it is (its lineage too), so a
+rerun over unchanged data leaves an identical table.
+
+``Loader`` holds what both dialects share; ``PostgresLoader`` (``COPY``, a direct ``COPY`` into an
+empty range, counting inserts with ``xmax``) and ``SQLiteLoader`` (batched inserts) hold what differs.
+``loader_for`` picks one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, DateTime, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..core.counts import RunCounts
+from ..core.records import record_hash
+from ..errors import CountsMismatch
+from ..testing.inject import checkpoint
+from .store import Store
+from .tables import as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+STAGED_COLUMNS = [
+    "user_id",
+    "timestamp",
+    "event_type",
+    "session_id",
+    "properties",
+    "event_date",
+    "event_hour",
+]
+DATA_COLUMNS = ["session_id", "properties", "event_date", "event_hour"]
+KEY_COLUMNS = ["user_id", "timestamp", "event_type"]
+STAGING = "eventpipe_staging"
+DL_STAGING = "eventpipe_dead_letter_staging"
+
+
+def _typed(sql: str) -> Any:
+    """Textual SQL whose time parameters go through SQLAlchemy's DateTime (SQLite stores them as text)."""
+    stmt = text(sql)
+    names = [n for n in ("loaded_at", "now") if f":{n}" in sql]
+    return stmt.bindparams(*(bindparam(n, type_=DateTime(timezone=True)) for n in names))
+
+
+class Loader:
+    """Writes one batch (clean parts + reject parts) and the run's outcome in one transaction."""
+
+    insert = staticmethod(pg_insert)
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.t = store.t
+        prep = store.engine.dialect.identifier_preparer
+        self.q = prep.quote
+        self.analytics = prep.format_table(self.t.analytics)
+        self.dead_letter = prep.format_table(self.t.dead_letter)
+
+    def load(
+        self,
+        clean_parts: Iterable[str],
+        reject_parts: Iterable[str],
+        run_id: str,
+        *,
+        run_values: dict[str, Any] | None = None,
+        watermark: tuple[str, datetime] | None = None,
+        replayed_hashes: Iterable[str] = (),
+        expected_rows: int | None = None,
+    ) -> tuple[RunCounts, float]:
+        """Returns the load's counts (only the load fields are set) and the seconds it took."""
+        started = time.perf_counter()
+        c = RunCounts()
+        loaded_at = utcnow()
+        with self.store.engine.begin() as conn:
+            self.begin(conn)
+            clean_parts = list(clean_parts)
+            direct = self.copy_into_empty_range(conn, clean_parts, run_id, loaded_at)
+            if direct is not None:
+                staged, c.inserted, c.updated = direct, direct, 0
+            else:
+                staged = self._stage_rows(conn, clean_parts)
+                c.inserted, c.updated = self.upsert(conn, run_id, loaded_at)
+            if expected_rows is not None and staged != expected_rows:
+                raise CountsMismatch(
+                    f"load staged {staged} rows but quality passed {expected_rows}; nothing was written"
+                )
+            c.loaded = staged
+            c.unchanged = staged - c.inserted - c.updated
+            c.dead_letters_new, c.dead_letters_seen = self._dead_letters(
+                conn, reject_parts, run_id, loaded_at
+            )
+            replayed = list(replayed_hashes)
+            if replayed:
+                self._mark_replayed(conn, replayed, run_id)
+            if watermark:
+                self._set_watermark(conn, watermark[0], watermark[1], run_id, loaded_at)
+            seconds = time.perf_counter() - started
+            checkpoint("load.before_commit", conn)
+            self._finish_run(conn, run_id, {**(run_values or {}), **c.load_counts()})
+        log.info(
+            "loaded %d rows (%d inserted, %d updated, %d unchanged), %d new dead letters in %.2fs",
+            c.loaded,
+            c.inserted,
+            c.updated,
+            c.unchanged,
+            c.dead_letters_new,
+            seconds,
+        )
+        return c, seconds
+
+    # -- what each dialect does its own way ------------------------------------------------------
+
+    def begin(self, conn: Connection) -> None:
+        """Session settings for the load's transaction."""
+
+    def create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
+        """A temporary table with ``columns`` typed like ``source``'s, without its constraints."""
+        raise NotImplementedError
+
+    def drop_staging(self, conn: Connection, name: str) -> None:
+        """Temporary tables that outlive the transaction are dropped here."""
+
+    def copy(self, conn: Connection, name: str, table: pa.Table) -> None:
+        """Bulk-insert ``table`` into ``name``."""
+        raise NotImplementedError
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        """Column types the bulk insert needs."""
+        return table
+
+    def copy_into_empty_range(
+        self, conn: Connection, parts: list[str], run_id: str, loaded_at: datetime
+    ) -> int | None:
+        """A fast path that skips staging when nothing can conflict; None: not taken."""
+        return None
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"{a} IS DISTINCT FROM {b}"
+
+    def run_upsert(self, conn: Connection, upsert: str, params: dict[str, Any]) -> tuple[int, int]:
+        """Execute the upsert; returns (inserted, updated)."""
+        raise NotImplementedError
+
+    # -- clean rows ----------------------------------------------------------------------------
+
+    def _csv_ready(self, part: str, extra: dict[str, str] | None = None) -> pa.Table | None:
+        table = pq.read_table(part, columns=STAGED_COLUMNS)
+        if not table.num_rows:
+            return None
+        # naive UTC text: formatting tz-aware timestamps costs pyarrow ~20x more
+        ts = pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S")
+        table = self.prepare(table.set_column(table.column_names.index("timestamp"), "timestamp", ts))
+        for name, value in (extra or {}).items():
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        return table
+
+    def _stage_rows(self, conn: Connection, parts: Iterable[str]) -> int:
+        self.create_staging(conn, STAGING, self.analytics, STAGED_COLUMNS)
+        total = 0
+        for part in parts:
+            table = self._csv_ready(part)
+            if table is not None:
+                self.copy(conn, STAGING, table)
+                total += table.num_rows
+        return total
+
+    def _changed_predicate(self, old: str, new: str) -> str:
+        return " OR ".join(self.distinct(f"{old}.{self.q(c)}", f"{new}.{self.q(c)}") for c in DATA_COLUMNS)
+
+    def upsert(self, conn: Connection, run_id: str, loaded_at: datetime) -> tuple[int, int]:
+        """One set-based upsert from staging; returns (inserted, updated). Unchanged rows are not touched."""
+        q = self.q
+        cols = ", ".join(q(c) for c in STAGED_COLUMNS)
+        key = ", ".join(q(c) for c in KEY_COLUMNS)
+        sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in DATA_COLUMNS + ["run_id", "loaded_at"])
+        upsert = (
+            f"INSERT INTO {self.analytics} ({cols}, {q('run_id')}, {q('loaded_at')}) "
+            f"SELECT {cols}, :run_id, :loaded_at FROM {STAGING} WHERE true "
+            f"ON CONFLICT ({key}) DO UPDATE SET {sets} "
+            f"WHERE {self._changed_predicate(self.analytics, 'excluded')}"
+        )
+        counts = self.run_upsert(conn, upsert, {"run_id": run_id, "loaded_at": loaded_at})
+        self.drop_staging(conn, STAGING)
+        return counts
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def _dead_letters(
+        self, conn: Connection, parts: Iterable[str], run_id: str, now: datetime
+    ) -> tuple[int, int]:
+        """Store each distinct rejected raw record once; seeing it again bumps ``attempts`` and ``last_seen``."""
+        q, dl = self.q, self.dead_letter
+        staged = ["record_hash", "raw", "stage", "reasons"]
+        hashes: set[str] = set()  # one row per distinct raw record; only the hashes are held, not the records
+        created = False
+        for part in parts:
+            table = pq.read_table(part, columns=["raw", "stage", "reasons"])
+            out: dict[str, list[str]] = {c: [] for c in staged}
+            for raw, stage, reasons in zip(
+                table["raw"].to_pylist(), table["stage"].to_pylist(), table["reasons"].to_pylist()
+            ):
+                h = record_hash(raw)
+                if h not in hashes:
+                    hashes.add(h)
+                    for c, v in zip(staged, (h, raw, stage, orjson.dumps(reasons).decode())):
+                        out[c].append(v)
+            if out["record_hash"]:
+                if not created:  # only a run with rejects stages any
+                    self.create_staging(conn, DL_STAGING, dl, staged)
+                    created = True
+                self.copy(conn, DL_STAGING, pa.table(out))
+        if not hashes:
+            return 0, 0
+        seen = conn.exec_driver_sql(
+            f"SELECT count(*) FROM {DL_STAGING} s JOIN {dl} d ON d.{q('record_hash')} = s.{q('record_hash')}"
+        ).scalar()
+        cols = ", ".join(q(c) for c in staged)
+        conn.execute(
+            _typed(
+                f"INSERT INTO {dl} ({cols}, status, first_run_id, last_run_id, first_seen, last_seen, attempts) "
+                f"SELECT {cols}, 'pending', :run_id, :run_id, :now, :now, 1 FROM {DL_STAGING} WHERE true "
+                f"ON CONFLICT ({q('record_hash')}) DO UPDATE SET last_seen = excluded.last_seen, "
+                f"last_run_id = excluded.last_run_id, attempts = {dl}.attempts + 1, reasons = excluded.reasons, "
+                f"stage = excluded.stage, status = 'pending' WHERE {dl}.status <> 'discarded'"
+            ),
+            {"run_id": run_id, "now": now},
+        )
+        self.drop_staging(conn, DL_STAGING)
+        return len(hashes) - int(seen), int(seen)
+
+    def _mark_replayed(self, conn: Connection, hashes: list[str], run_id: str) -> None:
+        dl = self.t.dead_letter
+        for i in range(0, len(hashes), 1000):
+            conn.execute(
+                update(dl)
+                .where(dl.c.record_hash.in_(hashes[i : i + 1000]))
+                .values(status="replayed", replayed_run_id=run_id, last_seen=utcnow())
+            )
+
+    # -- run record and watermark --------------------------------------------------------------
+
+    def _set_watermark(
+        self, conn: Connection, name: str, until: datetime, run_id: str, now: datetime
+    ) -> None:
+        st = self.t.state
+        stmt = self.insert(st).values(name=name, watermark=until, run_id=run_id, updated_at=now)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[st.c.name],
+                set_={"watermark": stmt.excluded.watermark, "run_id": run_id, "updated_at": now},
+            )
+        )
+
+    def _finish_run(self, conn: Connection, run_id: str, values: dict[str, Any]) -> None:
+        runs = self.t.runs
+        cols = {c.name for c in runs.columns}
+        vals = {k: v for k, v in values.items() if k in cols and k != "run_id"}
+        now = utcnow()
+        started = conn.execute(select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar()
+        if started is None:
+            # a notebook run by hand, outside the runner: record it all the same
+            conn.execute(
+                runs.insert().values(
+                    run_id=run_id, kind=vals.pop("kind", "manual"), status="running", started_at=now
+                )
+            )
+            started = now
+        vals.update(
+            status="succeeded",
+            finished_at=now,
+            error=None,
+            failure_class=None,
+            stage=None,
+            duration_s=(now - as_utc(started)).total_seconds(),
+        )
+        conn.execute(update(runs).where(runs.c.run_id == run_id).values(**vals))
+
+
+class PostgresLoader(Loader):
+    """``COPY … FROM STDIN`` of CSV into staging (or straight into an empty range); inserts counted by ``xmax``."""
+
+    def begin(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")  # staged timestamps are naive UTC text
+
+    def create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
+        cols = ", ".join(self.q(c) for c in columns)
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {source} WITH NO DATA"
+        )
+
+    def copy(self, conn: Connection, name: str, table: pa.Table) -> None:
+        cols = ", ".join(self.q(c) for c in table.column_names)
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+        buf.seek(0)
+        cur = conn.connection.dbapi_connection.cursor()  # COPY is psycopg2's, not SQLAlchemy's
+        try:
+            cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+        finally:
+            cur.close()
+
+    def copy_into_empty_range(
+        self, conn: Connection, parts: list[str], run_id: str, loaded_at: datetime
+    ) -> int | None:
+        """When no stored row shares the batch's time range, nothing can conflict, so ``COPY`` straight into
+        ``analytics`` (the batch is already deduplicated). A concurrent writer that slipped in rolls back to
+        the savepoint and the upsert path runs instead."""
+        if not parts:
+            return None
+        lo = hi = None
+        for part in parts:
+            col = pq.read_table(part, columns=["timestamp"])["timestamp"]
+            if len(col):
+                mm = pc.min_max(col).as_py()
+                lo = mm["min"] if lo is None else min(lo, mm["min"])
+                hi = mm["max"] if hi is None else max(hi, mm["max"])
+        if lo is None:
+            return None
+        q = self.q
+        taken = conn.execute(
+            text(
+                f"SELECT 1 FROM {self.analytics} WHERE {q('event_date')} BETWEEN :d0 AND :d1 "
+                f"AND {q('timestamp')} BETWEEN :t0 AND :t1 LIMIT 1"
+            ),
+            {"d0": lo.date(), "d1": hi.date(), "t0": lo, "t1": hi},
+        ).first()
+        if taken:
+            return None
+        import psycopg2
+        from sqlalchemy.exc import IntegrityError
+
+        stamp = loaded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        savepoint = conn.begin_nested()
+        total = 0
+        try:
+            for part in parts:
+                table = self._csv_ready(part, {"run_id": run_id, "loaded_at": stamp})
+                if table is not None:
+                    self.copy(conn, self.analytics, table)
+                    total += table.num_rows
+            savepoint.commit()
+        except (IntegrityError, psycopg2.IntegrityError):
+            savepoint.rollback()
+            log.info("a concurrent writer loaded rows in this range: using the upsert path")
+            return None
+        return total
+
+    def run_upsert(self, conn: Connection, upsert: str, params: dict[str, Any]) -> tuple[int, int]:
+        # xmax = 0 marks a freshly inserted row; counting in SQL ships no rows back
+        row = conn.execute(
+            _typed(
+                f"WITH up AS ({upsert} RETURNING (xmax = 0) AS inserted) "
+                "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
+                "FROM up"
+            ),
+            params,
+        ).one()
+        return int(row[0]), int(row[1])
+
+
+class SQLiteLoader(Loader):
+    """Batched inserts into a temp table; inserts and updates counted against the table before the upsert."""
+
+    insert = staticmethod(sqlite_insert)
+
+    def create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
+        cols = ", ".join(self.q(c) for c in columns)
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT {cols} FROM {source} WHERE 0")
+
+    def drop_staging(self, conn: Connection, name: str) -> None:
+        conn.exec_driver_sql(f"DROP TABLE {name}")
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return table.set_column(
+            table.column_names.index("event_date"), "event_date", pc.strftime(table["event_date"], "%Y-%m-%d")
+        )
+
+    def copy(self, conn: Connection, name: str, table: pa.Table) -> None:
+        cols = ", ".join(self.q(c) for c in table.column_names)
+        marks = ", ".join("?" for _ in table.column_names)
+        rows = list(zip(*(table[c].to_pylist() for c in table.column_names)))
+        conn.exec_driver_sql(f"INSERT INTO {name} ({cols}) VALUES ({marks})", rows)
+
+    def distinct(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
+
+    def run_upsert(self, conn: Connection, upsert: str, params: dict[str, Any]) -> tuple[int, int]:
+        q = self.q
+        on = " AND ".join(f"a.{q(c)} = s.{q(c)}" for c in KEY_COLUMNS)
+        matched, changed = conn.exec_driver_sql(
+            f"SELECT count(*), coalesce(sum(CASE WHEN {self._changed_predicate('a', 's')} THEN 1 ELSE 0 END), 0) "
+            f"FROM {STAGING} s JOIN {self.analytics} a ON {on}"
+        ).one()
+        staged = conn.exec_driver_sql(f"SELECT count(*) FROM {STAGING}").scalar()
+        conn.execute(_typed(upsert), params)
+        return int(staged - matched), int(changed)
+
+
+def loader_for(store: Store) -> Loader:
+    """The loader for the store's dialect."""
+    return SQLiteLoader(store) if store.is_sqlite else PostgresLoader(store)

@@ -1,0 +1,267 @@
+"""Store: the engine, run records, watermark and what ``status`` shows (SQLAlchemy 2 Core).
+
+PostgreSQL is the production target and SQLite the embedded default; the pipeline creates its own
+tables on both. Dialect differences live in the engine set-up here, in ``lock`` and in ``loaders``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections import Counter, defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..core.records import reason_code
+from ..errors import DatabaseUnavailable
+from ..settings import Settings, mask_url
+from .tables import as_utc, define_tables, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def database_error(e: BaseException) -> str:
+    """The first line of a database error, any password in it masked: what a user is shown."""
+    lines = str(getattr(e, "orig", e)).strip().splitlines()
+    return mask_url(lines[0]) if lines else type(e).__name__
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # let SQLAlchemy own transactions (pysqlite's implicit ones break transactional DDL)
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_begin_write(conn: Any) -> None:
+    # take the write lock up front: a deferred transaction that upgrades later can fail at once
+    # with SQLITE_BUSY instead of waiting out busy_timeout
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_read(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")  # readers (status, "in progress" checks) never wait for the writer
+
+
+class Store:
+    """An engine plus the pipeline's tables."""
+
+    def __init__(self, settings: Settings):
+        url = settings.database_url.reveal()
+        self.masked_url = mask_url(url)
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.sqlite_path = path
+            self.engine: Engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_write)
+            self.reader: Engine = create_engine(url, connect_args={"timeout": 60})
+            event.listen(self.reader, "connect", _sqlite_pragmas)
+            event.listen(self.reader, "begin", _sqlite_begin_read)
+        else:
+            self.sqlite_path = ""
+            args: dict[str, Any] = {"connect_timeout": 10, "application_name": "eventpipe"}
+            if settings.load.statement_timeout_s > 0:
+                args["options"] = f"-c statement_timeout={int(settings.load.statement_timeout_s * 1000)}"
+            self.engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+            self.reader = self.engine
+        self.schema = settings.load.schema if not self.is_sqlite else ""
+        self.t = define_tables(self.schema or None)
+
+    def ping(self) -> None:
+        """Fail fast (exit 2) when the database cannot be reached."""
+        try:
+            with self.reader.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            raise DatabaseUnavailable(
+                f"cannot connect to the database {self.masked_url}: {database_error(e)}; "
+                "check DATABASE_URL and that the server is running"
+            ) from None
+
+    def create_schema(self) -> None:
+        """Create the pipeline's tables if any is missing (checked first, so a reader never waits for a writer)."""
+        with self.reader.connect() as conn:
+            existing = set(inspect(conn).get_table_names(schema=self.schema or None))
+        if {t.name for t in self.t.metadata.sorted_tables} <= existing:
+            return
+        with self.engine.begin() as conn:
+            if self.schema:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            self.t.metadata.create_all(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.reader.dispose()
+
+    # -- run records -------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        run_id: str,
+        kind: str,
+        since: datetime | None,
+        until: datetime | None,
+        report_dir: str,
+        parent_run_id: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.t.runs.delete().where(self.t.runs.c.run_id == run_id))
+            conn.execute(
+                self.t.runs.insert().values(
+                    run_id=run_id,
+                    kind=kind,
+                    status="running",
+                    window_since=since,
+                    window_until=until,
+                    started_at=utcnow(),
+                    report_dir=report_dir,
+                    parent_run_id=parent_run_id,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
+            )
+
+    def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
+        with self.engine.begin() as conn:
+            started = conn.execute(
+                select(self.t.runs.c.started_at).where(self.t.runs.c.run_id == run_id)
+            ).scalar()
+            now = utcnow()
+            conn.execute(
+                update(self.t.runs)
+                .where(self.t.runs.c.run_id == run_id)
+                .values(
+                    status="failed",
+                    stage=stage,
+                    failure_class=failure_class,
+                    error=error[:4000],
+                    finished_at=now,
+                    duration_s=(now - as_utc(started)).total_seconds() if started else None,
+                )
+            )
+
+    def mark_interrupted(self) -> list[str]:
+        """Runs still ``running`` while we hold the lock belong to dead processes."""
+        with self.engine.begin() as conn:
+            ids = list(
+                conn.execute(select(self.t.runs.c.run_id).where(self.t.runs.c.status == "running")).scalars()
+            )
+            if ids:
+                conn.execute(
+                    update(self.t.runs)
+                    .where(self.t.runs.c.run_id.in_(ids))
+                    .values(
+                        status="failed",
+                        failure_class="interrupted",
+                        finished_at=utcnow(),
+                        error="interrupted: the process running it died before it finished",
+                    )
+                )
+        for rid in ids:
+            log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
+        return ids
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
+        with self.reader.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    # -- watermark ---------------------------------------------------------------------------
+
+    def watermark(self, name: str = "incremental") -> datetime | None:
+        with self.reader.connect() as conn:
+            return as_utc(
+                conn.execute(select(self.t.state.c.watermark).where(self.t.state.c.name == name)).scalar()
+            )
+
+    # -- run lock (see ``lock``) --------------------------------------------------------------
+
+    def running_run_id(self) -> str | None:
+        try:
+            with self.reader.connect() as conn:
+                return conn.execute(
+                    select(self.t.runs.c.run_id)
+                    .where(self.t.runs.c.status == "running")
+                    .order_by(self.t.runs.c.started_at.desc())
+                    .limit(1)
+                ).scalar()
+        except SQLAlchemyError:
+            return None
+
+    # -- reading for status, backfill and replay -------------------------------------------------
+
+    def succeeded_windows(self, kind: str) -> set[tuple[datetime, datetime]]:
+        r = self.t.runs
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(r.c.window_since, r.c.window_until).where(r.c.kind == kind, r.c.status == "succeeded")
+            ).all()
+        return {(as_utc(a), as_utc(b)) for a, b in rows}
+
+    def pending_dead_letters(self) -> list[dict[str, Any]]:
+        dl = self.t.dead_letter
+        with self.reader.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(dl.c.id, dl.c.raw, dl.c.first_seen)
+                    .where(dl.c.status == "pending")
+                    .order_by(dl.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def status(self, limit: int = 10) -> dict[str, Any]:
+        """What ``status`` shows: last runs, the watermark, dead letters by status, stage and reason."""
+        dl = self.t.dead_letter
+        with self.reader.connect() as conn:
+            by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
+            pending = conn.execute(select(dl.c.stage, dl.c.reasons).where(dl.c.status == "pending")).all()
+        by_stage: dict[str, Counter] = defaultdict(Counter)
+        for stage, reasons in pending:
+            items = reasons if isinstance(reasons, list) else json.loads(reasons)
+            for reason in items:
+                by_stage[stage][reason_code(str(reason))] += 1
+        runs = []
+        for r in self.recent_runs(limit):
+            for k in ("window_since", "window_until", "started_at", "finished_at"):
+                r[k] = as_utc(r[k]).isoformat() if r[k] else None
+            runs.append(r)
+        mark = self.watermark()
+        return {
+            "database": self.masked_url,
+            "watermark": mark.isoformat() if mark else None,
+            "runs": runs,
+            "dead_letters": {
+                "pending": by_status.get("pending", 0),
+                "replayed": by_status.get("replayed", 0),
+                "discarded": by_status.get("discarded", 0),
+                "pending_by_stage_reason": {s: dict(c.most_common()) for s, c in sorted(by_stage.items())},
+            },
+        }
+
+    def window_summary(self, since: datetime, until: datetime) -> dict[str, Any]:
+        """Row counts a reviewer checks after a load: the window in ``analytics``, dead letters, the watermark."""
+        a, dl, st = self.t.analytics, self.t.dead_letter, self.t.state
+        with self.reader.connect() as conn:
+            in_window = conn.execute(
+                select(func.count()).select_from(a).where(a.c.timestamp >= since, a.c.timestamp < until)
+            ).scalar()
+            total = conn.execute(select(func.count()).select_from(a)).scalar()
+            by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
+            mark = conn.execute(select(st.c.watermark).where(st.c.name == "incremental")).scalar()
+        return {"in_window": in_window, "total": total, "dead_letters": by_status, "watermark": as_utc(mark)}

@@ -1,0 +1,112 @@
+"""The pipeline's tables: ``analytics``, ``pipeline_runs``, ``pipeline_state`` and ``dead_letter``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ..core.counts import RunCounts
+
+JSONText = Text().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every one the pipeline stores is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Tables:
+    metadata: MetaData
+    analytics: Table
+    runs: Table
+    state: Table
+    dead_letter: Table
+
+
+def define_tables(schema: str | None = None) -> Tables:
+    md = MetaData(schema=schema or None)
+    ts = DateTime(timezone=True)
+    analytics = Table(
+        "analytics",
+        md,
+        Column("user_id", Text, primary_key=True),
+        Column("timestamp", ts, primary_key=True),
+        Column("event_type", Text, primary_key=True),
+        Column("session_id", Text),
+        Column("properties", JSONText, nullable=False),
+        Column("event_date", Date, nullable=False, index=True),
+        Column("event_hour", SmallInteger, nullable=False),
+        Column("run_id", Text, nullable=False),
+        Column("loaded_at", ts, nullable=False),
+    )
+    runs = Table(
+        "pipeline_runs",
+        md,
+        Column("run_id", Text, primary_key=True),
+        Column("kind", Text, nullable=False),
+        Column("status", Text, nullable=False, index=True),
+        Column("window_since", ts),
+        Column("window_until", ts),
+        Column("started_at", ts, nullable=False),
+        Column("finished_at", ts),
+        Column("duration_s", Float),
+        *(Column(c, BigInteger) for c in RunCounts.names()),
+        Column("pass_rate", Float),
+        Column("stage", Text),
+        Column("failure_class", Text),
+        Column("error", Text),
+        Column("report_dir", Text),
+        Column("parent_run_id", Text),
+        Column("pid", Integer),
+        Column("host", Text),
+    )
+    state = Table(
+        "pipeline_state",
+        md,
+        Column("name", Text, primary_key=True),
+        Column("watermark", ts, nullable=False),
+        Column("run_id", Text, nullable=False),
+        Column("updated_at", ts, nullable=False),
+    )
+    dead_letter = Table(
+        "dead_letter",
+        md,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("record_hash", Text, nullable=False),
+        Column("raw", Text, nullable=False),
+        Column("stage", Text, nullable=False),
+        Column("reasons", JSONText, nullable=False),
+        Column("status", Text, nullable=False, index=True),
+        Column("first_run_id", Text, nullable=False),
+        Column("last_run_id", Text, nullable=False),
+        Column("first_seen", ts, nullable=False),
+        Column("last_seen", ts, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("replayed_run_id", Text),
+        UniqueConstraint("record_hash", name="dead_letter_record_hash_key"),
+    )
+    return Tables(md, analytics, runs, state, dead_letter)

@@ -1,0 +1,1 @@
+"""Support for the reliability tests that ships with the package: fault-injection points."""

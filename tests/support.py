@@ -1,0 +1,169 @@
+"""Helpers the tests share: the demo API on loopback, a project folder, reading the tables back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from eventpipe.demo.api import DemoConfig, DemoData, DemoServer, FaultPlan
+from eventpipe.settings import load_settings, normalise_database_url
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("EVENTPIPE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+API_KEY = "sk-test-KEY-7f3a9c0d1e2b"
+
+
+def pg_unavailable() -> str | None:
+    import psycopg2
+
+    try:
+        psycopg2.connect(PG_ADMIN.replace("postgresql://", "postgresql://", 1), connect_timeout=3).close()
+        return None
+    except psycopg2.OperationalError as e:
+        return str(e).strip().splitlines()[0]
+
+
+@dataclass
+class Api:
+    server: DemoServer
+    data: DemoData
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def start_api(config: DemoConfig | None = None, faults: FaultPlan | None = None, key: str = API_KEY) -> Api:
+    data = DemoData(config or DemoConfig())
+    server = DemoServer(data, api_key=key, faults=faults).start()
+    return Api(server, data, key)
+
+
+@dataclass
+class Project:
+    """A pipeline environment in a temp dir: its own reports/, runs/ and database."""
+
+    root: Path
+    database_url: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def overrides(self) -> list[str]:
+        return [f"paths.reports_dir={self.reports}", f"paths.runs_dir={self.runs}"]
+
+    def cli(self, *args: str) -> int:
+        from eventpipe.cli import main
+
+        return main(self._argv(args))
+
+    def _argv(self, args: tuple[str, ...]) -> list[str]:
+        """The project's folders go first, so a test's own -p can still override them."""
+        if args[0] not in ("run", "backfill", "replay-dlq", "status", "schedule"):
+            return list(args)
+        folders = [x for o in self.overrides() for x in ("-p", o)]
+        return [args[0], *folders, *args[1:]]
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+        """The CLI as a child process in its own session (so a test can kill the run and its kernels)."""
+        argv = [sys.executable, str(ROOT / "run_pipeline.py"), *self._argv(args)]
+        return subprocess.Popen(
+            argv,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **kw,
+        )
+
+    def settings(self, *extra: str) -> Any:
+        return load_settings(None, [*self.overrides(), *extra])
+
+
+def wait_for_mark(mark: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 120) -> None:
+    """Wait until a run reaches its injection point (``EVENTPIPE_INJECT_MARK``); fail if it never does."""
+    deadline = time.monotonic() + timeout
+    while not mark.exists() and time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        time.sleep(0.05)
+    assert mark.exists(), f"the run never reached its injection point ({mark.name})"
+
+
+def table_rows(database_url: str) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
+    """The analytics table as key (user_id, epoch ms, event_type) -> (properties, session_id)."""
+    engine = create_engine(normalise_database_url(database_url))
+    out = {}
+    with engine.connect() as conn:
+        for user, ts, event, props, session in conn.execute(
+            text('SELECT user_id, "timestamp", event_type, properties, session_id FROM analytics')
+        ):
+            if isinstance(ts, str):
+                ts = datetime.fromisoformat(ts)
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=timezone.utc)
+            ms = round(ts.timestamp() * 1000)
+            out[(user, ms, event)] = (props if isinstance(props, dict) else json.loads(props), session)
+    engine.dispose()
+    return out
+
+
+def expected_table(
+    api: Api, since: datetime, until: datetime
+) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
+    return {k: (t.properties, t.session_id) for k, t in api.data.expected_rows(since, until).items()}
+
+
+def runs(database_url: str) -> list[dict[str, Any]]:
+    """pipeline_runs, oldest first, with UTC-aware windows."""
+    cols = [
+        "run_id",
+        "kind",
+        "status",
+        "window_since",
+        "window_until",
+        "extracted",
+        "rejected_transform",
+        "duplicates",
+        "transformed",
+        "passed",
+        "rejected_quality",
+        "loaded",
+        "error",
+        "failure_class",
+        "stage",
+    ]
+    out = []
+    for row in query(database_url, f"SELECT {', '.join(cols)} FROM pipeline_runs ORDER BY started_at"):
+        run = dict(zip(cols, row))
+        for k in ("window_since", "window_until"):
+            v = run[k]
+            if v is not None:
+                v = datetime.fromisoformat(v) if isinstance(v, str) else v
+                run[k] = v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        out.append(run)
+    return out
+
+
+def query(database_url: str, sql: str) -> list[tuple]:
+    engine = create_engine(normalise_database_url(database_url))
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(text(sql))]
+    engine.dispose()
+    return rows
