@@ -86,11 +86,13 @@ def parse_instant(text: str | datetime) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
-def parse_window(since: str | datetime, until: str | datetime) -> tuple[datetime, datetime]:
+def parse_window(
+    since: str | datetime, until: str | datetime, names: tuple[str, str] = ("since", "until")
+) -> tuple[datetime, datetime]:
     """``[since, until)`` as aware UTC datetimes; ``ValueError`` when either is not ISO 8601 or the window is empty."""
     s, u = parse_instant(since), parse_instant(until)
     if u <= s:
-        raise ValueError(f"until {iso(u)} must be after since {iso(s)}")
+        raise ValueError(f"{names[0]} {iso(s)} must be before {names[1]} {iso(u)}")
     return s, u
 
 

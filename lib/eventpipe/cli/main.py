@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineError, SettingsError, Terminated
 from ..logs import setup_cli_logging
@@ -27,7 +27,11 @@ from ..settings import (
     load_settings,
     parse_duration,
     parse_instant,
+    parse_window,
 )
+
+if TYPE_CHECKING:  # imported lazily at run time (see "Heavy modules" below)
+    from ..orchestration.kernel import SharedKernel
 
 log = logging.getLogger("eventpipe.cli")
 DEMO_PARAMS = str(PROJECT_ROOT / "params" / "demo.yaml")
@@ -156,7 +160,7 @@ def _terminate(signum: int, _frame: Any) -> None:
 # kernel has been launched: on two cores its start-up then overlaps this process's imports.
 
 
-def _early_kernel(settings: Settings) -> Any:
+def _early_kernel(settings: Settings) -> SharedKernel | None:
     """Start the notebooks' shared kernel first, so it boots and imports while this process imports the
     runner, checks the database and takes the run lock (two cores: ~1 s off every run). None: not shared."""
     if not settings.runner.shared_kernel:
@@ -166,7 +170,7 @@ def _early_kernel(settings: Settings) -> Any:
     return SharedKernel.for_settings(settings).start()
 
 
-def _with_demo(settings: Settings, demo: bool) -> Any:
+def _with_demo(settings: Settings, demo: bool) -> AbstractContextManager[Settings]:
     """With ``--demo``: the bundled demo API served from this process, and the settings pointed at it."""
     if not demo:
         return nullcontext(settings)
@@ -226,11 +230,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     try:
-        start, end = parse_instant(args.start), parse_instant(args.end)
+        start, end = parse_window(args.start, args.end, ("--start", "--end"))
     except ValueError as e:
         raise SettingsError(f"backfill: {e}") from None
-    if start >= end:
-        raise SettingsError(f"backfill: --start {iso(start)} must be before --end {iso(end)}")
     try:
         chunk = parse_duration(args.chunk)
     except ValueError as e:
