@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TIME_FORMAT = "%H:%M:%S"
 _MARK = "_eventpipe"
+
+
+class RedactFilter(logging.Filter):
+    """Passes every record through ``redactor`` (secrets out) before its handler writes it."""
+
+    def __init__(self, redactor: Callable[[str], str] | None = None):
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.redactor is not None:
+            message = record.getMessage()
+            clean = self.redactor(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+# on the console handlers of this process; ``redact_console`` hands it the secrets once settings resolve
+_CONSOLE = RedactFilter()
+
+
+def redact_console(redactor: Callable[[str], str]) -> None:
+    """From now on, every log line this process prints has the secrets ``redactor`` knows replaced."""
+    _CONSOLE.redactor = redactor
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -17,6 +43,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     if not any(getattr(h, _MARK, False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT, TIME_FORMAT))
+        handler.addFilter(_CONSOLE)
         setattr(handler, _MARK, True)
         root.addHandler(handler)
     root.setLevel(level)
@@ -25,15 +52,19 @@ def setup_logging(level: int = logging.INFO) -> None:
 def setup_cli_logging(level: int = logging.INFO) -> None:
     """The command line's logging: every logger to stderr, third-party chatter quieted."""
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=TIME_FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_CONSOLE)
     for noisy in ("asyncio", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq clean-up chatter from jupyter_client
 
 
-def attach_file_log(path: Path) -> logging.Handler:
-    """Copy every log line of this process to ``path`` (a run's ``run.log``) until the handler is removed."""
+def attach_file_log(path: Path, redactor: Callable[[str], str] | None = None) -> logging.Handler:
+    """Copy every log line of this process to ``path`` (a run's ``run.log``) until the handler is removed,
+    each passed through ``redactor`` first."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactFilter(redactor))
     logging.getLogger().addHandler(handler)
     return handler
 

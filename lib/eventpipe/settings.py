@@ -9,6 +9,9 @@ notebook or a report sees.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, quote_plus, unquote, urlparse
 
 import yaml
 
@@ -41,6 +44,15 @@ PROJECT_ROOT = _find_project_root()
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# a duration setting beyond a century is a typo, and near timedelta's limits date arithmetic overflows
+MAX_DURATION = timedelta(days=36500)
+SHOWN_CHARS = 40
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to a short prefix: an error message never echoes a huge (or expanded) value."""
+    text = repr(value) if not isinstance(value, str) else repr(value[: SHOWN_CHARS + 1])
+    return text if len(text) <= SHOWN_CHARS + 2 else text[:SHOWN_CHARS] + "…"
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
@@ -48,16 +60,20 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     if isinstance(text, timedelta):
         return text
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text) or not 0 <= text <= MAX_DURATION.total_seconds():
+            raise ValueError(f"{shown(text)} seconds is out of range (0 to {MAX_DURATION.days}d)")
         return timedelta(seconds=float(text))
     s = str(text).strip().lower()
     pos, total = 0, 0.0
-    for m in _DURATION_RE.finditer(s):
-        if m.start() != pos:
-            break
+    # each piece is matched where the previous one ended (a search over a long digit run backtracks
+    # quadratically); no duration needs more than a few dozen characters
+    while pos < len(s) <= 64 and (m := _DURATION_RE.match(s, pos)):
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if not s or pos != len(s):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
+        raise ValueError(f"{shown(text)} is not a duration (use e.g. 30s, 15m, 1h, 7d)")
+    if total > MAX_DURATION.total_seconds():
+        raise ValueError(f"{shown(text)} is out of range (at most {MAX_DURATION.days}d)")
     return timedelta(seconds=total)
 
 
@@ -79,11 +95,18 @@ def parse_instant(text: str | datetime) -> datetime:
             dt = datetime.fromisoformat(s.replace("z", "Z"))
         except ValueError:
             raise ValueError(
-                f"{text!r} is not an ISO 8601 date or time (use e.g. 2024-05-01 or 2024-05-01T06:00:00Z)"
+                f"{shown(text)} is not an ISO 8601 date or time (use e.g. 2024-05-01 or 2024-05-01T06:00:00Z)"
             ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    try:
+        utc = dt.astimezone(timezone.utc)
+        utc.timestamp()  # the instant itself must be in range, not only its wall-clock text
+    except (OverflowError, ValueError):
+        raise ValueError(
+            f"{shown(text)} is out of range: use an instant between years 1 and 9999 UTC"
+        ) from None
+    return utc
 
 
 def parse_window(
@@ -175,7 +198,10 @@ class PathSettings:
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    cell_timeout_s: int = _param(3600, "papermill execution timeout per cell")
+    cell_timeout_s: int = _param(3600, "papermill execution timeout per cell (at least 1)")
+    max_workers: int = _param(
+        0, "cap on backfill --workers (larger values are clamped); 0 means the number of CPUs"
+    )
     kernel_name: str = _param("python3", "Jupyter kernel the notebooks run in")
     shared_kernel: bool = _param(
         True,
@@ -205,7 +231,7 @@ SECTIONS = {
     "demo": DemoSettings,
 }
 
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -242,17 +268,40 @@ def resolve_path(p: str | Path) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+_QUERY_PASSWORD = re.compile(r"([?&;](?:password|passwd|pwd|pass)=)[^&;#\s'\"]*", re.I)
+
+
+def _split_userinfo(rest: str) -> int:
+    """Where the userinfo of ``rest`` (a URL after ``scheme://``) ends: its last ``@`` before the query,
+    so an unencoded ``@`` in a password stays in the password; -1 without one."""
+    query = rest.find("?")
+    return rest.rfind("@", 0, query if query >= 0 else len(rest))
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (also in malformed URLs like ``scheme:/u:pw@h``)."""
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*:/*)?(.*)$", url, re.S)
+    """The URL with its password replaced by ``***``: in the userinfo (split at its *last* ``@``, also in
+    malformed URLs like ``scheme:/u:pw@h``) and in a ``password=`` query parameter."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.\-]*:/*)?(.*)", url, re.S)
+    assert m is not None  # the pattern matches any text
     prefix, rest = (m.group(1) or ""), m.group(2)
-    at = rest.rfind("@")
+    at = _split_userinfo(rest)
     if at < 0:
         return url
     userinfo = rest[:at]
     if ":" not in userinfo:
         return url
     return f"{prefix}{userinfo.split(':', 1)[0]}:***{rest[at:]}"
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password a URL carries (userinfo and ``password=`` query values), as written."""
+    found = [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)]
+    _scheme, sep, rest = url.partition("://")
+    at = _split_userinfo(rest) if sep else -1
+    if at >= 0 and ":" in rest[:at]:
+        found.insert(0, rest[:at].split(":", 1)[1])
+    return [p for p in found if p and p != "***"]
 
 
 def known_params() -> dict[str, tuple[str, Any, str]]:
@@ -275,6 +324,8 @@ def _coerce(type_name: str, value: Any) -> Any:
             return ""
         if isinstance(value, (dict, list)):
             raise ValueError("expected text")
+        if "\x00" in str(value):
+            raise ValueError("contains a NUL byte")
         return str(value)
     if type_name == "int":
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -292,7 +343,10 @@ def _coerce(type_name: str, value: Any) -> Any:
     if type_name == "float":
         if isinstance(value, bool):
             raise ValueError("expected a number")
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("expected a finite number")
+        return number
     if type_name == "duration":
         return parse_duration(value)
     if type_name == "datetime":
@@ -306,14 +360,33 @@ def _coerce(type_name: str, value: Any) -> Any:
     raise ValueError(f"unsupported type {type_name}")
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a params file is a few settings, and nested aliases expand
+    exponentially (a "billion laughs" bomb) while a message formats the value."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "YAML anchors and aliases (&name, *name) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``section.key=value`` -> (key, YAML-parsed value)."""
     if "=" not in text:
-        raise SettingsError(f"-p {text!r}: expected section.key=value, e.g. -p api.per_page=500")
+        raise SettingsError(f"-p {shown(text)}: expected section.key=value, e.g. -p api.per_page=500")
     key, _, raw = text.partition("=")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = _yaml(raw) if raw.strip() else ""
+    except yaml.composer.ComposerError as e:
+        raise SettingsError(f"-p {shown(text)}: {e.problem}") from None
+    except (yaml.YAMLError, ValueError):  # e.g. an integer of more than 4300 digits: left as text
         value = raw
     return key.strip(), value
 
@@ -323,17 +396,29 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise SettingsError(f"params file {str(path)!r} not found: pass an existing YAML file (see params/)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = _yaml(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise SettingsError(f"params file {str(path)!r} is not UTF-8 text: pass a YAML file") from None
+    except OSError as e:
+        raise SettingsError(f"params file {str(path)!r} cannot be read ({e.strerror})") from None
+    except yaml.composer.ComposerError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SettingsError(f"params file {str(path)!r}{where}: {e.problem} in params files") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SettingsError(f"params file {str(path)!r} is not valid YAML{where}: fix the syntax") from None
+    except ValueError as e:  # a scalar YAML cannot convert, e.g. an integer of more than 4300 digits
+        raise SettingsError(
+            f"params file {str(path)!r} holds a value that cannot be read: {shown(str(e))}"
+        ) from None
     if not isinstance(data, dict):
         raise SettingsError(f"params file {str(path)!r} must be a mapping of sections (api:, window:, ...)")
     flat: dict[str, Any] = {}
     for section, body in data.items():
         if not isinstance(body, dict):
-            raise SettingsError(f"params file {str(path)!r}: section {section!r} must be a mapping")
+            raise SettingsError(f"params file {str(path)!r}: section {shown(section)} must be a mapping")
         for k, v in body.items():
             flat[f"{section}.{k}"] = v
     return flat
@@ -347,21 +432,94 @@ def load_dotenv_once() -> None:
             load_dotenv(candidate, override=False)
 
 
+def _check_port(url: str, authority: str) -> None:
+    for host in authority.split(","):
+        port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise SettingsError(
+                f"DATABASE_URL {shown(mask_url(url))}: port {shown(port)} is not a number from 1 to 65535"
+            )
+
+
+def _encode_userinfo(url: str, rest: str) -> str:
+    """``rest`` (after ``scheme://``) with user and password percent-encoded, so that an unencoded ``@``,
+    ``:`` or ``/`` in a password stays in the password instead of becoming part of the host name."""
+    at = _split_userinfo(rest)
+    host = rest[at + 1 :]
+    _check_port(url, re.split(r"[/?]", host, maxsplit=1)[0])
+    if at < 0:
+        return rest
+    user, colon, password = rest[:at].partition(":")
+    userinfo = quote(unquote(user), safe="") + (colon + quote(unquote(password), safe="") if colon else "")
+    return f"{userinfo}@{host}"
+
+
 def normalise_database_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs and pick the driver we ship (psycopg2)."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
         raise SettingsError(
-            f"DATABASE_URL {mask_url(url)!r} is not a URL: use postgresql://user@host:5432/db or sqlite:///path.sqlite"
+            f"DATABASE_URL {shown(mask_url(url))} is not a URL: use postgresql://user@host:5432/db or sqlite:///path.sqlite"
         )
     base = scheme.split("+", 1)[0].lower()
     if base in ("postgresql", "postgres"):
-        return f"postgresql+psycopg2://{rest}"
+        return f"postgresql+psycopg2://{_encode_userinfo(url, rest)}"
     if base == "sqlite":
+        if rest.split("/", 1)[0]:
+            raise SettingsError(
+                "DATABASE_URL: a sqlite:// URL names a file and takes no user, password or host: "
+                "use sqlite:///relative/path.sqlite or sqlite:////absolute/path.sqlite"
+            )
         return f"sqlite://{rest}"
     raise SettingsError(
-        f"DATABASE_URL has unknown scheme {scheme!r}: use postgresql://... or sqlite:///path.sqlite"
+        f"DATABASE_URL has unknown scheme {shown(scheme)}: use postgresql://... or sqlite:///path.sqlite"
     )
+
+
+def secret_forms(settings: Settings) -> list[str]:
+    """Every form in which the configured secrets may turn up in a message: the API key and each database
+    password as written, decoded and percent-encoded, and the pieces of a password an unencoded ``@`` or
+    ``:`` would split off. Longest first; forms under ``MIN_SECRET_CHARS`` are left out (they would match
+    ordinary words)."""
+    return _secret_forms(settings.api_key.reveal(), settings.database_url.reveal())
+
+
+MIN_SECRET_CHARS = 4
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+@functools.lru_cache(maxsize=16)
+def _secret_forms(api_key: str, database_url: str) -> list[str]:
+    forms: set[str] = set()
+    passwords = [unquote(p) for p in url_passwords(database_url)]
+    for secret in [api_key, *passwords]:
+        if not secret:
+            continue
+        pieces = re.split(r"[@:/]", secret) if secret in passwords else []
+        for value in (secret, *pieces):
+            forms.update(
+                (
+                    value,
+                    quote(value),
+                    quote(value, safe=""),
+                    quote_plus(value),
+                    json.dumps(value)[1:-1],
+                    repr(value)[1:-1],
+                )
+            )
+    return sorted((f for f in forms if len(f) >= MIN_SECRET_CHARS), key=len, reverse=True)
+
+
+def redact(text: str, settings: Settings | None) -> str:
+    """``text`` with every configured secret (see ``secret_forms``) and any URL password replaced by
+    ``***``: applied to each message before it is printed or stored (run records, metrics, logs, reports)."""
+    if settings is not None:
+        for form in secret_forms(settings):
+            if form in text:
+                text = text.replace(form, "***")
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: mask_url(m.group(0)), text)
+    return _QUERY_PASSWORD.sub(r"\1***", text)
 
 
 def load_settings(
@@ -393,7 +551,7 @@ def load_settings(
             if key not in known:
                 close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
                 hint = f" (did you mean {close[0]}?)" if close else " (see `run_pipeline.py params`)"
-                problems.append(f"{origin}: unknown parameter {key!r}{hint}")
+                problems.append(f"{origin}: unknown parameter {shown(key)}{hint}")
                 continue
             values[key] = value
 
@@ -404,7 +562,7 @@ def load_settings(
         try:
             sections[section][name] = _coerce(type_name, value)
         except (ValueError, TypeError) as e:
-            problems.append(f"parameter {key}={value!r}: {e} (type {type_name})")
+            problems.append(f"parameter {key}={shown(value)}: {e} (type {type_name})")
 
     built = {}
     for section, cls in SECTIONS.items():
@@ -416,7 +574,7 @@ def load_settings(
         u = urlparse(api.base_url)
         if u.scheme not in ("http", "https") or not u.netloc:
             problems.append(
-                f"API base URL {api.base_url!r} is not an http(s) URL: set API_BASE_URL like http://host:8000"
+                f"API base URL {shown(mask_url(api.base_url))} is not an http(s) URL: set API_BASE_URL like http://host:8000"
             )
     elif require_api:
         problems.append("API_BASE_URL is not set: export API_BASE_URL (and API_KEY), or use `run --demo`")
@@ -424,6 +582,9 @@ def load_settings(
         ("api.per_page", api.per_page >= 1),
         ("api.timeout_s", api.timeout_s > 0),
         ("api.max_retries", api.max_retries >= 0),
+        ("runner.cell_timeout_s", built["runner"].cell_timeout_s >= 1),
+        ("runner.max_workers", built["runner"].max_workers >= 0),
+        ("load.statement_timeout_s", built["load"].statement_timeout_s >= 0),
         ("load.batch_size", built["load"].batch_size >= 1),
         ("quality.min_pass_rate", 0.0 <= q.min_pass_rate <= 1.0),
         ("demo.dirty_share", 0.0 <= built["demo"].dirty_share <= 0.5),
@@ -431,10 +592,10 @@ def load_settings(
     ):
         if not ok and not any(p.startswith(f"parameter {key}=") for p in problems):
             problems.append(
-                f"parameter {key}={_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1]))!r} is out of range"
+                f"parameter {key}={shown(_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1])))} is out of range"
             )
-    if built["load"].schema and not _IDENT_RE.match(built["load"].schema):
-        problems.append(f"parameter load.schema={built['load'].schema!r} is not a plain SQL identifier")
+    if built["load"].schema and not _IDENT_RE.fullmatch(built["load"].schema):
+        problems.append(f"parameter load.schema={shown(built['load'].schema)} is not a plain SQL identifier")
     if not q.allowed_events:
         problems.append("parameter quality.allowed_events is empty: list at least one event type")
     if built["window"].initial_since:

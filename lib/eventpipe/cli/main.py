@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineError, SettingsError, Terminated
-from ..logs import setup_cli_logging
+from ..logs import redact_console, setup_cli_logging
 from ..settings import (
     PROJECT_ROOT,
     DemoSettings,
@@ -28,6 +28,7 @@ from ..settings import (
     parse_duration,
     parse_instant,
     parse_window,
+    redact,
 )
 
 if TYPE_CHECKING:  # imported lazily at run time (see "Heavy modules" below)
@@ -35,6 +36,15 @@ if TYPE_CHECKING:  # imported lazily at run time (see "Heavy modules" below)
 
 log = logging.getLogger("eventpipe.cli")
 DEMO_PARAMS = str(PROJECT_ROOT / "params" / "demo.yaml")
+MAX_PARTITIONS = 100_000  # one run record and one papermill run each
+MIN_EVERY_S = 1.0  # schedule --every below this is a typo (1ms ran back-to-back runs)
+_resolved: list[
+    Settings
+] = []  # the settings this command resolved: their secrets are redacted from its output
+
+
+def _redact(text: str) -> str:
+    return redact(text, _resolved[-1] if _resolved else None)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +133,10 @@ def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
     params = args.params or (DEMO_PARAMS if getattr(args, "demo", False) else None)
     if params is None and (PROJECT_ROOT / "params" / "default.yaml").is_file():
         params = str(PROJECT_ROOT / "params" / "default.yaml")
-    return load_settings(params, args.overrides, require_api=require_api)
+    settings = load_settings(params, args.overrides, require_api=require_api)
+    _resolved.append(settings)
+    redact_console(_redact)
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PipelineError as e:
-        sys.stderr.write(f"error: {e}\n" if e.exit_code else f"{e}\n")
+        message = _redact(str(e))
+        sys.stderr.write(f"error: {message}\n" if e.exit_code else f"{message}\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
@@ -145,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, SQLAlchemyError):
             from ..storage.store import database_error
 
-            sys.stderr.write(f"error: database error: {database_error(e)}\n")
+            sys.stderr.write(f"error: database error: {_redact(database_error(e))}\n")
             return 1
         raise
 
@@ -239,6 +253,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise SettingsError(f"backfill --chunk: {e}") from None
     if chunk.total_seconds() <= 0:
         raise SettingsError("backfill --chunk must be longer than zero, e.g. 1d or 6h")
+    if (end - start) / chunk > MAX_PARTITIONS:
+        raise SettingsError(
+            f"backfill: --chunk {args.chunk} splits the window into more than {MAX_PARTITIONS:,} partitions: "
+            "use a longer --chunk"
+        )
     if args.workers < 1:
         raise SettingsError("backfill --workers must be at least 1")
     with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
@@ -285,8 +304,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     if args.every:
         try:
-            if parse_duration(args.every).total_seconds() <= 0:
-                raise ValueError("must be longer than zero")
+            if parse_duration(args.every).total_seconds() < MIN_EVERY_S:
+                raise ValueError(
+                    f"{args.every!r} is too short: the interval must be at least {MIN_EVERY_S:g}s"
+                )
         except ValueError as e:
             raise SettingsError(f"schedule --every: {e}") from None
     _settings(args, require_api=not args.demo)  # validate once, up front
@@ -312,6 +333,8 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
         raise SettingsError(f"demo-api --start: {e}") from None
     if args.fault_every < 1:
         raise SettingsError("demo-api --fault-every must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise SettingsError(f"demo-api --port {args.port}: use a port from 0 (any free one) to 65535")
     data = DemoData(
         DemoConfig(
             seed=args.seed,

@@ -20,8 +20,8 @@ from ..jsonio import dumps, loads
 
 KEY = ["user_id", "timestamp", "event_type"]
 _MISSING = object()
-_ISO_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ].+)?$")
-_OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_ISO_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ].+)?")  # fullmatch: ``$`` would allow a trailing newline
+_OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)\Z"
 _MAX_EPOCH_US = 9.0e15  # pandas' nanosecond range ends in 2262
 _EVENT_SEP = re.compile(r"[\s\-]+")
 _OFFSET = re.compile(_OFFSET_RE)
@@ -87,7 +87,7 @@ def _session_id(v: Any) -> tuple[str | None, str | None]:
 def _with_offset(text: str) -> str | None:
     """ISO 8601 text with an explicit offset (``+00:00`` added when it has none), or None if not ISO-shaped."""
     s = text.strip().upper()
-    if not _ISO_DATE.match(s):
+    if not _ISO_DATE.fullmatch(s):
         return None
     sep = s.find("T")
     if sep < 0:

@@ -428,10 +428,19 @@ def _parse_instant_param(value: str) -> int:
     return int(parse_instant(value).timestamp() * 1000)
 
 
+IDLE_TIMEOUT_S = 10.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small pages otherwise wait ~40 ms for delayed ACKs
     server: DemoServer
+
+    def setup(self) -> None:
+        # socket timeout for every read: a client that sends half a request (or idles on a kept-alive
+        # connection) is dropped after it, instead of holding a thread for ever
+        self.timeout = self.server.idle_timeout_s
+        super().setup()
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("demo-api %s", fmt % args)
@@ -469,7 +478,7 @@ class _Handler(BaseHTTPRequestHandler):
             until = _parse_instant_param(q["until"]) if q.get("until") else 2**62
             if page < 1 or not 1 <= per_page <= 10_000:
                 raise ValueError
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, OverflowError):
             return self._error(400, "bad query: page>=1, 1<=per_page<=10000, since/until ISO 8601")
         app.requests += 1
         fault = app.faults.next()
@@ -527,6 +536,7 @@ class _Handler(BaseHTTPRequestHandler):
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # many clients connecting at once are accepted, not left in a 5-deep backlog
 
     def __init__(
         self,
@@ -535,8 +545,10 @@ class DemoServer(ThreadingHTTPServer):
         port: int = 0,
         api_key: str = DEMO_KEY,
         faults: FaultPlan | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ):
         super().__init__((host, port), _Handler)
+        self.idle_timeout_s = idle_timeout_s
         self.data = data
         self.api_key = api_key
         self.faults = faults or FaultPlan()

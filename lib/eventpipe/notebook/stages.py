@@ -25,9 +25,9 @@ from ..core.quality import gate
 from ..demo import api as demo
 from ..errors import CountsMismatch, SettingsError
 from ..jsonio import gc_paused
-from ..logs import setup_logging
+from ..logs import redact_console, setup_logging
 from ..rundir import RunDir, check_run_id
-from ..settings import Settings, iso, load_settings, parse_window, resolve_path
+from ..settings import Settings, iso, load_settings, parse_window, redact, resolve_path, shown
 from ..source.client import SourceClient
 from ..source.extract import extract_window
 from ..storage.loaders import loader_for
@@ -36,6 +36,29 @@ from ..storage.store import Store
 __all__ = ["StageContext", "TransformSummary", "extract", "load", "setup_logging", "transform_quality"]
 
 log = logging.getLogger(__name__)
+
+
+def run_folder(settings: Settings, run_id: str, run_dir: str = "") -> Path:
+    """The run's working folder, created. The stages empty ``raw/`` and ``clean/`` in it, so:
+
+    * no ``run_dir``: ``paths.runs_dir/<run_id>`` (``run_id`` is a plain name, see ``check_run_id``);
+    * a relative ``run_dir`` (relative to the project, like every path setting) must resolve, ``..`` and
+      symbolic links followed, to a folder strictly inside ``paths.runs_dir``;
+    * an absolute ``run_dir`` is the analyst's explicit choice (as papermill's output path is) and is used
+      as given.
+    """
+    root = settings.path("runs_dir").resolve()
+    if run_dir and Path(run_dir).expanduser().is_absolute():
+        path = Path(run_dir).expanduser()
+    else:
+        path = (resolve_path(run_dir) if run_dir else root / run_id).resolve()
+        if path == root or not path.is_relative_to(root):
+            raise SettingsError(
+                f"run_dir {shown(str(run_dir or path))} is not inside paths.runs_dir ({root}): leave run_dir "
+                "empty, give an absolute folder, or set -p paths.runs_dir=<folder>"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass
@@ -61,14 +84,13 @@ class StageContext:
         kind: str = "manual",
     ) -> StageContext:
         settings = load_settings(params_file or None, list(overrides or ()))
+        redact_console(lambda text: redact(text, settings))
         try:
             s, u = parse_window(since, until)
         except ValueError as e:
             raise SettingsError(f"window: {e}") from None
         rid = check_run_id(str(run_id))  # papermill -p guesses types: an id like 123 must stay text
-        path = resolve_path(run_dir) if run_dir else settings.path("runs_dir") / rid
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(settings, rid, s, u, RunDir(path), kind)
+        return cls(settings, rid, s, u, RunDir(run_folder(settings, rid, run_dir)), kind)
 
     @property
     def run_dir(self) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,10 +40,26 @@ class PartitionResult:
 def partitions(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:
     out, cur = [], start
     while cur < end:
-        nxt = min(cur + chunk, end)
+        nxt = end if end - cur <= chunk else cur + chunk  # never past ``end`` (nor past year 9999)
         out.append((cur, nxt))
         cur = nxt
     return out
+
+
+def worker_count(requested: int, partitions: int, settings: Settings) -> int:
+    """``--workers``, clamped to the partitions to run and to ``runner.max_workers`` (0: the CPUs); each
+    worker is a process with its own kernel, so 1000 of them would only exhaust the machine."""
+    cap = settings.runner.max_workers or os.cpu_count() or 1
+    workers = max(1, min(requested, partitions, cap))
+    if workers < requested:
+        log.info(
+            "backfill --workers %d clamped to %d (%d partition(s) to run, runner.max_workers %s)",
+            requested,
+            workers,
+            partitions,
+            settings.runner.max_workers or f"0 = {cap} CPUs",
+        )
+    return workers
 
 
 def _run_partition(
@@ -98,7 +115,8 @@ def run_backfill(
             else:
                 todo.append((since, until))
         log.info("backfill %s: %d partition(s) to run, %d skipped", parent, len(todo), len(parts) - len(todo))
-        if workers == 1 or len(todo) <= 1:
+        workers = worker_count(workers, len(todo), settings)
+        if workers == 1:
             for since, until in todo:
                 results[(since, until)] = _run_partition(settings, since, until, parent, runner=runner)
                 log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)

@@ -41,6 +41,11 @@ WARM_UP = (
     "del _w0, _w1, _w2, _w3"
 )
 
+# The kernel application's own start-up log goes to the runner's stderr, racing the runner's one-line
+# errors; its only warning says the loopback TCP channels are unencrypted (the kernel listens on
+# 127.0.0.1 and the connection file holds the HMAC key). Cell output and errors are not affected.
+QUIET = "--IPKernelApp.log_level=ERROR"
+
 
 def check_kernel_name(name: str) -> None:
     """A ``runner.kernel_name`` that names no installed Jupyter kernel is a settings mistake: one line."""
@@ -134,7 +139,7 @@ class SharedKernel:
         """Launch the kernel process now (returns at once; the kernel boots and imports in parallel)."""
         if not self.km.has_kernel:
             check_kernel_name(self.kernel_name)
-            extra = [f"--IPKernelApp.exec_lines={WARM_UP}"] if self.warm_up else []
+            extra = [QUIET, *([f"--IPKernelApp.exec_lines={WARM_UP}"] if self.warm_up else [])]
             run_sync(self.km.start_kernel)(cwd=str(self.cwd), env=self.env, extra_arguments=extra)
             log.debug("kernel started (pid %s)", getattr(self.km.provisioner, "pid", None))
         return self

@@ -23,7 +23,7 @@ from ..core.counts import RunCounts
 from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
 from ..logs import attach_file_log, detach_file_log
-from ..settings import Settings, iso, parse_instant
+from ..settings import Settings, iso, parse_instant, redact
 from ..storage.store import Store
 from .failures import classify, stamp_failure
 from .kernel import SharedKernel, check_kernel_name
@@ -138,7 +138,7 @@ class Runner:
         report_dir = self.reports_dir / plan.run_id
         run_dir = self.runs_dir / plan.run_id
         report_dir.mkdir(parents=True, exist_ok=True)
-        file_log = attach_file_log(report_dir / "run.log")
+        file_log = attach_file_log(report_dir / "run.log", self.redact)
         log.info(
             "run %s (%s): window [%s, %s) -> %s",
             plan.run_id,
@@ -176,6 +176,7 @@ class Runner:
                         cwd=str(self.notebooks_dir),
                         **kernel.for_next_notebook(),
                     )
+                    scraps = sb.read_notebook(str(out)).scraps  # its report folder may be gone meanwhile
                 except Terminated:
                     raise
                 except Exception as e:  # papermill, nbclient and kernel failures all end the run here
@@ -186,7 +187,7 @@ class Runner:
                         kernel.shutdown()
                         kernel = None
                 seconds[stage] = round(time.perf_counter() - t0, 3)
-                stage_metrics[stage] = sb.read_notebook(str(out)).scraps[SCRAP].data
+                stage_metrics[stage] = scraps[SCRAP].data
                 log.info("stage %s: done in %.2fs", stage, seconds[stage])
             metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "succeeded")
             if "load" in plan.stages:
@@ -212,8 +213,8 @@ class Runner:
             cls = "terminated" if isinstance(e, Terminated) else "runner error"
             stage = next((s for s, _ in STAGES if s in plan.stages and s not in seconds), None)
             if stage:
-                stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e))
-            self.store.fail_run(plan.run_id, stage, cls, str(e))
+                stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e), self.redact)
+            self.store.fail_run(plan.run_id, stage, cls, self.redact(str(e)))
             if kernel:
                 kernel.discard()
             raise
@@ -238,10 +239,15 @@ class Runner:
             params["advance_watermark"] = plan.advance_watermark
         return params
 
+    def redact(self, text: str) -> str:
+        """``text`` without this run's secrets: every message the runner stores or prints passes here."""
+        return redact(text, self.settings)
+
     def _stage_failure(self, stage: str, out: Path, exc: Exception) -> StageFailed:
         failure = classify(exc, self.settings.runner.cell_timeout_s)
-        stamp_failure(out, stage, failure.failure_class, failure.detail)
-        return StageFailed(stage, failure.failure_class, failure.detail, str(out) if out.exists() else None)
+        detail = self.redact(failure.detail)
+        stamp_failure(out, stage, failure.failure_class, detail, self.redact)
+        return StageFailed(stage, failure.failure_class, detail, str(out) if out.exists() else None)
 
     def _metrics(
         self,

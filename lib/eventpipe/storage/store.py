@@ -20,16 +20,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.records import reason_code
 from ..errors import DatabaseUnavailable
-from ..settings import Settings, mask_url
+from ..settings import Settings, mask_url, redact
 from .tables import as_utc, define_tables, utcnow
 
 log = logging.getLogger(__name__)
 
 
-def database_error(e: BaseException) -> str:
+def database_error(e: BaseException, settings: Settings | None = None) -> str:
     """The first line of a database error, any password in it masked: what a user is shown."""
     lines = str(getattr(e, "orig", e)).strip().splitlines()
-    return mask_url(lines[0]) if lines else type(e).__name__
+    return redact(lines[0], settings) if lines else type(e).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -57,6 +57,7 @@ class Store:
 
     def __init__(self, settings: Settings):
         url = settings.database_url.reveal()
+        self.settings = settings
         self.masked_url = mask_url(url)
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -87,7 +88,7 @@ class Store:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as e:
             raise DatabaseUnavailable(
-                f"cannot connect to the database {self.masked_url}: {database_error(e)}; "
+                f"cannot connect to the database {self.masked_url}: {database_error(e, self.settings)}; "
                 "check DATABASE_URL and that the server is running"
             ) from None
 
@@ -147,7 +148,7 @@ class Store:
                     status="failed",
                     stage=stage,
                     failure_class=failure_class,
-                    error=error[:4000],
+                    error=redact(error, self.settings)[:4000],
                     finished_at=now,
                     duration_s=(now - as_utc(started)).total_seconds() if started else None,
                 )
