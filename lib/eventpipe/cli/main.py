@@ -1,4 +1,4 @@
-"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``.
+"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``, ``report``.
 
 A thin layer: it parses, resolves settings, then calls orchestration and storage, and hands results
 to ``render``. User mistakes print one line and exit 2; pipeline failures exit 1.
@@ -28,6 +28,7 @@ from ..settings import (
     parse_duration,
     parse_instant,
 )
+from .audit import add_report_parser, cmd_report, status_run
 
 log = logging.getLogger("eventpipe.cli")
 DEMO_PARAMS = str(PROJECT_ROOT / "params" / "demo.yaml")
@@ -52,6 +53,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override one parameter, e.g. -p api.per_page=500 (repeatable)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last runs, watermark, dead letters")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    st.add_argument("--run", metavar="RUN_ID", help="one run's full entry (counts, error, ledger)")
     _common(st)
 
     rp = sub.add_parser("replay-dlq", help="re-run pending dead letters through transform, quality and load")
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--slow-s", type=float, default=2.0, help="delay of a slow page")
 
     sub.add_parser("params", help="list every parameter with its type, default and meaning")
+    add_report_parser(sub, _common)
     return parser
 
 
@@ -124,7 +128,10 @@ def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_cli_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    setup_cli_logging(
+        logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        getattr(args, "log_format", "text"),
+    )
     if args.command in ("run", "backfill", "replay-dlq"):
         signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -211,6 +218,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = Store(_settings(args))
     store.ping()
     store.create_schema()
+    if args.run:
+        return status_run(store, args.run, args.json)
     data = store.status(limit=args.limit)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -355,6 +364,10 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_command(args: argparse.Namespace) -> int:
+    return cmd_report(args, _settings(args))
+
+
 COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -363,4 +376,5 @@ COMMANDS = {
     "schedule": cmd_schedule,
     "demo-api": cmd_demo_api,
     "params": cmd_params,
+    "report": cmd_report_command,
 }

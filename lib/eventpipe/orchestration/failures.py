@@ -7,13 +7,14 @@ plus ``terminated`` and ``interrupted``, set by the runner and the store.
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
+
+from ..audit.notebook_html import failure_banner
 
 FAILURE_BANNER = "eventpipe-failure"
 
@@ -50,11 +51,7 @@ def stamp_failure(path: Path, stage: str, failure_class: str, detail: str) -> No
         nb = nbformat.read(str(path), as_version=4)
     except Exception:  # a half-written notebook: leave it as it is
         return
-    banner = nbformat.v4.new_markdown_cell(
-        f'<span style="color:red;font-size:1.4em">**This run FAILED in stage `{stage}`: '
-        f"{html.escape(failure_class)}.**</span>\n\n<pre>{html.escape(detail)}</pre>\n\n"
-        "The cells below show how far the stage got; the run is marked `failed` and the watermark did not move."
-    )
+    banner = nbformat.v4.new_markdown_cell(failure_banner(stage, failure_class, detail))
     banner.metadata["tags"] = [FAILURE_BANNER]
     nb.cells = [c for c in nb.cells if FAILURE_BANNER not in c.get("metadata", {}).get("tags", [])]
     nb.cells.insert(0, banner)
