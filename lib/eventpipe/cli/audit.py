@@ -143,6 +143,13 @@ def verify(settings: Any, reports_dir: Path, run_id: str | None) -> int:
 
 def status_run(store: Any, run_id: str, as_json: bool) -> int:
     entry = store.run_entry(run_id)
+    if entry is None:  # the short id that `status` shows: the unique tail of a run id
+        matches = [
+            r["run_id"] for r in store.recent_runs(limit=100_000) if r["run_id"].endswith(f"-{run_id}")
+        ]
+        if len(matches) > 1:
+            raise SettingsError(f"status --run: {run_id!r} names {len(matches)} runs; give the full run id")
+        entry = store.run_entry(matches[0]) if matches else None
     if entry is None:
         raise SettingsError(f"status --run: no run {run_id!r} in {store.masked_url}")
     if as_json:

@@ -197,7 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if plan is None:
                     print("nothing to do: the window is empty")
                     return 0
-                outcome = runner.execute(plan)
+                from ..rundir import RunDir
+                from .progress import extract_bar
+
+                with extract_bar(RunDir(runner.runs_dir / plan.run_id).progress):
+                    outcome = runner.execute(plan)
         finally:
             if kernel:
                 kernel.shutdown()
@@ -257,9 +261,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             print(
                 f"backfill window [{iso(start)}, {iso(end)}) UTC in {len(parts)} partition(s) of {args.chunk}"
             )
-            results = run_backfill(
-                settings, parts, workers=args.workers, rerun=args.rerun, wait=args.wait, kernel=kernel
-            )
+            from .progress import backfill_bar
+
+            with backfill_bar(len(parts)) as on_result:
+                results = run_backfill(
+                    settings,
+                    parts,
+                    workers=args.workers,
+                    rerun=args.rerun,
+                    wait=args.wait,
+                    kernel=kernel,
+                    on_result=on_result,
+                )
         finally:
             if kernel:
                 kernel.shutdown()

@@ -99,7 +99,14 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics."""
     with source_client(ctx.settings) as client, gc_paused():
         log.info("extracting [%s, %s) from %s", iso(ctx.since), iso(ctx.until), client.url)
-        res = extract_window(client, ctx.since, ctx.until, ctx.run.fresh("raw"), ctx.settings.load.batch_size)
+        res = extract_window(
+            client,
+            ctx.since,
+            ctx.until,
+            ctx.run.fresh("raw"),
+            ctx.settings.load.batch_size,
+            on_page=ctx.run.progress_writer(),
+        )
     metrics = {
         "stage": "extract",
         "extracted": res.records,
