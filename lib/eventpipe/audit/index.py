@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -405,7 +406,7 @@ def write_index(reports_dir: Path, runs: list[RunSummary] | None = None) -> Path
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel backfill workers rebuild it too
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
