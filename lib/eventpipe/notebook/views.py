@@ -50,6 +50,16 @@ def faults_table(faults: dict[str, int]) -> Any:
     )
 
 
+def attempts_chart(metrics: dict[str, Any]) -> Chart:
+    """What the API did with the extract's requests: pages answered, retries, and each kind of fault."""
+    rows = {"pages answered": metrics.get("pages", 0), "retries": metrics.get("retries", 0)}
+    rows.update({f"fault: {k}": v for k, v in (metrics.get("faults") or {}).items()})
+    return Chart(
+        bar_chart(rows.items(), f"API requests ({metrics.get('attempts', 0):,} attempts)"),
+        ", ".join(f"{k} {v:,}" for k, v in rows.items()),
+    )
+
+
 def load_chart(metrics: dict[str, Any]) -> Chart:
     """What the load did with each passed row: inserted, updated, or left unchanged."""
     rows = {k: metrics.get(k) or 0 for k in ("inserted", "updated", "unchanged")}

@@ -145,10 +145,7 @@ def test_analyst_opens_and_runs_each_notebook_in_order_in_jupyterlab(lab, page, 
         stderr = panel.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
         assert stderr.count() == 0, stderr.all_inner_texts()  # no error, and INFO logs are not red boxes
         assert panel.locator(".jp-OutputArea-output table").count() >= 2  # its tables
-        if name != "01_extract":
-            assert (
-                panel.locator('.jp-OutputArea-output[data-mime-type="image/svg+xml"]').count() >= 1
-            )  # chart
+        assert panel.locator('.jp-OutputArea-output[data-mime-type="image/svg+xml"]').count() >= 1  # chart
         text = panel.inner_text()
         assert "Traceback" not in text and "Error" not in text.replace("error_message", "")
         page.screenshot(path=str(tmp_path / f"lab-{name}.png"), full_page=True)

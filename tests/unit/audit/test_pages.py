@@ -186,3 +186,34 @@ def test_openlineage_events_go_to_the_file_with_input_api_and_output_table(tmp_p
     )
     assert "pw" not in path.read_text()
     assert lineage_clients("", "") == []
+
+
+def test_openlineage_events_are_posted_to_the_http_endpoint():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, dict]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the base class's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, json.loads(body)))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (client,) = lineage_clients(f"http://127.0.0.1:{server.server_address[1]}", "")
+        client.emit(
+            lineage_event(
+                "FAIL", {"run_id": "r", "kind": "backfill"}, "http://api/analytics", "analytics", "ns"
+            )
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(path, e["eventType"]) for path, e in received] == [("/api/v1/lineage", "FAIL")]
