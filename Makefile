@@ -16,6 +16,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --require-hashes --no-deps -r $(LOCK)
 	$(PIP) install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name eventpipe --display-name "eventpipe (Python 3)"
 	touch $(STAMP)
 
 lock: $(STAMP)  ## re-resolve pyproject.toml's pins and every transitive package into requirements.lock

@@ -78,7 +78,7 @@ class Project:
 
     def _argv(self, args: tuple[str, ...]) -> list[str]:
         """The project's folders go first, so a test's own -p can still override them."""
-        if args[0] not in ("run", "backfill", "replay-dlq", "status", "schedule"):
+        if args[0] not in ("run", "backfill", "replay-dlq", "status", "schedule", "report"):
             return list(args)
         folders = [x for o in self.overrides() for x in ("-p", o)]
         return [args[0], *folders, *args[1:]]

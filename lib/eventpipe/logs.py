@@ -38,23 +38,50 @@ def redact_console(redactor: Callable[[str], str]) -> None:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """The package's log lines to stderr (once): in a notebook they become part of the saved report."""
+    """The package's log lines in a notebook (once): INFO on stdout, plain output; warnings and errors on
+    stderr, so JupyterLab's red box is kept for what deserves it. Both become part of the saved report."""
     root = logging.getLogger("eventpipe")
     if not any(getattr(h, _MARK, False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, TIME_FORMAT))
-        handler.addFilter(_CONSOLE)
-        setattr(handler, _MARK, True)
-        root.addHandler(handler)
+        info = logging.StreamHandler(sys.stdout)
+        info.addFilter(lambda r: r.levelno < logging.WARNING)
+        warn = logging.StreamHandler(sys.stderr)
+        warn.setLevel(logging.WARNING)
+        for handler in (info, warn):
+            handler.setFormatter(logging.Formatter(LOG_FORMAT, TIME_FORMAT))
+            handler.addFilter(_CONSOLE)
+            setattr(handler, _MARK, True)
+            root.addHandler(handler)
     root.setLevel(level)
 
 
-def setup_cli_logging(level: int = logging.INFO) -> None:
-    """The command line's logging: every logger to stderr, third-party chatter quieted."""
-    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=TIME_FORMAT, stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_CONSOLE)
-    for noisy in ("asyncio", "urllib3"):
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        out = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_cli_logging(level: int = logging.INFO, log_format: str = "text") -> None:
+    """The command line's logging: every logger to stderr (as text, or one JSON object a line), third-party
+    chatter quieted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT, TIME_FORMAT)
+    )
+    handler.addFilter(_CONSOLE)
+    logging.basicConfig(level=level, handlers=[handler])
+    for noisy in ("asyncio", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq clean-up chatter from jupyter_client
 

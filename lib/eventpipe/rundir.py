@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,23 @@ class RunDir:
 
     def write_manifest(self, stage: str, data: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path(stage), data)
+
+    @property
+    def progress(self) -> Path:
+        """The extract stage's pages and records so far (the CLI's progress bar reads it)."""
+        return self.path / "extract.progress.json"
+
+    def progress_writer(self, every_s: float = 0.25) -> Callable[[int, int], None]:
+        """A callback for each page that rewrites ``progress`` at most every ``every_s`` seconds."""
+        last = [0.0]
+
+        def write(pages: int, records: int, final: bool = False) -> None:
+            now = time.monotonic()
+            if final or now - last[0] >= every_s:
+                last[0] = now
+                write_json_atomic(self.progress, {"pages": pages, "records": records, "done": final})
+
+        return write
 
     @property
     def replayed(self) -> Path:

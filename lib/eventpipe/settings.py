@@ -202,7 +202,9 @@ class RunnerSettings:
     max_workers: int = _param(
         0, "cap on backfill --workers (larger values are clamped); 0 means the number of CPUs"
     )
-    kernel_name: str = _param("python3", "Jupyter kernel the notebooks run in")
+    kernel_name: str = _param(
+        "eventpipe", "Jupyter kernel the notebooks run in (`make` installs `eventpipe`)"
+    )
     shared_kernel: bool = _param(
         True,
         "run the three notebooks in one kernel, started early and reset between "
@@ -221,6 +223,22 @@ class DemoSettings:
     duplicate_share: float = _param(0.02, "share of events sent again (a later copy wins)")
 
 
+@dataclass(frozen=True)
+class ReportSettings:
+    html: bool = _param(
+        True, "write HTML beside each executed notebook, a page per run and reports/index.html"
+    )
+    with_code: bool = _param(False, "keep the code cells in the HTML (hidden by default, for auditors)")
+    prometheus: bool = _param(True, "write metrics.prom (node_exporter textfile format) in each run's folder")
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    url: str = _param("", "OpenLineage HTTP endpoint base URL; empty: no HTTP events")
+    file: str = _param("", "file that OpenLineage events are appended to as JSON lines; empty: none")
+    namespace: str = _param("eventpipe", "OpenLineage namespace of the job and the output table")
+
+
 SECTIONS = {
     "api": ApiSettings,
     "window": WindowSettings,
@@ -229,6 +247,8 @@ SECTIONS = {
     "paths": PathSettings,
     "runner": RunnerSettings,
     "demo": DemoSettings,
+    "reports": ReportSettings,
+    "lineage": LineageSettings,
 }
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -243,6 +263,8 @@ class Settings:
     paths: PathSettings
     runner: RunnerSettings
     demo: DemoSettings
+    reports: ReportSettings
+    lineage: LineageSettings
     database_url: Secret
     api_key: Secret
     params_file: str | None = None

@@ -114,7 +114,7 @@ def test_quality_gate_failure_loads_nothing(project, api):
     assert query(project.database_url, "SELECT count(*) FROM pipeline_state")[0][0] == 0
     failed_nb = project.reports / run["run_id"] / "02_transform_quality.ipynb"
     top = nbformat.read(str(failed_nb), as_version=4).cells[0]
-    assert "FAILED in stage `transform_quality`" in top.source
+    assert "FAILED in stage <code>transform_quality</code>" in top.source
 
 
 def test_status_shows_runs_and_dead_letters_as_json(project, api, capsys):

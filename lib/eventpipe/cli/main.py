@@ -1,4 +1,4 @@
-"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``.
+"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``, ``report``.
 
 A thin layer: it parses, resolves settings, then calls orchestration and storage, and hands results
 to ``render``. User mistakes print one line and exit 2; pipeline failures exit 1.
@@ -30,6 +30,7 @@ from ..settings import (
     parse_window,
     redact,
 )
+from .audit import add_report_parser, cmd_report, status_run
 
 if TYPE_CHECKING:  # imported lazily at run time (see "Heavy modules" below)
     from ..orchestration.kernel import SharedKernel
@@ -66,6 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override one parameter, e.g. -p api.per_page=500 (repeatable)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last runs, watermark, dead letters")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    st.add_argument("--run", metavar="RUN_ID", help="one run's full entry (counts, error, ledger)")
     _common(st)
 
     rp = sub.add_parser("replay-dlq", help="re-run pending dead letters through transform, quality and load")
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--slow-s", type=float, default=2.0, help="delay of a slow page")
 
     sub.add_parser("params", help="list every parameter with its type, default and meaning")
+    add_report_parser(sub, _common)
     return parser
 
 
@@ -141,7 +145,10 @@ def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_cli_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    setup_cli_logging(
+        logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        getattr(args, "log_format", "text"),
+    )
     if args.command in ("run", "backfill", "replay-dlq"):
         signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -208,7 +215,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if plan is None:
                     print("nothing to do: the window is empty")
                     return 0
-                outcome = runner.execute(plan)
+                from ..rundir import RunDir
+                from .progress import extract_bar
+
+                with extract_bar(RunDir(runner.runs_dir / plan.run_id).progress):
+                    outcome = runner.execute(plan)
         finally:
             if kernel:
                 kernel.shutdown()
@@ -229,6 +240,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = Store(_settings(args))
     store.ping()
     store.create_schema()
+    if args.run:
+        return status_run(store, args.run, args.json)
     data = store.status(limit=args.limit)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -269,9 +282,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             print(
                 f"backfill window [{iso(start)}, {iso(end)}) UTC in {len(parts)} partition(s) of {args.chunk}"
             )
-            results = run_backfill(
-                settings, parts, workers=args.workers, rerun=args.rerun, wait=args.wait, kernel=kernel
-            )
+            from .progress import backfill_bar
+
+            with backfill_bar(len(parts)) as on_result:
+                results = run_backfill(
+                    settings,
+                    parts,
+                    workers=args.workers,
+                    rerun=args.rerun,
+                    wait=args.wait,
+                    kernel=kernel,
+                    on_result=on_result,
+                )
         finally:
             if kernel:
                 kernel.shutdown()
@@ -380,6 +402,10 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_command(args: argparse.Namespace) -> int:
+    return cmd_report(args, _settings(args))
+
+
 COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -388,4 +414,5 @@ COMMANDS = {
     "schedule": cmd_schedule,
     "demo-api": cmd_demo_api,
     "params": cmd_params,
+    "report": cmd_report_command,
 }

@@ -25,7 +25,8 @@ from ..core.quality import gate
 from ..demo import api as demo
 from ..errors import CountsMismatch, SettingsError
 from ..jsonio import gc_paused
-from ..logs import redact_console, setup_logging
+from ..logs import redact_console
+from ..logs import setup_logging as _setup_logging
 from ..rundir import RunDir, check_run_id
 from ..settings import Settings, iso, load_settings, parse_window, redact, resolve_path, shown
 from ..source.client import SourceClient
@@ -36,6 +37,13 @@ from ..storage.store import Store
 __all__ = ["StageContext", "TransformSummary", "extract", "load", "setup_logging", "transform_quality"]
 
 log = logging.getLogger(__name__)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The notebook's log lines (``logs.setup_logging``), and tables that show long values whole: pandas
+    cuts cells at 50 characters, which hides the timestamps and reasons the samples are there to show."""
+    _setup_logging(level)
+    pd.set_option("display.max_colwidth", 400)
 
 
 def run_folder(settings: Settings, run_id: str, run_dir: str = "") -> Path:
@@ -114,7 +122,14 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics."""
     with source_client(ctx.settings) as client, gc_paused():
         log.info("extracting [%s, %s) from %s", iso(ctx.since), iso(ctx.until), client.url)
-        res = extract_window(client, ctx.since, ctx.until, ctx.run.fresh("raw"), ctx.settings.load.batch_size)
+        res = extract_window(
+            client,
+            ctx.since,
+            ctx.until,
+            ctx.run.fresh("raw"),
+            ctx.settings.load.batch_size,
+            on_page=ctx.run.progress_writer(),
+        )
     metrics = {
         "stage": "extract",
         "extracted": res.records,
@@ -160,6 +175,8 @@ def transform_quality(
         "seconds": round(result.seconds, 3),
         "gate": "passed" if result.pass_rate >= q.min_pass_rate else "failed",
     }
+    # clean events per hour, for the run page's chart (drawn when the report is built, not here)
+    metrics["per_hour"] = {iso(t.to_pydatetime()): int(n) for t, n in result.per_hour.items()}
     ctx.run.write_manifest("transform_quality", metrics)
     if replay:
         ctx.run.replayed.write_text(json.dumps(result.settled_hashes))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,8 +100,11 @@ def run_backfill(
     rerun: bool = False,
     wait: bool = False,
     kernel: SharedKernel | None = None,
+    on_result: Callable[[PartitionResult], None] | None = None,
 ) -> list[PartitionResult]:
-    """``kernel``: a started ``SharedKernel`` for the inline partitions (the caller shuts it down)."""
+    """``kernel``: a started ``SharedKernel`` for the inline partitions (the caller shuts it down).
+    ``on_result``: called with each partition's result as it is known (skipped ones first)."""
+    report = on_result or (lambda _r: None)
     runner = Runner(settings, kernel=kernel)
     runner.preflight()
     parent = new_run_id("backfill")
@@ -112,6 +116,7 @@ def run_backfill(
         for since, until in parts:
             if (since, until) in done:
                 results[(since, until)] = PartitionResult(since, until, "skipped", error="already succeeded")
+                report(results[(since, until)])
             else:
                 todo.append((since, until))
         log.info("backfill %s: %d partition(s) to run, %d skipped", parent, len(todo), len(parts) - len(todo))
@@ -120,6 +125,7 @@ def run_backfill(
             for since, until in todo:
                 results[(since, until)] = _run_partition(settings, since, until, parent, runner=runner)
                 log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)
+                report(results[(since, until)])
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -130,4 +136,5 @@ def run_backfill(
                     except Exception as e:  # a worker process that died
                         results[(s, u)] = PartitionResult(s, u, "failed", error=f"worker died: {e}")
                     log.info("partition [%s, %s): %s", iso(s), iso(u), results[(s, u)].result)
+                    report(results[(s, u)])
     return [results[p] for p in parts]

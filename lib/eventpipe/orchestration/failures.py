@@ -7,7 +7,6 @@ plus ``terminated`` and ``interrupted``, set by the runner and the store.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
+
+from ..audit.notebook_html import failure_banner
 
 FAILURE_BANNER = "eventpipe-failure"
 
@@ -68,11 +69,7 @@ def stamp_failure(
         nb = nbformat.read(str(path), as_version=4)
     except Exception:  # a half-written notebook: leave it as it is
         return
-    banner = nbformat.v4.new_markdown_cell(
-        f'<span style="color:red;font-size:1.4em">**This run FAILED in stage `{html.escape(stage)}`: '
-        f"{html.escape(failure_class)}.**</span>\n\n<pre>{html.escape(detail)}</pre>\n\n"
-        "The cells below show how far the stage got; the run is marked `failed` and the watermark did not move."
-    )
+    banner = nbformat.v4.new_markdown_cell(failure_banner(stage, failure_class, detail))
     banner.metadata["tags"] = [FAILURE_BANNER]
     if redactor is not None:
         for cell in nb.cells:

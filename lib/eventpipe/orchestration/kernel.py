@@ -47,6 +47,21 @@ WARM_UP = (
 QUIET = "--IPKernelApp.log_level=ERROR"
 
 
+PROJECT_KERNEL = "eventpipe"
+PROJECT_KERNEL_DISPLAY = "eventpipe (Python 3)"
+
+
+def install_project_kernel() -> None:
+    """The ``eventpipe`` kernelspec in this environment (``make`` installs it; a plain pip install gets it
+    the first time a run needs it): this interpreter, named for the project in JupyterLab's launcher."""
+    import sys
+
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=PROJECT_KERNEL, display_name=PROJECT_KERNEL_DISPLAY, prefix=sys.prefix)
+    log.info("installed the %r Jupyter kernel in %s", PROJECT_KERNEL, sys.prefix)
+
+
 def check_kernel_name(name: str) -> None:
     """A ``runner.kernel_name`` that names no installed Jupyter kernel is a settings mistake: one line."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -54,6 +69,9 @@ def check_kernel_name(name: str) -> None:
     from ..errors import SettingsError
 
     ksm = KernelSpecManager()
+    if name == PROJECT_KERNEL and name not in ksm.find_kernel_specs():
+        install_project_kernel()
+        ksm = KernelSpecManager()
     try:
         ksm.get_kernel_spec(name)
     except NoSuchKernel:

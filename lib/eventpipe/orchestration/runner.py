@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ..audit.build import finish_run, stage_manifests
+from ..audit.metrics_export import emit_lineage, lineage_clients
 from ..core.counts import RunCounts
 from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
@@ -96,6 +98,7 @@ class Runner:
         self.runs_dir = settings.path("runs_dir")
         self.notebooks_dir = settings.path("notebooks_dir")
         self.kernel = kernel if settings.runner.shared_kernel else None
+        self.lineage = lineage_clients(settings.lineage.url, settings.lineage.file)
 
     def preflight(self) -> None:
         """Everything that can be checked before a run: database, folders, schema."""
@@ -151,6 +154,8 @@ class Runner:
             plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id
         )
         started = time.perf_counter()
+        started_at = datetime.now(timezone.utc)
+        self._lineage("START", {"run_id": plan.run_id, "kind": plan.kind})
         stage_metrics: dict[str, dict[str, Any]] = {}
         seconds: dict[str, float] = {}
         shared = self.settings.runner.shared_kernel
@@ -189,17 +194,21 @@ class Runner:
                 seconds[stage] = round(time.perf_counter() - t0, 3)
                 stage_metrics[stage] = scraps[SCRAP].data
                 log.info("stage %s: done in %.2fs", stage, seconds[stage])
-            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "succeeded")
+            metrics = self._metrics(
+                plan, report_dir, stage_metrics, seconds, started, "succeeded", started_at
+            )
             if "load" in plan.stages:
                 RunCounts.from_mapping(metrics["counts"]).check()
             write_json_atomic(report_dir / "metrics.json", metrics)
+            self._audit(metrics, report_dir, "COMPLETE")
             if not self.settings.runner.keep_runs:
                 shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
             return RunOutcome(plan.run_id, "succeeded", metrics, report_dir, stage_seconds=seconds)
         except StageFailed as failure:
             if kernel:
                 kernel.discard()  # it may still be busy (a timed-out cell) or hold a half-done stage's state
-            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed")
+            stage_metrics.update(stage_manifests(run_dir, stage_metrics))  # e.g. a failed gate's counts
+            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed", started_at)
             metrics["error"] = {
                 "stage": failure.stage,
                 "class": failure.failure_class,
@@ -207,6 +216,7 @@ class Runner:
             }
             self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail)
             write_json_atomic(report_dir / "metrics.json", metrics)
+            self._audit(metrics, report_dir, "FAIL")
             log.error("%s", failure)
             return RunOutcome(plan.run_id, "failed", metrics, report_dir, failure, seconds)
         except PipelineError as e:
@@ -222,6 +232,18 @@ class Runner:
             if own_kernel and kernel is not None:
                 kernel.shutdown()
             detach_file_log(file_log)
+
+    def _audit(self, metrics: dict[str, Any], report_dir: Path, event: str) -> None:
+        """The audit trail of a finished run (HTML, ledger, metrics.prom, index) and its lineage event."""
+        finish_run(
+            self.settings, self.store, metrics, report_dir, [self.notebooks_dir / nb for _, nb in STAGES]
+        )
+        self._lineage(event, metrics)
+
+    def _lineage(self, event: str, metrics: dict[str, Any]) -> None:
+        api = self.settings.api
+        source = (api.base_url or "http://demo-api.local").rstrip("/") + api.endpoint
+        emit_lineage(self.lineage, event, metrics, source, "analytics", self.settings.lineage.namespace)
 
     def _parameters(self, plan: RunPlan, run_dir: Path, stage: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -257,6 +279,7 @@ class Runner:
         seconds: dict[str, float],
         started: float,
         status: str,
+        started_at: datetime,
     ) -> dict[str, Any]:
         counts: dict[str, Any] = {}
         for m in stages.values():
@@ -270,6 +293,8 @@ class Runner:
             "pass_rate": stages.get("transform_quality", {}).get("pass_rate"),
             "stage_seconds": seconds,
             "duration_s": round(time.perf_counter() - started, 3),
+            "started_at": iso(started_at),
+            "finished_at": iso(datetime.now(timezone.utc)),
             "stages": stages,
             "report_dir": str(report_dir),
             "database": self.store.masked_url,

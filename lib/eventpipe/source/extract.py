@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +32,17 @@ class ExtractResult:
 
 
 def extract_window(
-    client: SourceClient, since: datetime, until: datetime, raw_dir: Path, chunk_rows: int
+    client: SourceClient,
+    since: datetime,
+    until: datetime,
+    raw_dir: Path,
+    chunk_rows: int,
+    on_page: Callable[..., None] | None = None,
 ) -> ExtractResult:
-    """Stream every page of the window into ``raw_dir/part-*.parquet``: page bodies as received, API order kept."""
+    """Stream every page of the window into ``raw_dir/part-*.parquet``: page bodies as received, API order kept.
+
+    ``on_page(pages, records)`` is called after each page, and once more with ``final=True`` at the end.
+    """
     started = time.perf_counter()
     raw_dir.mkdir(parents=True, exist_ok=True)
     for old in raw_dir.glob("part-*.parquet"):
@@ -66,7 +75,11 @@ def extract_window(
             buffered = 0
         log.debug("page %d: %d items", page.number, n)
         checkpoint("extract.page")
+        if on_page:
+            on_page(client.stats.pages, seq)
     flush()
+    if on_page:
+        on_page(client.stats.pages, seq, final=True)
     elapsed = time.perf_counter() - started
     log.info(
         "extracted %d records in %d pages (%d attempts) in %.2fs",
