@@ -26,6 +26,9 @@ from .tables import as_utc, define_tables, utcnow
 log = logging.getLogger(__name__)
 
 
+SCHEMA_LOCK_KEY = 0x6576_7363_6D61  # "evscma": serialises creating the tables
+
+
 def database_error(e: BaseException) -> str:
     """The first line of a database error, any password in it masked: what a user is shown."""
     lines = str(getattr(e, "orig", e)).strip().splitlines()
@@ -98,6 +101,8 @@ class Store:
         if {t.name for t in self.t.metadata.sorted_tables} <= existing:
             return
         with self.engine.begin() as conn:
+            if not self.is_sqlite:  # concurrent first runs (backfill workers, Airflow tasks) create them once
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
             if self.schema:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             self.t.metadata.create_all(conn)
@@ -134,6 +139,41 @@ class Store:
                 )
             )
 
+    def resume_run(self, run_id: str, kind: str, since: datetime, until: datetime, report_dir: str) -> float:
+        """A run's next stage starts (in another process, maybe on another host): ``running`` again, the
+        failure of an earlier try cleared. Returns the seconds since the run started."""
+        r = self.t.runs
+        with self.engine.begin() as conn:
+            started = as_utc(conn.execute(select(r.c.started_at).where(r.c.run_id == run_id)).scalar())
+            if started is None:  # its first stage ran somewhere that did not record it: record it now
+                started = utcnow()
+                conn.execute(
+                    r.insert().values(
+                        run_id=run_id,
+                        kind=kind,
+                        status="running",
+                        window_since=since,
+                        window_until=until,
+                        started_at=started,
+                        report_dir=report_dir,
+                    )
+                )
+            conn.execute(
+                update(r)
+                .where(r.c.run_id == run_id)
+                .values(
+                    status="running",
+                    stage=None,
+                    failure_class=None,
+                    error=None,
+                    finished_at=None,
+                    duration_s=None,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
+            )
+        return (utcnow() - started).total_seconds()
+
     def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
         with self.engine.begin() as conn:
             started = conn.execute(
@@ -153,27 +193,6 @@ class Store:
                 )
             )
 
-    def mark_interrupted(self) -> list[str]:
-        """Runs still ``running`` while we hold the lock belong to dead processes."""
-        with self.engine.begin() as conn:
-            ids = list(
-                conn.execute(select(self.t.runs.c.run_id).where(self.t.runs.c.status == "running")).scalars()
-            )
-            if ids:
-                conn.execute(
-                    update(self.t.runs)
-                    .where(self.t.runs.c.run_id.in_(ids))
-                    .values(
-                        status="failed",
-                        failure_class="interrupted",
-                        finished_at=utcnow(),
-                        error="interrupted: the process running it died before it finished",
-                    )
-                )
-        for rid in ids:
-            log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
-        return ids
-
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
         with self.reader.connect() as conn:
@@ -186,20 +205,6 @@ class Store:
             return as_utc(
                 conn.execute(select(self.t.state.c.watermark).where(self.t.state.c.name == name)).scalar()
             )
-
-    # -- run lock (see ``lock``) --------------------------------------------------------------
-
-    def running_run_id(self) -> str | None:
-        try:
-            with self.reader.connect() as conn:
-                return conn.execute(
-                    select(self.t.runs.c.run_id)
-                    .where(self.t.runs.c.status == "running")
-                    .order_by(self.t.runs.c.started_at.desc())
-                    .limit(1)
-                ).scalar()
-        except SQLAlchemyError:
-            return None
 
     # -- reading for status, backfill and replay -------------------------------------------------
 
