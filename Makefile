@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 
 AIRFLOW_VENV  := .airflow-venv
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
-AIRFLOW_LOCK  := airflow/requirements.lock
+AIRFLOW_LOCK  := requirements-airflow.lock
 
 .PHONY: demo test test-all test-airflow-engine lint bench bench-airflow lab status clean venv lock airflow airflow-lock
 
@@ -22,8 +22,8 @@ $(AIRFLOW_STAMP): $(AIRFLOW_LOCK)
 		-r $(AIRFLOW_LOCK)
 	touch $(AIRFLOW_STAMP)
 
-airflow-lock: $(STAMP)  ## re-resolve airflow/requirements.in into airflow/requirements.lock
-	$(BIN)/uv pip compile airflow/requirements.in --generate-hashes --python-version 3.11 \
+airflow-lock: $(STAMP)  ## re-resolve requirements-airflow.in into requirements-airflow.lock
+	$(BIN)/uv pip compile requirements-airflow.in --generate-hashes --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 -o $(AIRFLOW_LOCK)
 
 # Every package, transitive ones included, at the version and hash in the lock file; then the
