@@ -6,9 +6,25 @@ STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LOCK   := requirements.lock
 
-.PHONY: demo test test-all lint bench lab status clean venv lock
+AIRFLOW_VENV  := .airflow-venv
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
+AIRFLOW_LOCK  := requirements-airflow.lock
+
+.PHONY: demo test test-all test-airflow-engine lint bench bench-airflow lab status clean venv lock airflow airflow-lock
 
 venv: $(STAMP)
+
+airflow: $(AIRFLOW_STAMP)  ## Airflow 3 in its own venv, from its hashed pin list (never shares the project's .venv)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_LOCK)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip --disable-pip-version-check -q install --require-hashes --no-deps \
+		-r $(AIRFLOW_LOCK)
+	touch $(AIRFLOW_STAMP)
+
+airflow-lock: $(STAMP)  ## re-resolve requirements-airflow.in into requirements-airflow.lock
+	$(BIN)/uv pip compile requirements-airflow.in --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o $(AIRFLOW_LOCK)
 
 # Every package, transitive ones included, at the version and hash in the lock file; then the
 # project itself, editable, without resolving anything again.
@@ -32,14 +48,20 @@ lint: $(STAMP)  ## formatting, lint, import layers and types (part of make test)
 	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/mypy
 
-test: lint  ## the test suite CI runs (real PostgreSQL, real HTTP); the long kill loop is in test-all
-	$(BIN)/python -m pytest -m "not slow" --nbval-lax tests notebooks
+test: lint $(AIRFLOW_STAMP)  ## the suite CI runs (PostgreSQL, HTTP, Airflow dag.test); kill loop, Airflow engine: test-all
+	$(BIN)/python -m pytest -m "not slow and not airflow_engine" --nbval-lax tests notebooks
 
-test-all: lint  ## every test, including the long kill loop
+test-airflow-engine: $(STAMP) $(AIRFLOW_STAMP)  ## Airflow's scheduler and dag-processor, LocalExecutor, two Celery workers
+	$(BIN)/python -m pytest -m airflow_engine tests
+
+test-all: lint $(AIRFLOW_STAMP)  ## every test, including the long kill loop and the Airflow engine tier
 	$(BIN)/python -m pytest --nbval-lax tests notebooks
 
 bench: $(STAMP)  ## records/second per stage and end to end (1M events by default)
 	$(BIN)/python bench/run.py --events $${EVENTS:-1000000}
+
+bench-airflow: $(STAMP) $(AIRFLOW_STAMP)  ## CLI backfill --workers 2 vs Airflow max_active_runs 2, same 4 days
+	$(BIN)/python bench/airflow_compare.py
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(BIN)/jupyter lab notebooks/

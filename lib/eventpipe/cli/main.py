@@ -205,13 +205,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         kernel = _early_kernel(settings)
         try:
             from ..orchestration.runner import Runner
-            from ..storage.lock import run_lock
+            from ..storage.lock import WindowLocks
 
             runner = Runner(settings, kernel=kernel)
             runner.preflight()
-            with run_lock(runner.store, wait=args.wait):
-                runner.store.mark_interrupted()
-                plan = runner.incremental_plan(full=args.full)
+            # the window is decided under the lock manager, so it starts from the current watermark
+            with WindowLocks(runner.store).claim(
+                lambda: runner.incremental_plan(full=args.full), wait=args.wait
+            ) as plan:
                 if plan is None:
                     print("nothing to do: the window is empty")
                     return 0

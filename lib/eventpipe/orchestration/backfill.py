@@ -3,7 +3,8 @@
 A partition that already succeeded (same window, kind ``backfill``) is skipped
 unless ``--rerun``; failed or interrupted ones run again. Partitions never
 move the incremental watermark. With ``workers > 1`` each partition runs in its
-own process; the backfill command holds the run lock for all of them.
+own process. Each partition claims its own window (``storage.lock``), so a backfill
+never blocks runs over other windows (an incremental run of today's data).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from ..core.counts import RunCounts
 from ..logs import setup_cli_logging
 from ..settings import Settings, iso
-from ..storage.lock import run_lock
+from ..storage.lock import WindowLocks
 from .kernel import SharedKernel
 from .runner import Runner, RunPlan, new_run_id
 
@@ -64,7 +65,12 @@ def worker_count(requested: int, partitions: int, settings: Settings) -> int:
 
 
 def _run_partition(
-    settings: Settings, since: datetime, until: datetime, parent: str, runner: Runner | None = None
+    settings: Settings,
+    since: datetime,
+    until: datetime,
+    parent: str,
+    wait: bool = False,
+    runner: Runner | None = None,
 ) -> PartitionResult:
     """Run one partition: in a worker process (a runner of its own), or inline with the caller's ``runner``."""
     own = runner is None
@@ -72,8 +78,10 @@ def _run_partition(
         if not logging.getLogger().handlers:
             setup_cli_logging()
         runner = Runner(settings)
+    plan = RunPlan("backfill", since, until, parent_run_id=parent)
     try:
-        outcome = runner.execute(RunPlan("backfill", since, until, parent_run_id=parent))
+        with WindowLocks(runner.store).hold(since, until, plan.run_id, wait=wait):
+            outcome = runner.execute(plan)
     except Exception as e:  # one partition's failure never stops the others
         return PartitionResult(since, until, "failed", error=f"{type(e).__name__}: {e}")
     finally:
@@ -109,32 +117,30 @@ def run_backfill(
     runner.preflight()
     parent = new_run_id("backfill")
     results: dict[tuple[datetime, datetime], PartitionResult] = {}
-    with run_lock(runner.store, wait=wait):
-        runner.store.mark_interrupted()
-        done = set() if rerun else runner.store.succeeded_windows("backfill")
-        todo = []
-        for since, until in parts:
-            if (since, until) in done:
-                results[(since, until)] = PartitionResult(since, until, "skipped", error="already succeeded")
-                report(results[(since, until)])
-            else:
-                todo.append((since, until))
-        log.info("backfill %s: %d partition(s) to run, %d skipped", parent, len(todo), len(parts) - len(todo))
-        workers = worker_count(workers, len(todo), settings)
-        if workers == 1:
-            for since, until in todo:
-                results[(since, until)] = _run_partition(settings, since, until, parent, runner=runner)
-                log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)
-                report(results[(since, until)])
+    done = set() if rerun else runner.store.succeeded_windows("backfill")
+    todo = []
+    for since, until in parts:
+        if (since, until) in done:
+            results[(since, until)] = PartitionResult(since, until, "skipped", error="already succeeded")
+            report(results[(since, until)])
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_run_partition, settings, s, u, parent): (s, u) for s, u in todo}
-                for fut, (s, u) in futures.items():
-                    try:
-                        results[(s, u)] = fut.result()
-                    except Exception as e:  # a worker process that died
-                        results[(s, u)] = PartitionResult(s, u, "failed", error=f"worker died: {e}")
-                    log.info("partition [%s, %s): %s", iso(s), iso(u), results[(s, u)].result)
-                    report(results[(s, u)])
+            todo.append((since, until))
+    log.info("backfill %s: %d partition(s) to run, %d skipped", parent, len(todo), len(parts) - len(todo))
+    workers = worker_count(workers, len(todo), settings)
+    if workers == 1:
+        for since, until in todo:
+            results[(since, until)] = _run_partition(settings, since, until, parent, wait, runner=runner)
+            log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)
+            report(results[(since, until)])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_run_partition, settings, s, u, parent, wait): (s, u) for s, u in todo}
+            for fut, (s, u) in futures.items():
+                try:
+                    results[(s, u)] = fut.result()
+                except Exception as e:  # a worker process that died
+                    results[(s, u)] = PartitionResult(s, u, "failed", error=f"worker died: {e}")
+                log.info("partition [%s, %s): %s", iso(s), iso(u), results[(s, u)].result)
+                report(results[(s, u)])
     return [results[p] for p in parts]

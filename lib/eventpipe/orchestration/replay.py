@@ -16,9 +16,9 @@ from typing import Any
 from ..core.process import Rules, process
 from ..rundir import RunDir, part_name, write_raw_items
 from ..settings import Settings
-from ..storage.lock import run_lock
+from ..storage.lock import WindowLocks
 from ..storage.tables import as_utc
-from .runner import Runner, RunOutcome, RunPlan
+from .runner import Runner, RunOutcome, RunPlan, new_run_id
 
 NO_GATE = "quality.min_pass_rate=0"
 
@@ -64,8 +64,8 @@ def replay(settings: Settings, wait: bool = False) -> RunOutcome | None:
     runner = Runner(settings)
     runner.preflight()
     store = runner.store
-    with run_lock(store, wait=wait):
-        store.mark_interrupted()
+    run_id = new_run_id("replay")
+    with WindowLocks(store).hold_everything(run_id, wait=wait):
         pending = store.pending_dead_letters()
         if not pending:
             return None
@@ -76,6 +76,7 @@ def replay(settings: Settings, wait: bool = False) -> RunOutcome | None:
             datetime.now(timezone.utc),
             stages=("transform_quality", "load"),
             extra_overrides=(NO_GATE,),
+            run_id=run_id,
         )
         _write_raw(pending, runner.runs_dir / plan.run_id, settings.api.items_field)
         return runner.execute(plan)

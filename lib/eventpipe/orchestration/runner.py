@@ -57,6 +57,9 @@ class RunPlan:
     parent_run_id: str | None = None
     stages: tuple[str, ...] = tuple(s for s, _ in STAGES)
     extra_overrides: tuple[str, ...] = ()
+    # the run's earlier stages ran before, in other processes (an orchestrator's tasks): keep its record and
+    # read their metrics from the notebooks already in the report folder
+    resume: bool = False
 
     def __post_init__(self) -> None:
         self.run_id = self.run_id or new_run_id(self.kind)
@@ -141,6 +144,7 @@ class Runner:
         report_dir = self.reports_dir / plan.run_id
         run_dir = self.runs_dir / plan.run_id
         report_dir.mkdir(parents=True, exist_ok=True)
+        stage_metrics, seconds = _earlier_stages(report_dir, plan.stages) if plan.resume else ({}, {})
         file_log = attach_file_log(report_dir / "run.log", self.redact)
         log.info(
             "run %s (%s): window [%s, %s) -> %s",
@@ -150,14 +154,18 @@ class Runner:
             iso(plan.until),
             self.store.masked_url,
         )
-        self.store.start_run(
-            plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id
-        )
         started = time.perf_counter()
         started_at = datetime.now(timezone.utc)
-        self._lineage("START", {"run_id": plan.run_id, "kind": plan.kind})
-        stage_metrics: dict[str, dict[str, Any]] = {}
-        seconds: dict[str, float] = {}
+        if plan.resume:  # an orchestrator's next task of a run that started elsewhere
+            resumed_s = self.store.resume_run(plan.run_id, plan.kind, plan.since, plan.until, str(report_dir))
+            started -= resumed_s
+            started_at -= timedelta(seconds=resumed_s)
+        else:
+            self.store.start_run(
+                plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id
+            )
+            self._lineage("START", {"run_id": plan.run_id, "kind": plan.kind})
+        finishes = "load" in plan.stages  # the run ends with this execution
         shared = self.settings.runner.shared_kernel
         kernel, own_kernel = self.kernel, self.kernel is None
         try:
@@ -197,12 +205,12 @@ class Runner:
             metrics = self._metrics(
                 plan, report_dir, stage_metrics, seconds, started, "succeeded", started_at
             )
-            if "load" in plan.stages:
+            if finishes:
                 RunCounts.from_mapping(metrics["counts"]).check()
-            write_json_atomic(report_dir / "metrics.json", metrics)
-            self._audit(metrics, report_dir, "COMPLETE")
-            if not self.settings.runner.keep_runs:
-                shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
+                write_json_atomic(report_dir / "metrics.json", metrics)
+                self._audit(metrics, report_dir, "COMPLETE")
+                if not self.settings.runner.keep_runs:
+                    shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
             return RunOutcome(plan.run_id, "succeeded", metrics, report_dir, stage_seconds=seconds)
         except StageFailed as failure:
             if kernel:
@@ -300,3 +308,25 @@ class Runner:
             "database": self.store.masked_url,
             "watermark": stages.get("load", {}).get("watermark"),
         }
+
+
+def _earlier_stages(
+    report_dir: Path, stages: tuple[str, ...]
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """The metrics scraps and durations of the stages before ``stages``, from their executed notebooks."""
+    import scrapbook as sb
+
+    metrics: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    for stage, notebook in STAGES:
+        if stage in stages:
+            break
+        path = report_dir / notebook
+        if not path.is_file():
+            raise PipelineError(f"{path} is missing: stage {stage} of this run has not run yet")
+        nb = sb.read_notebook(str(path))
+        if SCRAP not in nb.scraps:
+            raise PipelineError(f"{path} has no {SCRAP!r} scrap: stage {stage} of this run did not finish")
+        metrics[stage] = nb.scraps[SCRAP].data
+        seconds[stage] = round(float(nb.metadata.get("papermill", {}).get("duration") or 0.0), 3)
+    return metrics, seconds

@@ -1,53 +1,371 @@
-"""The run lock: one writer at a time (a PostgreSQL session advisory lock, or a file lock beside the SQLite file).
+"""The run lock, per window: runs over disjoint windows write at the same time, overlapping ones never do.
 
-Both are released by the operating system or the server when the holder dies, so a killed run
-never blocks the next one.
+A run claims its window ``[since, until)`` in one short critical section under a
+global lock (held for milliseconds, never for the run):
+
+* clear the claims of dead holders, mark runs they left ``running`` as interrupted,
+* let the caller decide its window (an incremental run reads the watermark here),
+* refuse (or wait) when a live claim overlaps it, else record the claim.
+
+A claim is alive exactly as long as its holder's operating-system resource:
+on PostgreSQL a session advisory lock keyed by the claim's row in ``run_locks``
+(the server drops it with the session), on SQLite an ``flock`` on the claim's
+file in ``<db>.windows/`` (the kernel drops it with the process). A killed
+holder therefore never blocks later runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 
 from ..errors import RunInProgress
 from .store import Store
+from .tables import as_utc, utcnow
 
-ADVISORY_KEY = 0x6576_7069_7065  # "evpipe"
+log = logging.getLogger(__name__)
+
+MANAGER_KEY = 0x6576_7069_7065  # "evpipe": the global lock, held only while a claim is checked and recorded
+CLAIM_NS = 0x6576_7770  # "evwp": advisory-lock namespace of the claims, keyed (CLAIM_NS, run_locks.id)
+EVERYTHING = (datetime(1, 1, 2, tzinfo=timezone.utc), datetime(9999, 12, 30, tzinfo=timezone.utc))
+# runs that an orchestrator owns between its tasks: no lock is held then, and the orchestrator marks their failures
+ORCHESTRATED_KINDS = ("airflow",)
 
 
-@contextmanager
-def run_lock(store: Store, wait: bool = False) -> Iterator[None]:
-    """Hold the run lock for the block; without ``wait``, ``RunInProgress`` when another run holds it."""
-    if store.is_sqlite:
-        from filelock import FileLock, Timeout
+class Windowed(Protocol):
+    since: datetime
+    until: datetime
+    run_id: str
 
-        lock = FileLock(f"{store.sqlite_path}.lock")
+
+P = TypeVar("P", bound=Windowed)
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: str
+    since: datetime
+    until: datetime
+    host: str = ""
+    pid: int = 0
+
+    def overlaps(self, since: datetime, until: datetime) -> bool:
+        return self.since < until and since < self.until
+
+
+@dataclass(frozen=True)
+class Window:
+    """A fixed window to claim (what a backfill partition or an Airflow task has)."""
+
+    since: datetime
+    until: datetime
+    run_id: str
+
+
+class WindowLocks:
+    """Claims windows for the runs of one database (see the module's docstring)."""
+
+    def __init__(self, store: Store, poll_s: float = 0.5):
+        self.store = store
+        self.poll_s = poll_s
+        self.backend: _Backend = _FileClaims(store) if store.is_sqlite else _AdvisoryClaims(store)
+
+    @contextmanager
+    def claim(self, decide: Callable[[], P | None], wait: bool = False) -> Iterator[P | None]:
+        """Hold the window of ``decide()`` for the ``with`` block; ``None`` (nothing to do) holds nothing.
+
+        ``decide`` is called inside the critical section, again after each wait, so a window
+        computed from the database (the watermark) is always current. An overlapping live
+        claim raises ``RunInProgress`` naming its run, or with ``wait`` is waited out.
+        """
+        while True:
+            with self.backend.critical_section() as section:
+                live = section.live_claims()
+                self._mark_interrupted({c.run_id for c in live})
+                plan = decide()
+                if plan is None:
+                    held = None
+                    break
+                busy = next((c for c in live if c.overlaps(plan.since, plan.until)), None)
+                if busy is None:
+                    held = section.record(
+                        Claim(plan.run_id, plan.since, plan.until, socket.gethostname(), os.getpid())
+                    )
+                    break
+            if not wait:
+                raise RunInProgress(busy.run_id)
+            log.info("window [%s, %s) overlaps run %s's: waiting", plan.since, plan.until, busy.run_id)
+            time.sleep(self.poll_s)
         try:
-            lock.acquire(timeout=-1 if wait else 0)
-        except Timeout:
-            raise RunInProgress(store.running_run_id()) from None
-        try:
-            yield
+            yield plan
         finally:
-            lock.release()
-        return
-    conn = store.engine.connect()
-    try:
-        fn = func.pg_advisory_lock if wait else func.pg_try_advisory_lock
-        got = conn.execute(select(fn(ADVISORY_KEY))).scalar()
-        conn.commit()
-        if not wait and not got:
-            raise RunInProgress(store.running_run_id())
-        try:
-            yield
-        finally:
+            if held is not None:
+                self.backend.release(held)
+
+    def hold(self, since: datetime, until: datetime, run_id: str, wait: bool = False) -> Any:
+        """Claim a fixed window (a context manager)."""
+        window = Window(since, until, run_id)
+        return self.claim(lambda: window, wait=wait)
+
+    def hold_everything(self, run_id: str, wait: bool = False) -> Any:
+        """Claim all of time: for writers (a replay) whose rows may lie in any window."""
+        return self.hold(*EVERYTHING, run_id, wait=wait)
+
+    def live_claims(self) -> list[Claim]:
+        with self.backend.critical_section() as section:
+            return section.live_claims()
+
+    def _mark_interrupted(self, alive: set[str]) -> list[str]:
+        """Runs left ``running`` by a process that holds no claim any more died before they finished."""
+        runs = self.store.t.runs
+        with self.store.reader.connect() as conn:  # a read first: on SQLite a write would wait for any load
+            ids = [
+                r
+                for r in conn.execute(
+                    select(runs.c.run_id).where(
+                        runs.c.status == "running", runs.c.kind.not_in(ORCHESTRATED_KINDS)
+                    )
+                ).scalars()
+                if r not in alive
+            ]
+        if ids:
+            with self.store.engine.begin() as conn:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.run_id.in_(ids), runs.c.status == "running")
+                    .values(
+                        status="failed",
+                        failure_class="interrupted",
+                        finished_at=utcnow(),
+                        error="interrupted: the process running it died before it finished",
+                    )
+                )
+        for rid in ids:
+            log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
+        return ids
+
+
+class _Section(Protocol):
+    def live_claims(self) -> list[Claim]: ...
+
+    def record(self, claim: Claim) -> Any: ...
+
+
+class _Backend(Protocol):
+    def critical_section(self) -> Any: ...
+
+    def release(self, held: Any) -> None: ...
+
+
+# -- PostgreSQL: a row per claim, alive while its holder's session holds the row's advisory lock ----------------
+
+
+def claims_table(schema: str | None) -> Table:
+    ts = DateTime(timezone=True)
+    return Table(
+        "run_locks",
+        MetaData(schema=schema or None),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", Text, nullable=False),
+        Column("window_since", ts, nullable=False),
+        Column("window_until", ts, nullable=False),
+        Column("host", Text, nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("acquired_at", ts, nullable=False),
+    )
+
+
+@dataclass
+class _PgHeld:
+    conn: Connection
+    claim_id: int
+
+
+class _AdvisoryClaims:
+    def __init__(self, store: Store):
+        self.store = store
+        self.table = claims_table(store.schema)
+        self._created = False
+
+    @contextmanager
+    def critical_section(self) -> Iterator[_PgSection]:
+        with self.store.engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(MANAGER_KEY)))  # released at commit
+            if not self._created:
+                self.table.create(conn, checkfirst=True)
+                self._created = True
+            section = _PgSection(self, conn)
             try:
-                conn.execute(select(func.pg_advisory_unlock(ADVISORY_KEY)))
-                conn.commit()
-            except OperationalError:
-                pass  # the server already dropped the session, and the lock with it
-    finally:
-        conn.close()
+                yield section
+            except BaseException:
+                section.abandon()
+                raise
+
+    def release(self, held: _PgHeld) -> None:
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(delete(self.table).where(self.table.c.id == held.claim_id))
+            held.conn.execute(select(func.pg_advisory_unlock(CLAIM_NS, held.claim_id)))
+            held.conn.commit()
+        except OperationalError:
+            pass  # the server dropped the session, and the lock with it; the next claimant clears the row
+        finally:
+            held.conn.close()
+
+
+class _PgSection:
+    def __init__(self, backend: _AdvisoryClaims, conn: Connection):
+        self.b, self.conn = backend, conn
+        self.holder: Connection | None = None
+
+    def live_claims(self) -> list[Claim]:
+        t = self.b.table
+        held_ids = text(
+            "SELECT objid::int8 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            "AND classid::int8 = :ns AND database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())"
+        ).bindparams(ns=CLAIM_NS)
+        alive = set(self.conn.execute(held_ids).scalars())
+        rows = self.conn.execute(select(t)).mappings().all()
+        dead = [r["id"] for r in rows if r["id"] not in alive]
+        if dead:
+            self.conn.execute(delete(t).where(t.c.id.in_(dead)))
+            log.info("cleared %d window claim(s) of dead holders", len(dead))
+        return [
+            Claim(r["run_id"], as_utc(r["window_since"]), as_utc(r["window_until"]), r["host"], r["pid"])
+            for r in rows
+            if r["id"] in alive
+        ]
+
+    def record(self, claim: Claim) -> _PgHeld:
+        t = self.b.table
+        claim_id = self.conn.execute(
+            insert(t)
+            .values(
+                run_id=claim.run_id,
+                window_since=claim.since,
+                window_until=claim.until,
+                host=claim.host,
+                pid=claim.pid,
+                acquired_at=utcnow(),
+            )
+            .returning(t.c.id)
+        ).scalar_one()
+        # the holder's own session locks the row before the section commits, so no one ever sees it unlocked
+        self.holder = self.b.store.engine.connect()
+        self.holder.execute(select(func.pg_advisory_lock(CLAIM_NS, claim_id)))
+        self.holder.commit()
+        return _PgHeld(self.holder, claim_id)
+
+    def abandon(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+
+
+# -- SQLite: a file per claim in <db>.windows/, alive while its holder process keeps an flock on it -------------
+
+
+@dataclass
+class _FileHeld:
+    path: Path
+    fd: int
+
+
+class _FileClaims:
+    def __init__(self, store: Store):
+        base = store.sqlite_path or "eventpipe.sqlite"
+        self.manager = Path(f"{base}.lock")
+        self.dir = Path(f"{base}.windows")
+
+    @contextmanager
+    def critical_section(self) -> Iterator[_FileSection]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.manager, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield _FileSection(self)
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def release(self, held: _FileHeld) -> None:
+        held.path.unlink(missing_ok=True)
+        os.close(held.fd)
+
+
+class _FileSection:
+    def __init__(self, backend: _FileClaims):
+        self.b = backend
+
+    def live_claims(self) -> list[Claim]:
+        out = []
+        for path in sorted(self.b.dir.glob("*.json")):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its holder is alive
+                d = json.loads(path.read_text())
+                out.append(
+                    Claim(
+                        d["run_id"],
+                        datetime.fromisoformat(d["since"]),
+                        datetime.fromisoformat(d["until"]),
+                        d["host"],
+                        d["pid"],
+                    )
+                )
+            else:
+                path.unlink(missing_ok=True)  # the holder died: its lock went with it
+                log.info("cleared the window claim of a dead holder (%s)", path.name)
+            finally:
+                os.close(fd)
+        return out
+
+    def record(self, claim: Claim) -> _FileHeld:
+        path = self.b.dir / f"{uuid.uuid4().hex}.json"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "run_id": claim.run_id,
+                    "since": claim.since.isoformat(),
+                    "until": claim.until.isoformat(),
+                    "host": claim.host,
+                    "pid": claim.pid,
+                }
+            ).encode(),
+        )
+        os.fsync(fd)
+        return _FileHeld(path, fd)

@@ -129,6 +129,41 @@ class Store:
                 )
             )
 
+    def resume_run(self, run_id: str, kind: str, since: datetime, until: datetime, report_dir: str) -> float:
+        """A run's next stage starts (in another process, maybe on another host): ``running`` again, the
+        failure of an earlier try cleared. Returns the seconds since the run started."""
+        r = self.t.runs
+        with self.engine.begin() as conn:
+            started = as_utc(conn.execute(select(r.c.started_at).where(r.c.run_id == run_id)).scalar())
+            if started is None:  # its first stage ran somewhere that did not record it: record it now
+                started = utcnow()
+                conn.execute(
+                    r.insert().values(
+                        run_id=run_id,
+                        kind=kind,
+                        status="running",
+                        window_since=since,
+                        window_until=until,
+                        started_at=started,
+                        report_dir=report_dir,
+                    )
+                )
+            conn.execute(
+                update(r)
+                .where(r.c.run_id == run_id)
+                .values(
+                    status="running",
+                    stage=None,
+                    failure_class=None,
+                    error=None,
+                    finished_at=None,
+                    duration_s=None,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
+            )
+        return (utcnow() - started).total_seconds()
+
     def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
         with self.engine.begin() as conn:
             started = conn.execute(
@@ -181,27 +216,6 @@ class Store:
             out[k] = as_utc(out[k]).isoformat() if out[k] else None
         return out
 
-    def mark_interrupted(self) -> list[str]:
-        """Runs still ``running`` while we hold the lock belong to dead processes."""
-        with self.engine.begin() as conn:
-            ids = list(
-                conn.execute(select(self.t.runs.c.run_id).where(self.t.runs.c.status == "running")).scalars()
-            )
-            if ids:
-                conn.execute(
-                    update(self.t.runs)
-                    .where(self.t.runs.c.run_id.in_(ids))
-                    .values(
-                        status="failed",
-                        failure_class="interrupted",
-                        finished_at=utcnow(),
-                        error="interrupted: the process running it died before it finished",
-                    )
-                )
-        for rid in ids:
-            log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
-        return ids
-
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
         with self.reader.connect() as conn:
@@ -214,20 +228,6 @@ class Store:
             return as_utc(
                 conn.execute(select(self.t.state.c.watermark).where(self.t.state.c.name == name)).scalar()
             )
-
-    # -- run lock (see ``lock``) --------------------------------------------------------------
-
-    def running_run_id(self) -> str | None:
-        try:
-            with self.reader.connect() as conn:
-                return conn.execute(
-                    select(self.t.runs.c.run_id)
-                    .where(self.t.runs.c.status == "running")
-                    .order_by(self.t.runs.c.started_at.desc())
-                    .limit(1)
-                ).scalar()
-        except SQLAlchemyError:
-            return None
 
     # -- reading for status, backfill and replay -------------------------------------------------
 

@@ -4,7 +4,9 @@
 ``=exit`` end the process at once (like a crash or SIGKILL), ``=raise`` raise, and
 ``=pgsleep:N`` run a slow statement on the load's connection.
 When ``EVENTPIPE_INJECT_MARK`` names a file, reaching the point first writes it,
-so a test knows exactly where the process is before it kills it.
+so a test knows exactly where the process is before it kills it. When
+``EVENTPIPE_INJECT_ARMED`` names a file, the fault fires only if that file exists,
+and removes it: one shot across processes (an orchestrator's retry then succeeds).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def checkpoint(name: str, conn: object | None = None) -> None:
         point, _, action = entry.partition("=")
         if point.strip() != name:
             continue
+        armed = os.environ.get("EVENTPIPE_INJECT_ARMED")
+        if armed:  # fire only while this file exists, once across processes: the retry then succeeds
+            try:
+                os.unlink(armed)
+            except FileNotFoundError:
+                return
         mark = os.environ.get("EVENTPIPE_INJECT_MARK")
         if mark:
             Path(mark).write_text(name)

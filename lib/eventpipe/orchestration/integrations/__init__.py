@@ -1,0 +1,1 @@
+"""Orchestrator integrations: each is imported only by its orchestrator's own interpreter."""

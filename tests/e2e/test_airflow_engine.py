@@ -1,0 +1,194 @@
+"""Airflow 3 engine tier: the real scheduler, dag-processor and api-server, LocalExecutor then CeleryExecutor.
+
+``make test-airflow-engine`` (``pytest -m airflow_engine``); ``.ci/run`` runs it after ``make test``.
+Each deployment has its own PostgreSQL metadata database; the pipeline has another. Every
+process is killed by the fixtures, every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from airflow_harness import AIRFLOW_PY, Airflow, create_pg_database, drop_pg_database
+from eventpipe.demo.api import DemoConfig
+from support import IN_CI, PG_ADMIN, expected_table, runs, start_api, table_rows
+
+pytestmark = pytest.mark.airflow_engine
+
+START = datetime(2024, 5, 1, tzinfo=timezone.utc)
+DAYS = 4
+BACKFILL_TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def airflow_venv() -> Path:
+    if not AIRFLOW_PY.exists():
+        msg = f"{AIRFLOW_PY} is missing: run `make airflow`"
+        if IN_CI:
+            pytest.fail(msg + " (CI must run the Airflow engine tier)")
+        pytest.skip(msg)
+    return AIRFLOW_PY
+
+
+@pytest.fixture(scope="module")
+def history():
+    api = start_api(DemoConfig(start=START, events_per_hour=20))
+    yield api
+    api.server.stop()
+
+
+@pytest.fixture
+def databases(airflow_venv, pg_database) -> Iterator[tuple[str, str]]:
+    """(Airflow's metadata database, the pipeline's database): both new, both dropped afterwards."""
+    meta = create_pg_database(PG_ADMIN, "airflow_meta")
+    pipeline = create_pg_database(PG_ADMIN, "eventpipe_airflow")
+    yield meta.replace("postgresql://", "postgresql+psycopg2://", 1), pipeline
+    for url in (meta, pipeline):
+        drop_pg_database(PG_ADMIN, url)
+
+
+def _deployment(tmp_path: Path, databases: tuple[str, str], history, **kw) -> Airflow:
+    meta, pipeline = databases
+    shared = tmp_path / "shared"  # what every worker must see: runs_dir and reports_dir (and the databases)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"paths:\n  reports_dir: {shared / 'reports'}\n  runs_dir: {shared / 'runs'}\n")
+    return Airflow(
+        tmp_path / "airflow",
+        meta,
+        {
+            "API_BASE_URL": history.url,
+            "API_KEY": history.key,
+            "DATABASE_URL": pipeline,
+            "EVENTPIPE_PARAMS": str(params),
+            "EVENTPIPE_START_DATE": START.isoformat(),
+            "EVENTPIPE_RETRIES": "2",
+            "EVENTPIPE_RETRY_DELAY_S": "2",
+            "EVENTPIPE_INJECT": "load.before_commit=exit",
+            "EVENTPIPE_INJECT_ARMED": str(tmp_path / "armed"),
+        },
+        **kw,
+    )
+
+
+def _day(i: int) -> str:
+    return (START + timedelta(days=i)).strftime("%Y-%m-%d")
+
+
+def _table_bytes(url: str) -> bytes:
+    """The whole analytics table, lineage included, as PostgreSQL's COPY text: byte-for-byte comparable."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    buf = io.StringIO()
+    conn.cursor().copy_expert(
+        'COPY (SELECT * FROM analytics ORDER BY user_id, "timestamp", event_type) TO STDOUT', buf
+    )
+    conn.close()
+    return buf.getvalue().encode()
+
+
+def _overlapping(intervals: list[tuple[datetime, datetime]]) -> bool:
+    return any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(intervals) for b0, b1 in intervals[i + 1 :])
+
+
+def test_local_executor_backfill_retry_and_reprocess(tmp_path, databases, history):
+    af = _deployment(tmp_path, databases, history)
+    pipeline = databases[1]
+    reports = tmp_path / "shared" / "reports"
+    try:
+        af.migrate()
+        af.start_core()
+        af.wait_for_dag()
+
+        # 1. four days, two DAG runs at a time
+        af.backfill(_day(0), _day(DAYS - 1))
+        dag_runs = af.wait_for_backfill(DAYS, BACKFILL_TIMEOUT)
+        assert [r["state"] for r in dag_runs] == ["success"] * DAYS
+        end = START + timedelta(days=DAYS)
+        assert table_rows(pipeline) == expected_table(history, START, end)
+        records = runs(pipeline)
+        assert [(r["kind"], r["status"]) for r in records] == [("airflow", "succeeded")] * DAYS
+        assert sorted((r["window_since"], r["window_until"]) for r in records) == [
+            (START + timedelta(days=i), START + timedelta(days=i + 1)) for i in range(DAYS)
+        ]
+        assert sorted(p.name for p in reports.iterdir()) == sorted(r["run_id"] for r in records)
+        for r in records:
+            assert (reports / r["run_id"] / "metrics.json").is_file()
+        assert _overlapping([(r["start_date"], r["end_date"]) for r in dag_runs]), (
+            "no two intervals ran together"
+        )
+
+        # 2. one more interval whose load crashes mid-transaction once: Airflow retries it to success
+        before = {p: p.stat().st_mtime_ns for p in reports.rglob("*") if p.is_file()}
+        (tmp_path / "armed").write_text("")
+        af.backfill(_day(DAYS), _day(DAYS))
+        dag_runs = af.wait_for_backfill(DAYS + 1, BACKFILL_TIMEOUT)
+        assert [r["state"] for r in dag_runs] == ["success"] * (DAYS + 1)
+        assert not (tmp_path / "armed").exists()
+        loads = {ti["run_id"]: ti for ti in af.task_instances() if ti["task_id"] == "load"}
+        assert loads[dag_runs[-1]["run_id"]]["try_number"] == 2
+        assert all(loads[r["run_id"]]["try_number"] == 1 for r in dag_runs[:-1])
+        assert {p: p.stat().st_mtime_ns for p in before} == before  # the other intervals' reports untouched
+        end += timedelta(days=1)
+        assert table_rows(pipeline) == expected_table(history, START, end)
+        assert [r["status"] for r in runs(pipeline)] == ["succeeded"] * (DAYS + 1)
+
+        # 3. the whole range again, completed runs reprocessed: the table is byte-for-byte the same
+        table = _table_bytes(pipeline)
+        af.backfill(_day(0), _day(DAYS), "--reprocess-behavior", "completed")
+        backfills = af.sql("SELECT id FROM backfill ORDER BY id")
+        af.wait_until_backfill_done(backfills[-1][0], BACKFILL_TIMEOUT)
+        assert [r["state"] for r in af.dag_runs()] == ["success"] * (DAYS + 1)
+        assert _table_bytes(pipeline) == table
+        reprocessed = runs(pipeline)
+        assert len(reprocessed) == DAYS + 1 and all(r["status"] == "succeeded" for r in reprocessed)
+        assert sum(
+            json.loads((reports / r["run_id"] / "metrics.json").read_text())["counts"]["unchanged"]
+            for r in reprocessed
+        ) == len(table_rows(pipeline))
+    finally:
+        af.stop()
+
+
+def test_celery_executor_runs_tasks_on_both_workers(tmp_path, databases, history):
+    af = _deployment(
+        tmp_path,
+        databases,
+        history,
+        executor="CeleryExecutor",
+        celery_broker=f"redis://127.0.0.1:6379/{hash(tmp_path) % 15 + 1}",
+    )
+    pipeline = databases[1]
+    try:
+        af.migrate()
+        af.start_core()
+        for name in ("worker-a", "worker-b"):  # each in its own working directory, one task at a time
+            af.start(
+                name,
+                "celery",
+                "worker",
+                "--concurrency",
+                "1",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                cwd=tmp_path / name,
+                env={"EVENTPIPE_WORKER_NAME": name},
+            )
+        af.wait_for_dag()
+        af.backfill(_day(0), _day(DAYS - 1))
+        dag_runs = af.wait_for_backfill(DAYS, BACKFILL_TIMEOUT)
+        assert [r["state"] for r in dag_runs] == ["success"] * DAYS
+        assert table_rows(pipeline) == expected_table(history, START, START + timedelta(days=DAYS))
+        hosts = {ti["hostname"] for ti in af.task_instances()}
+        assert hosts == {"worker-a", "worker-b"}, hosts
+        assert [r["status"] for r in runs(pipeline)] == ["succeeded"] * DAYS
+    finally:
+        af.stop()
