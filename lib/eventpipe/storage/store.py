@@ -95,6 +95,21 @@ class Store:
         """Create the pipeline's tables if any is missing (checked first, so a reader never waits for a writer)."""
         with self.reader.connect() as conn:
             existing = set(inspect(conn).get_table_names(schema=self.schema or None))
+            run_columns = (
+                {c["name"] for c in inspect(conn).get_columns("pipeline_runs", schema=self.schema or None)}
+                if "pipeline_runs" in existing
+                else set()
+            )
+        missing = [c for c in self.t.runs.columns if run_columns and c.name not in run_columns]
+        if missing:  # a database from before a count was added (e.g. outside_window): add its column
+            with self.engine.begin() as conn:
+                table = f'"{self.schema}"."pipeline_runs"' if self.schema else "pipeline_runs"
+                for col in missing:
+                    conn.execute(
+                        text(
+                            f'ALTER TABLE {table} ADD COLUMN "{col.name}" {col.type.compile(self.engine.dialect)}'
+                        )
+                    )
         if {t.name for t in self.t.metadata.sorted_tables} <= existing:
             return
         with self.engine.begin() as conn:
