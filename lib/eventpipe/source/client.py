@@ -268,11 +268,12 @@ class SourceClient:
             raise RetryableFault(
                 f"HTTP {status}", "server asked to retry", parse_retry_after(resp.headers.get("Retry-After"))
             )
-        names = " and ".join(self.auth.env_names) or "the credentials"
+        names = " and ".join(self.auth.env_names) or "no"
+        plural = "s" if len(self.auth.env_names) > 1 else ""
         if status in (401, 403):
             raise SourceError(
-                f"the API rejected the credentials (HTTP {status}) at {self.url}: check the {names} "
-                "environment variable(s)",
+                f"the API rejected the key (HTTP {status}) at {self.url}: check the {names} "
+                f"environment variable{plural} (source.auth)",
                 status=status,
                 page=number,
             )

@@ -21,6 +21,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FORMATS: dict[str, tuple[Callable[[datetime], Any], timedelta]] = {
     # name: (how an instant is written, the finest step it can say)
     "iso_z": (iso, timedelta(microseconds=1)),
+    "iso_ms": (
+        lambda t: t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z",
+        timedelta(milliseconds=1),
+    ),
     "iso_offset": (lambda t: t.astimezone(timezone.utc).isoformat(), timedelta(microseconds=1)),
     "epoch_s": (lambda t: int((t - EPOCH).total_seconds()), timedelta(seconds=1)),
     "epoch_ms": (lambda t: (t - EPOCH) // timedelta(milliseconds=1), timedelta(milliseconds=1)),
