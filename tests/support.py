@@ -58,9 +58,14 @@ def make_client(
     return SourceClient(url, SourceConfig.from_settings(settings, env or {}), settings.api)
 
 
-def start_api(config: DemoConfig | None = None, faults: FaultPlan | None = None, key: str = API_KEY) -> Api:
+def start_api(
+    config: DemoConfig | None = None,
+    faults: FaultPlan | None = None,
+    key: str = API_KEY,
+    style: str = "contract",
+) -> Api:
     data = DemoData(config or DemoConfig())
-    server = DemoServer(data, api_key=key, faults=faults).start()
+    server = DemoServer(data, api_key=key, faults=faults, style=style).start()
     return Api(server, data, key)
 
 

@@ -77,6 +77,8 @@ def process(run: RunDir, rules: Rules, replay: bool = False) -> ProcessResult:
     seen = KeySet()  # the keys of later chunks' rows
     mapped = rules.fields.mapper()
     lo, hi = (pd.Timestamp(t) for t in rules.window) if rules.window else (None, None)
+    earliest = pd.Timestamp(rules.quality.min_timestamp)
+    latest = pd.Timestamp(rules.now + rules.quality.max_future)
     with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
         for i in reversed(range(len(raw_parts))):
             items, seqs = read_raw_part(raw_parts[i])
@@ -89,8 +91,11 @@ def process(run: RunDir, rules: Rules, replay: bool = False) -> ProcessResult:
             ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
             outside = np.zeros(len(df), dtype=bool)
             if lo is not None:  # the API's bounds are coarser than the window: keep [since, until)
+                # a record is outside when its time says so, whatever else is wrong with it; one without a
+                # usable time (missing, unparseable, before min_timestamp, too far ahead) stays a dead letter
                 ts = df["timestamp"]
-                outside = ok & ((ts < lo) | (ts >= hi)).fillna(False).to_numpy(dtype=bool)
+                sane = (ts >= earliest) & (ts <= latest)
+                outside = (sane & ((ts < lo) | (ts >= hi))).fillna(False).to_numpy(dtype=bool)
                 ok &= ~outside
                 c.outside_window += int(outside.sum())
             hashes = key_hashes(df[ok])
