@@ -57,7 +57,11 @@ class Paginator(ABC):
     """How to ask for the first page and the next one."""
 
     has_next: bool = True
-    needs_body: bool = False  # reads the JSON body (so it cannot follow a JSON Lines or zip export)
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether it reads the JSON body (so it cannot follow a JSON Lines or zip export)."""
+        return False
 
     def init_request(self, request: Request) -> None:  # noqa: B027 (most strategies send nothing extra)
         """Shape the first request."""
@@ -103,7 +107,7 @@ class PageNumberPaginator(Paginator):
     page: int = 0
 
     @property
-    def needs_body(self) -> bool:  # type: ignore[override]
+    def needs_body(self) -> bool:
         return bool(self.has_more_path or self.total_path)
 
     def init_request(self, request: Request) -> None:
@@ -147,7 +151,7 @@ class OffsetPaginator(Paginator):
     offset: int = 0
 
     @property
-    def needs_body(self) -> bool:  # type: ignore[override]
+    def needs_body(self) -> bool:
         return bool(self.total_path)
 
     def init_request(self, request: Request) -> None:
@@ -177,7 +181,10 @@ class CursorPaginator(Paginator):
     cursor_path: str = "next_cursor"
     cursor_param: str = "cursor"
     cursor: str | None = None
-    needs_body: bool = True
+
+    @property
+    def needs_body(self) -> bool:
+        return True
 
     def update_state(self, response: Response) -> None:
         value = find(response.body, self.cursor_path)
@@ -197,7 +204,10 @@ class JSONLinkPaginator(Paginator):
 
     next_url_path: str = "next"
     next_url: str | None = None
-    needs_body: bool = True
+
+    @property
+    def needs_body(self) -> bool:
+        return True
 
     def update_state(self, response: Response) -> None:
         value = find(response.body, self.next_url_path)
@@ -237,7 +247,7 @@ PAGINATORS: dict[str, type[Paginator]] = {
     "header_link": HeaderLinkPaginator,
     "single_page": SinglePagePaginator,
 }
-_STATE = {"page", "offset", "cursor", "next_url", "needs_body"}  # fields a strategy keeps for itself
+_STATE = {"page", "offset", "cursor", "next_url"}  # fields a strategy keeps for itself
 _SIZE = {"page_number": "size", "offset": "limit"}  # the option api.per_page fills when not given
 
 
