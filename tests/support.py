@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from eventpipe.demo.api import DemoConfig, DemoData, DemoServer, FaultPlan
-from eventpipe.settings import load_settings, normalise_database_url
+from eventpipe.settings import ApiSettings, Secret, SourceSettings, load_settings, normalise_database_url
+from eventpipe.source.client import SourceClient
+from eventpipe.source.config import SourceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("EVENTPIPE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -46,9 +49,25 @@ class Api:
         return self.server.url
 
 
-def start_api(config: DemoConfig | None = None, faults: FaultPlan | None = None, key: str = API_KEY) -> Api:
+def make_client(
+    url: str, key: str, api: ApiSettings | None = None, env: dict[str, str] | None = None, **source: Any
+) -> SourceClient:
+    """A source client for ``url`` with these api settings and ``source:`` section (the contract by default)."""
+    base = load_settings(None, [], env={})
+    settings = dataclasses.replace(
+        base, api=api or ApiSettings(), api_key=Secret(key), source=SourceSettings(**source)
+    )
+    return SourceClient(url, SourceConfig.from_settings(settings, env or {}), settings.api)
+
+
+def start_api(
+    config: DemoConfig | None = None,
+    faults: FaultPlan | None = None,
+    key: str = API_KEY,
+    style: str = "contract",
+) -> Api:
     data = DemoData(config or DemoConfig())
-    server = DemoServer(data, api_key=key, faults=faults).start()
+    server = DemoServer(data, api_key=key, faults=faults, style=style).start()
     return Api(server, data, key)
 
 

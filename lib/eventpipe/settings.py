@@ -144,6 +144,8 @@ class Secret:
 def _param(default: Any, help: str) -> Any:
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata={"help": help})
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -157,8 +159,33 @@ class ApiSettings:
     backoff_initial_s: float = _param(0.5, "first backoff; doubles per retry, with jitter")
     backoff_max_s: float = _param(30.0, "cap on one backoff wait (Retry-After included)")
     retry_budget_s: float = _param(300.0, "overall time a page may spend on retries")
-    items_field: str = _param("items", "JSON field holding the items")
-    has_more_field: str = _param("has_more", "JSON field saying another page follows")
+    max_pages: int = _param(100_000, "backstop: a run that needs more pages than this fails (a looping API)")
+    max_response_mb: float = _param(64.0, "cap on the bytes read for one response; past it the page fails")
+    max_decompressed_mb: float = _param(
+        64.0, "cap on one response's size after gzip/zip decompression; past it the page fails"
+    )
+    min_interval_s: float = _param(0.0, "minimum time between two requests (APIs with hourly quotas)")
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """How the events API is read, in dlt's vocabulary (see docs/sources.md); checked by ``source.config``."""
+
+    paginator: dict = _param(
+        {}, "paginator: type page_number|offset|cursor|json_link|header_link|single_page"
+    )
+    records: str = _param(
+        "items", "path of the records list in the body, dotted; $ means the body is the list"
+    )
+    format: str = _param("json", "response format: json, jsonl (JSON Lines) or zip (of gzipped JSON Lines)")
+    window: dict = _param(
+        {}, "how since/until are sent: params, format, end, granularity, step, filter_field"
+    )
+    fields: dict = _param({}, "field map: user_id/event/timestamp/properties/session_id -> path(s)")
+    auth: dict = _param(
+        {}, "auth: type bearer|api_key|basic|none and the environment variables of its secrets"
+    )
+    params: dict = _param({}, "fixed query parameters sent with every request")
 
 
 @dataclass(frozen=True)
@@ -249,6 +276,7 @@ SECTIONS = {
     "demo": DemoSettings,
     "reports": ReportSettings,
     "lineage": LineageSettings,
+    "source": SourceSettings,
 }
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -265,6 +293,7 @@ class Settings:
     demo: DemoSettings
     reports: ReportSettings
     lineage: LineageSettings
+    source: SourceSettings
     database_url: Secret
     api_key: Secret
     params_file: str | None = None
@@ -340,6 +369,28 @@ def _type_name(t: Any) -> str:
     return {"timedelta": "duration", "datetime": "datetime", "tuple": "list"}.get(str(t), str(t))
 
 
+def _nest(values: dict[str, Any], key: str, value: Any) -> bool:
+    """``source.paginator.type=cursor``: one key inside a mapping-valued parameter; False if not one."""
+    parts = key.split(".")
+    head = ".".join(parts[:2])
+    if len(parts) < 3 or known_params().get(head, ("",))[0] != "dict":
+        return False
+    target = values.setdefault(head, {})
+    if not isinstance(target, dict):
+        return False
+    target = values[head] = _deep_copy(target)
+    for name in parts[2:-1]:
+        nxt = target.get(name)
+        target[name] = nxt = dict(nxt) if isinstance(nxt, dict) else {}
+        target = nxt
+    target[parts[-1]] = value
+    return True
+
+
+def _deep_copy(d: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
 def _coerce(type_name: str, value: Any) -> Any:
     if type_name == "str":
         if value is None:
@@ -373,6 +424,12 @@ def _coerce(type_name: str, value: Any) -> Any:
         return parse_duration(value)
     if type_name == "datetime":
         return parse_instant(value if not hasattr(value, "isoformat") else value.isoformat())
+    if type_name == "dict":
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping (YAML key: value lines)")
+        return _deep_copy(value)
     if type_name == "list":
         if isinstance(value, str):
             value = [v for v in (s.strip() for s in value.split(",")) if v]
@@ -570,6 +627,8 @@ def load_settings(
     sources.append(("-p", ov))
     for origin, mapping in sources:
         for key, value in mapping.items():
+            if key not in known and _nest(values, key, value):
+                continue
             if key not in known:
                 close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
                 hint = f" (did you mean {close[0]}?)" if close else " (see `run_pipeline.py params`)"
@@ -598,11 +657,20 @@ def load_settings(
             problems.append(
                 f"API base URL {shown(mask_url(api.base_url))} is not an http(s) URL: set API_BASE_URL like http://host:8000"
             )
+        elif "@" in u.netloc:
+            problems.append(
+                f"API base URL {shown(mask_url(api.base_url))} carries credentials: refused (they would replace the "
+                "configured auth); put them in the environment variables that source.auth names"
+            )
     elif require_api:
         problems.append("API_BASE_URL is not set: export API_BASE_URL (and API_KEY), or use `run --demo`")
     for key, ok in (
         ("api.per_page", api.per_page >= 1),
-        ("api.timeout_s", api.timeout_s > 0),
+        ("api.timeout_s", 0 < api.timeout_s < 86_400),
+        ("api.max_pages", api.max_pages >= 1),
+        ("api.max_response_mb", 0 < api.max_response_mb < 1e6),
+        ("api.max_decompressed_mb", 0 < api.max_decompressed_mb < 1e6),
+        ("api.min_interval_s", 0 <= api.min_interval_s < 86_400),
         ("api.max_retries", api.max_retries >= 0),
         ("runner.cell_timeout_s", built["runner"].cell_timeout_s >= 1),
         ("runner.max_workers", built["runner"].max_workers >= 0),

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineError, SettingsError, Terminated
@@ -120,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--duplicate-share", type=float, default=demo.duplicate_share)
     api.add_argument("--start", default="2024-01-01", help="first instant with events (default 2024-01-01)")
     api.add_argument(
+        "--style",
+        default="contract",
+        help="wire format: contract, posthog, mixpanel, amplitude or json-server (read back by params/sources/)",
+    )
+    api.add_argument(
         "--faults",
         default="",
         help="comma list: 429,429date,500,502,503,504,slow,drop,truncate,missing_items,missing_has_more",
@@ -127,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--fault-every", type=int, default=3, help="every Nth request gets the next fault")
     api.add_argument("--retry-after", default="1", help="seconds sent in Retry-After on 429")
     api.add_argument("--slow-s", type=float, default=2.0, help="delay of a slow page")
+
+    src = sub.add_parser("source", help="check the configured source (source check)")
+    src_sub = src.add_subparsers(dest="source_command", required=True, parser_class=_Parser)
+    chk = src_sub.add_parser(
+        "check", help="fetch the first page and show records before and after mapping, and the rules' verdict"
+    )
+    _common(chk)
+    chk.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
+    chk.add_argument("--since", help="window start (default: a day before --until)")
+    chk.add_argument("--until", help="window end (default: now)")
 
     sub.add_parser("params", help="list every parameter with its type, default and meaning")
     add_report_parser(sub, _common)
@@ -140,7 +156,18 @@ def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
     settings = load_settings(params, args.overrides, require_api=require_api)
     _resolved.append(settings)
     redact_console(_redact)
+    if args.command not in ("status", "report"):
+        _check_source(settings)
     return settings
+
+
+def _check_source(settings: Settings) -> None:
+    """The source: section and field map, checked before anything runs (one line, exit 2)."""
+    from ..core.fields import FieldMap
+    from ..source.config import SourceConfig
+
+    SourceConfig.from_settings(settings, os.environ)
+    FieldMap.parse(settings.source.fields)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,6 +376,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_demo_api(args: argparse.Namespace) -> int:
     from ..demo.api import DEMO_KEY, DemoConfig, DemoData, DemoServer, FaultPlan, parse_faults
+    from ..demo.styles import ENDPOINTS
 
     try:
         start = parse_instant(args.start)
@@ -372,7 +400,9 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     )
     key = os.environ.get("API_KEY") or DEMO_KEY
     try:
-        server = DemoServer(data, host=args.host, port=args.port, api_key=key, faults=faults)
+        server = DemoServer(
+            data, host=args.host, port=args.port, api_key=key, faults=faults, style=args.style
+        )
     except OSError as e:
         raise SettingsError(
             f"demo-api cannot listen on {args.host}:{args.port} ({e.strerror}): pick another --port"
@@ -383,7 +413,10 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     key_note = "the key in API_KEY" if os.environ.get("API_KEY") else f"key {DEMO_KEY!r}"
-    print(f"demo API at {server.url}/analytics ({key_note}); Ctrl-C stops it", flush=True)
+    print(
+        f"demo API ({args.style}) at {server.url}{ENDPOINTS[args.style]} ({key_note}); Ctrl-C stops it",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -407,6 +440,19 @@ def cmd_report_command(args: argparse.Namespace) -> int:
     return cmd_report(args, _settings(args))
 
 
+def cmd_source(args: argparse.Namespace) -> int:
+    from ..orchestration.source_check import first_page
+    from .render import source_check
+
+    until = parse_instant(args.until) if args.until else datetime.now(timezone.utc)
+    since = parse_instant(args.since) if args.since else until - timedelta(days=1)
+    if until <= since:
+        raise SettingsError("source check: --until must be after --since")
+    with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
+        source_check(first_page(settings, since, until))
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -416,4 +462,5 @@ COMMANDS = {
     "demo-api": cmd_demo_api,
     "params": cmd_params,
     "report": cmd_report_command,
+    "source": cmd_source,
 }

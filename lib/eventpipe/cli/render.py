@@ -16,6 +16,7 @@ from ..core.counts import RunCounts
 from ..orchestration.backfill import PartitionResult
 from ..orchestration.replay import DryRun
 from ..orchestration.runner import RunOutcome
+from ..orchestration.source_check import SourceCheck
 from ..settings import parse_instant
 
 
@@ -204,3 +205,20 @@ def dry_run(d: DryRun) -> None:
     )
     for reason, count in d.still_failing.items():
         con.print(escape(f"  still failing: {reason} {count}"))
+
+
+def source_check(c: SourceCheck) -> None:
+    """What ``source check`` found on the first page."""
+    out = console()
+    out.print(f"source: {escape(c.url)}")
+    out.print(f"paginator {c.paginator}, format {c.format}, records at {escape(repr(c.records_path))}")
+    out.print(f"window [{c.window[0]}, {c.window[1]}) sent as {escape(str(c.sent))}")
+    out.print(f"first page: {c.total} records; the first {len(c.raw)}:")
+    table = Table("#", "as sent", "after the field map", "record rules")
+    for i, (raw, mapped, verdict) in enumerate(zip(c.raw, c.mapped, c.verdicts), 1):
+        table.add_row(str(i), escape(_cut(raw)), escape(_cut(mapped)), escape(verdict))
+    out.print(table)
+
+
+def _cut(text: str, width: int = 160) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -70,7 +70,10 @@ def _properties(v: Any) -> tuple[str | None, str | None]:
             return None, f"properties_invalid: JSON text of a {type(v).__name__}, not an object"
     elif type(v) is not dict:
         return None, f"properties_invalid: {type(v).__name__} is not an object"
-    text = dumps(v)
+    try:
+        text = dumps(v)
+    except RecursionError:
+        return None, "properties_invalid: nested too deeply to store"
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         return None, "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
     return text, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,6 +31,7 @@ from ..logs import setup_logging as _setup_logging
 from ..rundir import RunDir, check_run_id
 from ..settings import Settings, iso, load_settings, parse_window, redact, resolve_path, shown
 from ..source.client import SourceClient
+from ..source.config import SourceConfig
 from ..source.extract import extract_window
 from ..storage.loaders import loader_for
 from ..storage.store import Store
@@ -115,7 +117,7 @@ class StageContext:
 def source_client(settings: Settings) -> Iterator[SourceClient]:
     """A client for the configured API; without one, the bundled demo API served from this process."""
     with nullcontext(settings) if settings.api.base_url else demo.serving(settings) as s:
-        yield SourceClient(s.api.base_url, s.api_key, s.api)
+        yield SourceClient(s.api.base_url, SourceConfig.from_settings(s, os.environ), s.api)
 
 
 def extract(ctx: StageContext) -> dict[str, Any]:
@@ -163,7 +165,9 @@ def transform_quality(
     Raises ``QualityGateFailed`` (after writing the manifest) when the pass rate is too low.
     """
     q = ctx.settings.quality
-    rules = Rules(q, now or datetime.now(timezone.utc), ctx.settings.api.items_field)
+    rules = Rules.of(
+        ctx.settings, now or datetime.now(timezone.utc), None if replay else (ctx.since, ctx.until)
+    )
     result = process(ctx.run, rules, replay=replay)
     c = result.counts
     metrics = {

@@ -73,10 +73,9 @@ def raw_sample(ctx: StageContext, n: int = 8) -> pd.DataFrame:
     """The first raw items of the window, exactly as the API sent them (only the first pages are read)."""
     seqs: list[int] = []
     raws: list[str] = []
-    items_field = ctx.settings.api.items_field
     for batch in head(ctx.run.parts("raw"), 1):
         for first, body in zip(batch["first_seq"].to_pylist(), batch["body"].to_pylist()):
-            items = loads(body)[items_field][: n - len(raws)]
+            items = loads(body)[: n - len(raws)]
             seqs += range(first, first + len(items))
             raws += [dumps(x) for x in items]
         if len(raws) >= n:
