@@ -43,8 +43,8 @@ demo: $(STAMP)  ## run the whole pipeline on the bundled demo API into data/even
 	$(BIN)/python run_pipeline.py run --demo
 
 lint: $(STAMP)  ## formatting, lint, import layers and types (part of make test)
-	$(BIN)/ruff format --check lib tests bench run_pipeline.py
-	$(BIN)/ruff check lib tests bench run_pipeline.py
+	$(BIN)/ruff format --check lib tests bench dags run_pipeline.py
+	$(BIN)/ruff check lib tests bench dags run_pipeline.py
 	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/mypy
 
