@@ -7,7 +7,15 @@ import pytest
 from eventpipe.core.counts import RunCounts
 from eventpipe.errors import CountsMismatch
 
-GOOD = dict(extracted=10, rejected_transform=2, duplicates=1, transformed=7, passed=6, rejected_quality=1)
+GOOD = dict(
+    extracted=10,
+    rejected_transform=2,
+    duplicates=1,
+    outside_window=0,
+    transformed=7,
+    passed=6,
+    rejected_quality=1,
+)
 
 
 def test_counts_that_add_up_pass():
@@ -20,7 +28,7 @@ def test_counts_that_add_up_pass():
 @pytest.mark.parametrize(
     "change, problem",
     [
-        ({"extracted": 11}, "extracted != transformed + rejected_transform + duplicates"),
+        ({"extracted": 11}, "extracted != transformed + rejected_transform + duplicates + outside_window"),
         ({"passed": 5}, "transformed != passed + rejected_quality"),
         ({"loaded": 5, "inserted": 5, "updated": 0, "unchanged": 0}, "loaded != passed"),
         (

@@ -31,8 +31,8 @@ def _store(database_url: str) -> Store:
 
 def _batch(tmp_path: Path, items: list[dict], name: str) -> RunDir:
     run = RunDir(tmp_path / name)
-    write_raw_items([orjson.dumps(x) for x in items], run.path / "raw" / part_name(0), "items")
-    process(run, Rules(load_settings(None, [], env={}).quality, NOW, "items"))
+    write_raw_items([orjson.dumps(x).decode() for x in items], run.path / "raw" / part_name(0))
+    process(run, Rules(load_settings(None, [], env={}).quality, NOW))
     return run
 
 
