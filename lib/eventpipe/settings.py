@@ -403,7 +403,10 @@ def _coerce(type_name: str, value: Any) -> Any:
     if type_name == "int":
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected a whole number")
-        return int(str(value).strip()) if isinstance(value, str) else int(value)
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        if not -(2**63) <= number < 2**63:  # beyond it, float() and the database's bigint overflow
+            raise ValueError("out of range (a 64-bit whole number)")
+        return number
     if type_name == "bool":
         if isinstance(value, bool):
             return value

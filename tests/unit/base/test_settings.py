@@ -242,6 +242,7 @@ def test_a_schema_with_a_trailing_newline_is_not_an_identifier(tmp_path):
         ("runner.cell_timeout_s=0", "runner.cell_timeout_s"),
         ("runner.cell_timeout_s=-5", "runner.cell_timeout_s"),
         ("runner.max_workers=-1", "runner.max_workers"),
+        ("runner.cell_timeout_s=" + "9" * 400, "runner.cell_timeout_s"),
         ("window.overlap=999999999d", "window.overlap"),
         ("window.overlap=-5", "window.overlap"),
         ("quality.max_future=99999999999", "quality.max_future"),
