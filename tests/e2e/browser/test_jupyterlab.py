@@ -106,33 +106,47 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
         log.close()
 
 
-def _run_all(page, base: str, token: str, name: str, shot: Path) -> None:
+def _accept_kernel_dialog(page) -> None:
+    """JupyterLab may ask "Select Kernel", offering the notebook's own: accept it, as an analyst would."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        assert "eventpipe" in dialog.inner_text()
+        dialog.locator(".jp-mod-accept").click()
+
+
+def _run_all(page, base: str, token: str, name: str, shot: Path, timeout_s: float = 300) -> None:
     if not page.url.startswith(base):
         page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
     else:  # the next notebook: a double click in the file browser, as an analyst opens it
         page.locator(".jp-DirListing-item", has_text=f"{name}.ipynb").first.dblclick()
-        page.wait_for_selector(f".jp-mod-current .lm-TabBar-tabLabel:text('{name}.ipynb')", timeout=30_000)
-    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook", timeout=90_000)
-    page.wait_for_selector(
-        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']",
-        timeout=90_000,
-    )
+        page.wait_for_selector(f".jp-mod-current .lm-TabBar-tabLabel:text('{name}.ipynb')", timeout=60_000)
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook", timeout=120_000)
+    deadline = time.monotonic() + timeout_s
+    idle = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']"
+    while not page.locator(idle).count():  # the kernel starting
+        _accept_kernel_dialog(page)
+        assert time.monotonic() < deadline, "the notebook's kernel never became idle"
+        page.wait_for_timeout(500)
     page.wait_for_timeout(1500)
-    dialog = page.locator(".jp-Dialog")
-    if dialog.count():  # "Select Kernel", offering the notebook's own: accept it, as an analyst would
-        assert "eventpipe" in dialog.inner_text()
-        dialog.locator(".jp-mod-accept").click()
-        page.wait_for_selector(
-            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status='idle']",
-            timeout=90_000,
-        )
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    try:
-        page.wait_for_function(ALL_RUN, timeout=120_000, polling=500)
-    except Exception:
-        page.screenshot(path=str(shot), full_page=True)
-        raise
+    _accept_kernel_dialog(page)
+    started = """() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt')]
+                      .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+    for _attempt in range(3):  # the menu: Run > Run All Cells (a click can land before the menu is ready)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        item = page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first
+        item.wait_for(state="visible", timeout=10_000)
+        item.click()
+        try:
+            page.wait_for_function(started, timeout=15_000, polling=250)
+            break
+        except Exception:
+            page.keyboard.press("Escape")
+    while not page.evaluate(ALL_RUN):
+        _accept_kernel_dialog(page)
+        if time.monotonic() > deadline:
+            page.screenshot(path=str(shot), full_page=True)
+            pytest.fail(f"{name}: Run All did not finish in {timeout_s:.0f}s (screenshot {shot})")
+        page.wait_for_timeout(500)
 
 
 def test_analyst_opens_and_runs_each_notebook_in_order_in_jupyterlab(lab, page, tmp_path):
