@@ -294,6 +294,10 @@ class Airflow:
             self.check_alive()
             runs = self.dag_runs()
             finished = [r for r in runs if r["state"] in ("success", "failed")]
-            return runs if len(runs) >= n_runs and len(finished) == len(runs) else None
+            if len(runs) < n_runs or len(finished) < len(runs):
+                return None
+            # the scheduler marks the backfill complete a moment later; only then may the next one be created
+            open_backfills = self.sql("SELECT count(*) FROM backfill WHERE completed_at IS NULL")[0][0]
+            return runs if open_backfills == 0 else None
 
         return wait_until(done, timeout, f"{n_runs} DAG runs to finish", every=2)
