@@ -32,6 +32,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --require-hashes --no-deps -r $(LOCK)
 	$(PIP) install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name eventpipe --display-name "eventpipe (Python 3)"
 	touch $(STAMP)
 
 lock: $(STAMP)  ## re-resolve pyproject.toml's pins and every transitive package into requirements.lock
@@ -42,8 +43,8 @@ demo: $(STAMP)  ## run the whole pipeline on the bundled demo API into data/even
 	$(BIN)/python run_pipeline.py run --demo
 
 lint: $(STAMP)  ## formatting, lint, import layers and types (part of make test)
-	$(BIN)/ruff format --check lib tests bench run_pipeline.py
-	$(BIN)/ruff check lib tests bench run_pipeline.py
+	$(BIN)/ruff format --check lib tests bench dags run_pipeline.py
+	$(BIN)/ruff check lib tests bench dags run_pipeline.py
 	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/mypy
 

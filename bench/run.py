@@ -266,7 +266,7 @@ def free_port() -> int:
 class DemoApi:
     """``run_pipeline.py demo-api`` in its own process, so its CPU is not counted in the pipeline's."""
 
-    def __init__(self, events_per_hour: int, log_path: Path):
+    def __init__(self, events_per_hour: int, log_path: Path, style: str = "contract"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**code_env(), "API_KEY": API_KEY}
@@ -286,6 +286,8 @@ class DemoApi:
                 str(DEMO_DIRTY),
                 "--duplicate-share",
                 str(DEMO_DUP),
+                "--style",
+                style,
             ],
             cwd=CODE,
             env=env,
@@ -359,6 +361,93 @@ def bare_requests(
     elapsed = time.perf_counter() - t0
     session.close()
     return n, elapsed
+
+
+# -- one source style: extract against a bare loop over the same pages ------------------------------------
+
+STYLE_SECRETS = {
+    "contract": {"API_KEY": API_KEY},
+    "posthog": {"POSTHOG_API_KEY": API_KEY},
+    "mixpanel": {"MIXPANEL_USER": "demo-user", "MIXPANEL_SECRET": API_KEY},
+    "amplitude": {"AMPLITUDE_API_KEY": "demo-user", "AMPLITUDE_SECRET_KEY": API_KEY},
+    "json-server": {},
+}
+
+
+def style_client(style: str, url: str, per_page: int) -> Any:
+    """The pipeline's source client configured by the style's preset, pointed at the demo API."""
+    from eventpipe.settings import load_settings
+    from eventpipe.source.client import SourceClient
+    from eventpipe.source.config import SourceConfig
+
+    env = {"API_BASE_URL": url, **STYLE_SECRETS[style]}
+    size = {"posthog": f"source.params.limit={per_page}", "json-server": f"source.params._limit={per_page}"}
+    overrides = [f"api.per_page={per_page}", *([size[style]] if style in size else [])]
+    settings = load_settings(str(CODE / "params" / "sources" / f"{style}.yaml"), overrides, env=env)
+    return SourceClient(url, SourceConfig.from_settings(settings, env), settings.api)
+
+
+def bare_pages(style: str, urls: list[str], auth: Any) -> tuple[int, float]:
+    """The same URLs with a plain Session: body read, un-gzipped, parsed; no limits, no Parquet, nothing kept."""
+    import gzip
+    import io
+    import zipfile
+
+    import orjson
+    import requests
+
+    session = requests.Session()
+    session.auth = auth
+    session.headers.update({"Authorization": f"Bearer {API_KEY}"} if auth is None else {})
+    n = 0
+    t0 = time.perf_counter()
+    for url in urls:
+        r = session.get(url, timeout=600)
+        r.raise_for_status()
+        if style == "mixpanel":
+            n += sum(1 for line in r.content.splitlines() if orjson.loads(line) is not None)
+        elif style == "amplitude":
+            with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+                for name in zf.namelist():
+                    n += sum(1 for line in gzip.decompress(zf.read(name)).splitlines() if orjson.loads(line))
+        else:
+            body = orjson.loads(r.content)
+            n += len(body if isinstance(body, list) else body.get("items", body.get("results", [])))
+    elapsed = time.perf_counter() - t0
+    session.close()
+    return n, elapsed
+
+
+def style_bench(args: argparse.Namespace, since: datetime, until: datetime, per_hour: int, tmp: Path) -> int:
+    """``--style``: extract (the pipeline's client and raw parts) against a bare loop over the same pages."""
+    from eventpipe.source.extract import extract_window
+
+    api = DemoApi(per_hour, tmp / "demo-api.log", style=args.style)
+    try:
+        api.wait_ready()
+        rows: dict[str, list[float]] = {"extract_s": [], "bare_s": []}
+        records = bare_n = 0
+        for i in range(args.limit_repeat + 1):  # the first round warms the API's cache and is not counted
+            client = style_client(args.style, api.url, args.per_page)
+            urls: list[str] = []
+            client.session.hooks["response"].append(lambda r, *a, _urls=urls, **k: _urls.append(r.url))
+            t0 = time.perf_counter()
+            res = extract_window(client, since, until, tmp / f"raw-{i}", 100_000)
+            extract_s = time.perf_counter() - t0
+            bare_n, bare_s = bare_pages(args.style, urls, client.session.auth)
+            records = res.records
+            if i:
+                rows["extract_s"].append(extract_s)
+                rows["bare_s"].append(bare_s)
+    finally:
+        api.stop()
+    ext, bare = median(rows["extract_s"]), median(rows["bare_s"])
+    assert ext and bare
+    print(f"style {args.style}: {records:,} records ({bare_n:,} in the bare loop), {len(urls)} requests")
+    print(f"  extract   {ext:8.2f}s  {records / ext:12,.0f} records/s")
+    print(f"  bare loop {bare:8.2f}s  {bare_n / bare:12,.0f} records/s")
+    print(f"  extract at {bare / ext:.0%} of the bare loop (medians of {args.limit_repeat})")
+    return 0
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------------
@@ -1203,6 +1292,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dlt-per-page", type=int, default=5000, help="items per page for dlt (default 5000, as quoted)"
     )
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
+    p.add_argument(
+        "--style",
+        choices=tuple(STYLE_SECRETS),
+        help="only the source: extract with params/sources/STYLE.yaml against a bare loop over the same pages",
+    )
     args = p.parse_args(argv)
     if (
         args.events < 1
@@ -1222,6 +1316,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
     say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     global CODE, API_PID
+    if args.style:
+        return style_bench(args, since, until, per_hour, tmp)
     EXTRA_PARAMS.extend(args.params)
     if not args.in_place:
         CODE = snapshot_code(tmp / "code")

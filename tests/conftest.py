@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def pg_fresh_url(pg_database: str) -> Iterator[str]:
     conn = psycopg2.connect(pg_database)
     conn.autocommit = True
     conn.cursor().execute(
-        "DROP TABLE IF EXISTS analytics, pipeline_runs, pipeline_state, dead_letter CASCADE"
+        "DROP TABLE IF EXISTS analytics, pipeline_runs, pipeline_state, dead_letter, eventpipe_schema_version CASCADE"
     )
     conn.close()
     yield pg_database
@@ -87,3 +88,48 @@ def project(tmp_path: Path, database_url: str, api: Api, monkeypatch: pytest.Mon
     monkeypatch.setenv("API_BASE_URL", api.url)
     monkeypatch.setenv("API_KEY", api.key)
     return Project(tmp_path, database_url)
+
+
+# -- a real browser: headless Chromium from Debian's packages, driven by Playwright -------------------
+
+CHROMIUM = os.environ.get("EVENTPIPE_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        msg = f"no Chromium at {CHROMIUM}: apt-get install chromium chromium-driver"
+        if IN_CI:
+            pytest.fail(msg + " (CI must run the browser tests)")
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page that records every dialog (alert/confirm/prompt) an injected script would open."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []  # type: ignore[attr-defined]
+
+    def on_dialog(d: Any) -> None:
+        pg.dialogs.append(d.message)  # type: ignore[attr-defined]
+        d.dismiss()
+
+    pg.on("dialog", on_dialog)
+    yield pg
+    context.close()

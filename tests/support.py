@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,12 +16,16 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from eventpipe.demo.api import DemoConfig, DemoData, DemoServer, FaultPlan
-from eventpipe.settings import load_settings, normalise_database_url
+from eventpipe.settings import ApiSettings, Secret, SourceSettings, load_settings, normalise_database_url
+from eventpipe.source.client import SourceClient
+from eventpipe.source.config import SourceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("EVENTPIPE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 API_KEY = "sk-test-KEY-7f3a9c0d1e2b"
+RUN_PIPELINE = str(ROOT / "run_pipeline.py")
+UNSET = object()
 
 
 def pg_unavailable() -> str | None:
@@ -44,9 +49,25 @@ class Api:
         return self.server.url
 
 
-def start_api(config: DemoConfig | None = None, faults: FaultPlan | None = None, key: str = API_KEY) -> Api:
+def make_client(
+    url: str, key: str, api: ApiSettings | None = None, env: dict[str, str] | None = None, **source: Any
+) -> SourceClient:
+    """A source client for ``url`` with these api settings and ``source:`` section (the contract by default)."""
+    base = load_settings(None, [], env={})
+    settings = dataclasses.replace(
+        base, api=api or ApiSettings(), api_key=Secret(key), source=SourceSettings(**source)
+    )
+    return SourceClient(url, SourceConfig.from_settings(settings, env or {}), settings.api)
+
+
+def start_api(
+    config: DemoConfig | None = None,
+    faults: FaultPlan | None = None,
+    key: str = API_KEY,
+    style: str = "contract",
+) -> Api:
     data = DemoData(config or DemoConfig())
-    server = DemoServer(data, api_key=key, faults=faults).start()
+    server = DemoServer(data, api_key=key, faults=faults, style=style).start()
     return Api(server, data, key)
 
 
@@ -76,7 +97,7 @@ class Project:
 
     def _argv(self, args: tuple[str, ...]) -> list[str]:
         """The project's folders go first, so a test's own -p can still override them."""
-        if args[0] not in ("run", "backfill", "replay-dlq", "status", "schedule"):
+        if args[0] not in ("run", "backfill", "replay-dlq", "status", "schedule", "report"):
             return list(args)
         folders = [x for o in self.overrides() for x in ("-p", o)]
         return [args[0], *folders, *args[1:]]
@@ -167,3 +188,38 @@ def query(database_url: str, sql: str) -> list[tuple]:
         rows = [tuple(r) for r in conn.execute(text(sql))]
     engine.dispose()
     return rows
+
+
+def run_cli(tmp_path: Path, *args: str, **env_changes) -> subprocess.CompletedProcess:
+    """``run_pipeline.py args`` in a clean environment; ``NAME=UNSET`` removes a variable."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
+        "API_BASE_URL": "http://127.0.0.1:9",  # well-formed; never reached because every case stops first
+    }
+    for name, value in env_changes.items():
+        if value is UNSET:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return subprocess.run(
+        [sys.executable, RUN_PIPELINE, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_usage_error(proc: subprocess.CompletedProcess, *must_mention: str) -> str:
+    """Exit 2, exactly one line on stderr, no traceback, and the line names the problem."""
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2, f"exit {proc.returncode}; stderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
+    line = lines[0]
+    for word in must_mention:
+        assert word.lower() in line.lower(), f"{word!r} not in {line!r}"
+    return line

@@ -39,7 +39,10 @@ def dumps(value: Any) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON beside ``path`` and rename it into place: a reader never sees half a file."""
+    """Write JSON beside ``path`` and rename it into place: a reader never sees half a file.
+
+    A folder removed meanwhile (a report folder deleted mid-run) is created again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import SettingsError
-from .jsonio import loads, write_json_atomic
+from .jsonio import dumps, loads, write_json_atomic
 
-# one row per page: the body exactly as received (parsed again, column-wise, by the transform)
+# one row per page (or per slice of a large page): a JSON array of the page's records as the API sent
+# them, whatever the wire format was (parsed again, column-wise, by the transform)
 RAW_SCHEMA = pa.schema(
     [("page", pa.int32()), ("first_seq", pa.int64()), ("n", pa.int32()), ("body", pa.binary())]
 )
@@ -94,20 +96,47 @@ class RunDir:
         write_json_atomic(self.manifest_path(stage), data)
 
     @property
+    def progress(self) -> Path:
+        """The extract stage's pages and records so far (the CLI's progress bar reads it)."""
+        return self.path / "extract.progress.json"
+
+    def progress_writer(self, every_s: float = 0.25) -> Callable[[int, int], None]:
+        """A callback for each page that rewrites ``progress`` at most every ``every_s`` seconds."""
+        last = [0.0]
+
+        def write(pages: int, records: int, final: bool = False) -> None:
+            now = time.monotonic()
+            if final or now - last[0] >= every_s:
+                last[0] = now
+                write_json_atomic(self.progress, {"pages": pages, "records": records, "done": final})
+
+        return write
+
+    @property
     def replayed(self) -> Path:
         """Hashes of the dead letters a replay settles (written by the transform, read by the load)."""
         return self.path / "replayed.json"
 
 
-def read_raw_part(path: str | Path, items_field: str) -> tuple[list[Any], list[int]]:
-    """A raw part -> (items in API order, their sequence numbers)."""
+# A record the source could not parse (e.g. nested deeper than the JSON parser goes) travels as this
+# object, holding the text the API sent and why it failed, so it becomes a dead letter, not a stall.
+UNPARSED = "$eventpipe.unparsed"
+UNPARSED_REASON = "$eventpipe.reason"
+
+
+def unparsed(text: str, reason: str) -> dict[str, str]:
+    return {UNPARSED: text, UNPARSED_REASON: reason}
+
+
+def read_raw_part(path: str | Path) -> tuple[list[Any], list[int]]:
+    """A raw part -> (records in API order, their sequence numbers)."""
     table = pq.read_table(path)
     items: list[Any] = []
     seqs: list[int] = []
     for first, n, body in zip(
         table["first_seq"].to_pylist(), table["n"].to_pylist(), table["body"].to_pylist()
     ):
-        page_items = loads(body)[items_field]
+        page_items = loads(body)
         if len(page_items) != n:
             raise ValueError(f"{path}: page holds {len(page_items)} items, expected {n}")
         items.extend(page_items)
@@ -115,9 +144,15 @@ def read_raw_part(path: str | Path, items_field: str) -> tuple[list[Any], list[i
     return items, seqs
 
 
-def write_raw_items(raws: list[bytes], path: Path, items_field: str) -> None:
-    """Items already serialised (e.g. dead letters) -> one raw part, as if one page had served them."""
-    body = b'{"' + items_field.encode() + b'":[' + b",".join(raws) + b'],"has_more":false}'
+def write_raw_items(raws: list[str], path: Path) -> None:
+    """Records as text (e.g. dead letters) -> one raw part, as if one page had served them."""
+    records = []
+    for raw in raws:
+        try:
+            records.append(dumps(loads(raw)).encode())
+        except (ValueError, TypeError, RecursionError) as e:  # still unparseable: it stays a dead letter
+            records.append(dumps(unparsed(raw, f"record_unparseable: {type(e).__name__}")).encode())
+    body = b"[" + b",".join(records) + b"]"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(
         pa.Table.from_pydict(

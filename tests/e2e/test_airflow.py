@@ -95,7 +95,9 @@ def test_dag_test_loads_one_data_interval_like_a_cli_run(deployment, history, pg
     assert run["run_id"] == "eventpipe-20240501T000000Z-20240502T000000Z"  # the same on every retry
     assert table_rows(pg_fresh_url) == expected_table(history, since, until)
     report = tmp_path / "reports" / run["run_id"]
-    assert sorted(p.name for p in report.iterdir()) == sorted([*NOTEBOOKS, "metrics.json", "run.log"])
+    names = {p.name for p in report.iterdir()}  # the CLI's layout: notebooks, their HTML, the audit files
+    assert {*NOTEBOOKS, "metrics.json", "metrics.prom", "run.log"} <= names
+    assert {n.replace(".ipynb", ".html") for n in NOTEBOOKS} <= names
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["status"] == "succeeded" and metrics["kind"] == "airflow"
     assert metrics["counts"]["loaded"] == len(table_rows(pg_fresh_url)) == run["loaded"]

@@ -11,53 +11,12 @@ line of error is expected.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from eventpipe.settings import known_params
-from support import ROOT
-
-RUN_PIPELINE = str(ROOT / "run_pipeline.py")
-UNSET = object()
-
-
-def run_cli(tmp_path: Path, *args: str, **env_changes) -> subprocess.CompletedProcess:
-    """``run_pipeline.py args`` in a clean environment; ``NAME=UNSET`` removes a variable."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
-        "API_BASE_URL": "http://127.0.0.1:9",  # well-formed; never reached because every case stops first
-    }
-    for name, value in env_changes.items():
-        if value is UNSET:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return subprocess.run(
-        [sys.executable, RUN_PIPELINE, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def assert_one_line_usage_error(proc: subprocess.CompletedProcess, *must_mention: str) -> str:
-    """Exit 2, exactly one line on stderr, no traceback, and the line names the problem."""
-    lines = proc.stderr.splitlines()
-    assert proc.returncode == 2, f"exit {proc.returncode}; stderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
-    line = lines[0]
-    for text in must_mention:
-        assert text.lower() in line.lower(), f"{text!r} not in {line!r}"
-    return line
+from support import UNSET, assert_one_line_usage_error, run_cli
 
 
 @pytest.fixture

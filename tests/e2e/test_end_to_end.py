@@ -10,33 +10,11 @@ from datetime import datetime, timedelta, timezone
 
 import nbformat
 
-from support import API_KEY, ROOT, expected_table, query, table_rows
+from support import API_KEY, ROOT, expected_table, query, runs, table_rows
 
 
 def last_run(url: str) -> dict:
-    cols = [
-        "run_id",
-        "kind",
-        "status",
-        "window_since",
-        "window_until",
-        "extracted",
-        "rejected_transform",
-        "duplicates",
-        "transformed",
-        "passed",
-        "rejected_quality",
-        "loaded",
-        "error",
-        "failure_class",
-    ]
-    row = query(url, f"SELECT {', '.join(cols)} FROM pipeline_runs ORDER BY started_at DESC LIMIT 1")[0]
-    run = dict(zip(cols, row))
-    for k in ("window_since", "window_until"):
-        v = run[k]
-        v = datetime.fromisoformat(v) if isinstance(v, str) else v
-        run[k] = v if v.tzinfo else v.replace(tzinfo=timezone.utc)
-    return run
+    return runs(url)[-1]
 
 
 def test_run_loads_exactly_the_generated_table(project, api):
@@ -136,7 +114,7 @@ def test_quality_gate_failure_loads_nothing(project, api):
     assert query(project.database_url, "SELECT count(*) FROM pipeline_state")[0][0] == 0
     failed_nb = project.reports / run["run_id"] / "02_transform_quality.ipynb"
     top = nbformat.read(str(failed_nb), as_version=4).cells[0]
-    assert "FAILED in stage `transform_quality`" in top.source
+    assert "FAILED in stage <code>transform_quality</code>" in top.source
 
 
 def test_status_shows_runs_and_dead_letters_as_json(project, api, capsys):

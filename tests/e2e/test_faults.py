@@ -69,7 +69,7 @@ def test_retries_exhausted_fail_the_run_cleanly_and_the_rerun_is_exact(project, 
     failed = runs(project.database_url)[-1]
     assert failed["status"] == "failed" and failed["stage"] == "extract"
     assert "RetriesExhausted" in failed["error"] and "503" in failed["error"]
-    assert "FAILED in stage `extract`" in banner(project, failed["run_id"], "01_extract.ipynb")
+    assert "FAILED in stage <code>extract</code>" in banner(project, failed["run_id"], "01_extract.ipynb")
     assert query(project.database_url, "SELECT count(*) FROM pipeline_state")[0][0] == 0
     api.server.faults = FaultPlan()
     assert project.cli("run", *FAST_RETRY) == 0

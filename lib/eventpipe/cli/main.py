@@ -1,4 +1,4 @@
-"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``.
+"""Commands: ``run``, ``status``, ``backfill``, ``replay-dlq``, ``schedule``, ``demo-api``, ``params``, ``report``.
 
 A thin layer: it parses, resolves settings, then calls orchestration and storage, and hands results
 to ``render``. User mistakes print one line and exit 2; pipeline failures exit 1.
@@ -13,11 +13,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineError, SettingsError, Terminated
-from ..logs import setup_cli_logging
+from ..logs import redact_console, setup_cli_logging
 from ..settings import (
     PROJECT_ROOT,
     DemoSettings,
@@ -27,10 +28,25 @@ from ..settings import (
     load_settings,
     parse_duration,
     parse_instant,
+    parse_window,
+    redact,
 )
+from .audit import add_report_parser, cmd_report, status_run
+
+if TYPE_CHECKING:  # imported lazily at run time (see "Heavy modules" below)
+    from ..orchestration.kernel import SharedKernel
 
 log = logging.getLogger("eventpipe.cli")
 DEMO_PARAMS = str(PROJECT_ROOT / "params" / "demo.yaml")
+MAX_PARTITIONS = 100_000  # one run record and one papermill run each
+MIN_EVERY_S = 1.0  # schedule --every below this is a typo (1ms ran back-to-back runs)
+_resolved: list[
+    Settings
+] = []  # the settings this command resolved: their secrets are redacted from its output
+
+
+def _redact(text: str) -> str:
+    return redact(text, _resolved[-1] if _resolved else None)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,6 +68,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override one parameter, e.g. -p api.per_page=500 (repeatable)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines as text or JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last runs, watermark, dead letters")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.add_argument("--limit", type=int, default=10, help="how many runs (default 10)")
+    st.add_argument("--run", metavar="RUN_ID", help="one run's full entry (counts, error, ledger)")
     _common(st)
 
     rp = sub.add_parser("replay-dlq", help="re-run pending dead letters through transform, quality and load")
@@ -103,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--duplicate-share", type=float, default=demo.duplicate_share)
     api.add_argument("--start", default="2024-01-01", help="first instant with events (default 2024-01-01)")
     api.add_argument(
+        "--style",
+        default="contract",
+        help="wire format: contract, posthog, mixpanel, amplitude or json-server (read back by params/sources/)",
+    )
+    api.add_argument(
         "--faults",
         default="",
         help="comma list: 429,429date,500,502,503,504,slow,drop,truncate,missing_items,missing_has_more",
@@ -111,7 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--retry-after", default="1", help="seconds sent in Retry-After on 429")
     api.add_argument("--slow-s", type=float, default=2.0, help="delay of a slow page")
 
+    src = sub.add_parser("source", help="check the configured source (source check)")
+    src_sub = src.add_subparsers(dest="source_command", required=True, parser_class=_Parser)
+    chk = src_sub.add_parser(
+        "check", help="fetch the first page and show records before and after mapping, and the rules' verdict"
+    )
+    _common(chk)
+    chk.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
+    chk.add_argument("--since", help="window start (default: a day before --until)")
+    chk.add_argument("--until", help="window end (default: now)")
+
     sub.add_parser("params", help="list every parameter with its type, default and meaning")
+    add_report_parser(sub, _common)
     return parser
 
 
@@ -119,18 +153,36 @@ def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
     params = args.params or (DEMO_PARAMS if getattr(args, "demo", False) else None)
     if params is None and (PROJECT_ROOT / "params" / "default.yaml").is_file():
         params = str(PROJECT_ROOT / "params" / "default.yaml")
-    return load_settings(params, args.overrides, require_api=require_api)
+    settings = load_settings(params, args.overrides, require_api=require_api)
+    _resolved.append(settings)
+    redact_console(_redact)
+    if args.command not in ("status", "report"):
+        _check_source(settings)
+    return settings
+
+
+def _check_source(settings: Settings) -> None:
+    """The source: section and field map, checked before anything runs (one line, exit 2)."""
+    from ..core.fields import FieldMap
+    from ..source.config import SourceConfig
+
+    SourceConfig.from_settings(settings, os.environ)
+    FieldMap.parse(settings.source.fields)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_cli_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    setup_cli_logging(
+        logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        getattr(args, "log_format", "text"),
+    )
     if args.command in ("run", "backfill", "replay-dlq"):
         signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except PipelineError as e:
-        sys.stderr.write(f"error: {e}\n" if e.exit_code else f"{e}\n")
+        message = _redact(str(e))
+        sys.stderr.write(f"error: {message}\n" if e.exit_code else f"{message}\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
@@ -141,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, SQLAlchemyError):
             from ..storage.store import database_error
 
-            sys.stderr.write(f"error: database error: {database_error(e)}\n")
+            sys.stderr.write(f"error: database error: {_redact(database_error(e))}\n")
             return 1
         raise
 
@@ -156,7 +208,7 @@ def _terminate(signum: int, _frame: Any) -> None:
 # kernel has been launched: on two cores its start-up then overlaps this process's imports.
 
 
-def _early_kernel(settings: Settings) -> Any:
+def _early_kernel(settings: Settings) -> SharedKernel | None:
     """Start the notebooks' shared kernel first, so it boots and imports while this process imports the
     runner, checks the database and takes the run lock (two cores: ~1 s off every run). None: not shared."""
     if not settings.runner.shared_kernel:
@@ -166,7 +218,7 @@ def _early_kernel(settings: Settings) -> Any:
     return SharedKernel.for_settings(settings).start()
 
 
-def _with_demo(settings: Settings, demo: bool) -> Any:
+def _with_demo(settings: Settings, demo: bool) -> AbstractContextManager[Settings]:
     """With ``--demo``: the bundled demo API served from this process, and the settings pointed at it."""
     if not demo:
         return nullcontext(settings)
@@ -191,7 +243,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if plan is None:
                     print("nothing to do: the window is empty")
                     return 0
-                outcome = runner.execute(plan)
+                from ..rundir import RunDir
+                from .progress import extract_bar
+
+                with extract_bar(RunDir(runner.runs_dir / plan.run_id).progress):
+                    outcome = runner.execute(plan)
         finally:
             if kernel:
                 kernel.shutdown()
@@ -212,6 +268,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = Store(_settings(args))
     store.ping()
     store.create_schema()
+    if args.run:
+        return status_run(store, args.run, args.json)
     data = store.status(limit=args.limit)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -227,17 +285,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     try:
-        start, end = parse_instant(args.start), parse_instant(args.end)
+        start, end = parse_window(args.start, args.end, ("--start", "--end"))
     except ValueError as e:
         raise SettingsError(f"backfill: {e}") from None
-    if start >= end:
-        raise SettingsError(f"backfill: --start {iso(start)} must be before --end {iso(end)}")
     try:
         chunk = parse_duration(args.chunk)
     except ValueError as e:
         raise SettingsError(f"backfill --chunk: {e}") from None
     if chunk.total_seconds() <= 0:
         raise SettingsError("backfill --chunk must be longer than zero, e.g. 1d or 6h")
+    if (end - start) / chunk > MAX_PARTITIONS:
+        raise SettingsError(
+            f"backfill: --chunk {args.chunk} splits the window into more than {MAX_PARTITIONS:,} partitions: "
+            "use a longer --chunk"
+        )
     if args.workers < 1:
         raise SettingsError("backfill --workers must be at least 1")
     with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
@@ -249,9 +310,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             print(
                 f"backfill window [{iso(start)}, {iso(end)}) UTC in {len(parts)} partition(s) of {args.chunk}"
             )
-            results = run_backfill(
-                settings, parts, workers=args.workers, rerun=args.rerun, wait=args.wait, kernel=kernel
-            )
+            from .progress import backfill_bar
+
+            with backfill_bar(len(parts)) as on_result:
+                results = run_backfill(
+                    settings,
+                    parts,
+                    workers=args.workers,
+                    rerun=args.rerun,
+                    wait=args.wait,
+                    kernel=kernel,
+                    on_result=on_result,
+                )
         finally:
             if kernel:
                 kernel.shutdown()
@@ -284,8 +354,10 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
     if args.every:
         try:
-            if parse_duration(args.every).total_seconds() <= 0:
-                raise ValueError("must be longer than zero")
+            if parse_duration(args.every).total_seconds() < MIN_EVERY_S:
+                raise ValueError(
+                    f"{args.every!r} is too short: the interval must be at least {MIN_EVERY_S:g}s"
+                )
         except ValueError as e:
             raise SettingsError(f"schedule --every: {e}") from None
     _settings(args, require_api=not args.demo)  # validate once, up front
@@ -304,6 +376,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_demo_api(args: argparse.Namespace) -> int:
     from ..demo.api import DEMO_KEY, DemoConfig, DemoData, DemoServer, FaultPlan, parse_faults
+    from ..demo.styles import ENDPOINTS
 
     try:
         start = parse_instant(args.start)
@@ -311,6 +384,8 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
         raise SettingsError(f"demo-api --start: {e}") from None
     if args.fault_every < 1:
         raise SettingsError("demo-api --fault-every must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise SettingsError(f"demo-api --port {args.port}: use a port from 0 (any free one) to 65535")
     data = DemoData(
         DemoConfig(
             seed=args.seed,
@@ -325,7 +400,9 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     )
     key = os.environ.get("API_KEY") or DEMO_KEY
     try:
-        server = DemoServer(data, host=args.host, port=args.port, api_key=key, faults=faults)
+        server = DemoServer(
+            data, host=args.host, port=args.port, api_key=key, faults=faults, style=args.style
+        )
     except OSError as e:
         raise SettingsError(
             f"demo-api cannot listen on {args.host}:{args.port} ({e.strerror}): pick another --port"
@@ -336,7 +413,10 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     key_note = "the key in API_KEY" if os.environ.get("API_KEY") else f"key {DEMO_KEY!r}"
-    print(f"demo API at {server.url}/analytics ({key_note}); Ctrl-C stops it", flush=True)
+    print(
+        f"demo API ({args.style}) at {server.url}{ENDPOINTS[args.style]} ({key_note}); Ctrl-C stops it",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -356,6 +436,23 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_command(args: argparse.Namespace) -> int:
+    return cmd_report(args, _settings(args))
+
+
+def cmd_source(args: argparse.Namespace) -> int:
+    from ..orchestration.source_check import first_page
+    from .render import source_check
+
+    until = parse_instant(args.until) if args.until else datetime.now(timezone.utc)
+    since = parse_instant(args.since) if args.since else until - timedelta(days=1)
+    if until <= since:
+        raise SettingsError("source check: --until must be after --since")
+    with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
+        source_check(first_page(settings, since, until))
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
@@ -364,4 +461,6 @@ COMMANDS = {
     "schedule": cmd_schedule,
     "demo-api": cmd_demo_api,
     "params": cmd_params,
+    "report": cmd_report_command,
+    "source": cmd_source,
 }

@@ -16,7 +16,8 @@ from ..core.counts import RunCounts
 from ..orchestration.backfill import PartitionResult
 from ..orchestration.replay import DryRun
 from ..orchestration.runner import RunOutcome
-from ..settings import iso
+from ..orchestration.source_check import SourceCheck
+from ..settings import parse_instant
 
 
 def console() -> Console:
@@ -27,101 +28,170 @@ def n(v: Any) -> str:
     return "-" if v is None else f"{v:,}"
 
 
+def k(v: Any) -> str:
+    """A count in few characters: 950, 20.6k, 1.2M."""
+    if v is None:
+        return "-"
+    if abs(v) < 1000:
+        return str(v)
+    if abs(v) < 1_000_000:
+        return f"{v / 1000:.1f}k" if abs(v) < 100_000 else f"{v / 1000:.0f}k"
+    return f"{v / 1_000_000:.1f}M"
+
+
+def short_id(run_id: str | None) -> str:
+    """The unique tail of a run id (``20261202T061332-incremental-8bd636`` -> ``8bd636``);
+    ``status --run`` takes it as well as the full id."""
+    return "-" if not run_id else run_id.rsplit("-", 1)[-1]
+
+
+def short_window(since: Any, until: Any) -> str:
+    """``11-25 00:53 → 12-02 00:53`` (UTC; the year is shown when the window crosses one)."""
+    if not since or not until:
+        return "-"
+    a, b = (parse_instant(x) if isinstance(x, str) else x for x in (since, until))
+    fmt = "%m-%d %H:%M" if a.year == b.year else "%Y-%m-%d %H:%M"
+    return f"{a:{fmt}} → {b:{fmt}}"
+
+
+def pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _compact_table(title: str | None = None) -> Table:
+    # no box: its edges and dividers cost a column each, and these tables must fit 80 columns
+    return Table(
+        title=title,
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 1),
+        title_justify="left",
+        header_style="bold underline",
+    )
+
+
+SHORT_KIND = {"incremental": "incr"}
+SHORT_STATUS = {"succeeded": "ok"}
+
+
 def secs(v: Any) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
 def outcome(o: RunOutcome) -> None:
+    """The end-of-run summary, readable at 80 columns (``status --run`` has every field)."""
     m = o.metrics
     c = m.get("counts", {})
     st = m.get("stage_seconds", {})
-    table = Table(title=escape(f"run {o.run_id} ({m['kind']}): {o.status}"))
-    for col in ("stage", "records in", "records out", "rejected", "duplicates", "seconds"):
+    table = _compact_table(escape(f"run {short_id(o.run_id)} ({m['kind']}): {o.status}"))
+    for col in ("stage", "in", "out", "rejected", "duplicates", "seconds"):
         table.add_column(col, justify="right" if col != "stage" else "left")
-    table.add_row("extract", "-", n(c.get("extracted")), "-", "-", secs(st.get("extract")))
+    table.add_row("extract", "-", k(c.get("extracted")), "-", "-", secs(st.get("extract")))
     table.add_row(
         "transform",
-        n(c.get("extracted")),
-        n(c.get("transformed")),
-        n(c.get("rejected_transform")),
-        n(c.get("duplicates")),
+        k(c.get("extracted")),
+        k(c.get("transformed")),
+        k(c.get("rejected_transform")),
+        k(c.get("duplicates")),
         secs(st.get("transform_quality")),
     )
     table.add_row(
-        "quality", n(c.get("transformed")), n(c.get("passed")), n(c.get("rejected_quality")), "-", ""
+        "quality", k(c.get("transformed")), k(c.get("passed")), k(c.get("rejected_quality")), "-", ""
     )
-    table.add_row("load", n(c.get("passed")), n(c.get("loaded")), "-", "-", secs(st.get("load")))
+    table.add_row("load", k(c.get("passed")), k(c.get("loaded")), "-", "-", secs(st.get("load")))
     con = console()
     con.print(table)
-    rate = m.get("pass_rate")
-    con.print(escape(f"window  [{m['window']['since']}, {m['window']['until']})"))
+    w = m["window"]
+    con.print(f"window    {short_window(w['since'], w['until'])} UTC")
     con.print(
-        f"loaded  {n(c.get('loaded'))} (inserted {n(c.get('inserted'))}, updated {n(c.get('updated'))}, "
-        f"unchanged {n(c.get('unchanged'))}); dead letters new {n(c.get('dead_letters_new'))}, "
-        f"seen again {n(c.get('dead_letters_seen'))}"
+        f"loaded    {k(c.get('loaded'))}: inserted {k(c.get('inserted'))}, updated {k(c.get('updated'))}, "
+        f"unchanged {k(c.get('unchanged'))}"
     )
-    con.print(f"pass rate {rate:.2%}" if rate is not None else "pass rate -")
-    con.print(escape(f"duration {m['duration_s']:.1f}s   report folder: {o.report_dir}"))
+    con.print(f"dead      new {k(c.get('dead_letters_new'))}, seen again {k(c.get('dead_letters_seen'))}")
+    con.print(
+        f"pass rate {pct(m.get('pass_rate'))}   duration {m['duration_s']:.1f}s   run {escape(o.run_id)}"
+    )
+    con.print(escape(f"report    {o.report_dir}"), soft_wrap=True)
     if o.error:
-        con.print(f"[red]FAILED[/red] {escape(str(o.error))}")
+        con.print(f"[red]FAILED[/red] {escape(str(o.error))}", soft_wrap=False)
 
 
 def status(data: dict[str, Any]) -> None:
+    """Last runs at 80 columns: compact id, window and counts; errors listed below the table."""
     con = console()
-    table = Table(title=escape(f"last runs ({data['database']})"))
-    for col in (
-        "run_id",
-        "kind",
-        "status",
-        "window",
-        "extracted",
-        "loaded",
-        "rejected",
-        "pass rate",
-        "seconds",
-        "error",
+    table = _compact_table(escape(f"last runs, times UTC ({data['database']})"))
+    for col, right in (
+        ("run", False),
+        ("kind", False),
+        ("status", False),
+        ("window", False),
+        ("read", True),
+        ("load", True),
+        ("rej", True),
+        ("pass", True),
     ):
-        table.add_column(col)
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    failures = []
     for r in data["runs"]:
         rejected = RunCounts.from_mapping(r).rejected if r["extracted"] is not None else None
-        error = (r.get("failure_class") or "") + (": " + r["error"][:60] if r.get("error") else "")
         table.add_row(
-            escape(r["run_id"]),
-            r["kind"],
-            r["status"],
-            f"{r['window_since']} → {r['window_until']}",
-            n(r["extracted"]),
-            n(r["loaded"]),
-            n(rejected),
-            f"{r['pass_rate']:.2%}" if r["pass_rate"] is not None else "-",
-            secs(r["duration_s"]),
-            escape(error),
+            short_id(r["run_id"]),
+            SHORT_KIND.get(r["kind"], r["kind"]),
+            SHORT_STATUS.get(r["status"], r["status"]),
+            short_window(r["window_since"], r["window_until"]),
+            k(r["extracted"]),
+            k(r["loaded"]),
+            k(rejected),
+            pct(r["pass_rate"]),
         )
+        if r.get("error"):
+            failures.append(f"{short_id(r['run_id'])} {r.get('failure_class') or 'failed'}: {r['error']}")
     con.print(table)
+    for line in failures:
+        con.print(escape(_clip(line)))
     con.print(f"watermark: {data['watermark'] or '(none yet)'}")
     dl = data["dead_letters"]
     con.print(
         f"dead letters pending: {dl['pending']} (replayed {dl['replayed']}, discarded {dl['discarded']})"
     )
     for stage, reasons in dl["pending_by_stage_reason"].items():
-        con.print(escape(f"  {stage}: " + ", ".join(f"{k} {v}" for k, v in reasons.items())))
+        con.print(escape(_clip(f"  {stage}: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))))
+    con.print("full detail: status --json, status --run RUN", style="dim")
+
+
+def _clip(text: str, width: int = 79) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def partitions(results: list[PartitionResult]) -> None:
-    table = Table(title="backfill partitions")
-    for col in ("partition", "result", "run_id", "extracted", "loaded", "rejected", "error"):
-        table.add_column(col)
+    """The backfill's partitions at 80 columns; errors listed below the table."""
+    table = _compact_table("backfill partitions")
+    for col, right in (
+        ("partition (UTC)", False),
+        ("result", False),
+        ("run", False),
+        ("extracted", True),
+        ("loaded", True),
+        ("rejected", True),
+    ):
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    failures = []
     for r in results:
         table.add_row(
-            f"{iso(r.since)} → {iso(r.until)}",
+            short_window(r.since, r.until),
             r.result,
-            escape(r.run_id or "-"),
-            n(r.extracted),
-            n(r.loaded),
-            n(r.rejected),
-            escape((r.error or "")[:80]),
+            short_id(r.run_id),
+            k(r.extracted),
+            k(r.loaded),
+            k(r.rejected),
         )
-    console().print(table)
+        if r.error and r.result == "failed":
+            failures.append(f"{short_window(r.since, r.until)}: {r.error}")
+    con = console()
+    con.print(table)
+    for line in failures:
+        con.print(escape(_clip(line)))
 
 
 def dry_run(d: DryRun) -> None:
@@ -135,3 +205,20 @@ def dry_run(d: DryRun) -> None:
     )
     for reason, count in d.still_failing.items():
         con.print(escape(f"  still failing: {reason} {count}"))
+
+
+def source_check(c: SourceCheck) -> None:
+    """What ``source check`` found on the first page."""
+    out = console()
+    out.print(f"source: {escape(c.url)}")
+    out.print(f"paginator {c.paginator}, format {c.format}, records at {escape(repr(c.records_path))}")
+    out.print(f"window [{c.window[0]}, {c.window[1]}) sent as {escape(str(c.sent))}")
+    out.print(f"first page: {c.total} records; the first {len(c.raw)}:")
+    table = Table("#", "as sent", "after the field map", "record rules")
+    for i, (raw, mapped, verdict) in enumerate(zip(c.raw, c.mapped, c.verdicts), 1):
+        table.add_row(str(i), escape(_cut(raw)), escape(_cut(mapped)), escape(verdict))
+    out.print(table)
+
+
+def _cut(text: str, width: int = 160) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -21,6 +21,7 @@ class RunCounts:
     extracted: int = 0
     rejected_transform: int = 0
     duplicates: int = 0
+    outside_window: int = 0
     transformed: int = 0
     passed: int = 0
     rejected_quality: int = 0
@@ -59,11 +60,13 @@ class RunCounts:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def problems(self) -> list[str]:
-        """extracted = transformed + rejected(transform) + duplicates; transformed = passed + rejected(quality);
+        """extracted = transformed + rejected(transform) + duplicates + outside_window; transformed = passed + rejected(quality);
         loaded = passed = inserted + updated + unchanged."""
         out = []
-        if self.extracted != self.transformed + self.rejected_transform + self.duplicates:
-            out.append("extracted != transformed + rejected_transform + duplicates")
+        if self.extracted != (
+            self.transformed + self.rejected_transform + self.duplicates + self.outside_window
+        ):
+            out.append("extracted != transformed + rejected_transform + duplicates + outside_window")
         if self.transformed != self.passed + self.rejected_quality:
             out.append("transformed != passed + rejected_quality")
         if self.loaded is not None:

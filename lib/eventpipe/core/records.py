@@ -20,8 +20,8 @@ from ..jsonio import dumps, loads
 
 KEY = ["user_id", "timestamp", "event_type"]
 _MISSING = object()
-_ISO_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ].+)?$")
-_OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_ISO_DATE = re.compile(r"\d{4}-?\d{2}-?\d{2}(?:[T ].+)?")  # fullmatch: ``$`` would allow a trailing newline
+_OFFSET_RE = r"(?:Z|[+-]\d{2}(?::?\d{2})?)\Z"
 _MAX_EPOCH_US = 9.0e15  # pandas' nanosecond range ends in 2262
 _EVENT_SEP = re.compile(r"[\s\-]+")
 _OFFSET = re.compile(_OFFSET_RE)
@@ -70,7 +70,10 @@ def _properties(v: Any) -> tuple[str | None, str | None]:
             return None, f"properties_invalid: JSON text of a {type(v).__name__}, not an object"
     elif type(v) is not dict:
         return None, f"properties_invalid: {type(v).__name__} is not an object"
-    text = dumps(v)
+    try:
+        text = dumps(v)
+    except RecursionError:
+        return None, "properties_invalid: nested too deeply to store"
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         return None, "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
     return text, None
@@ -87,7 +90,7 @@ def _session_id(v: Any) -> tuple[str | None, str | None]:
 def _with_offset(text: str) -> str | None:
     """ISO 8601 text with an explicit offset (``+00:00`` added when it has none), or None if not ISO-shaped."""
     s = text.strip().upper()
-    if not _ISO_DATE.match(s):
+    if not _ISO_DATE.fullmatch(s):
         return None
     sep = s.find("T")
     if sep < 0:

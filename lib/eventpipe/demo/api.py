@@ -10,8 +10,10 @@ are sent twice (the later copy wins), and faults (429 with ``Retry-After``,
 
 from __future__ import annotations
 
+import base64
 import bisect
 import dataclasses
+import gzip
 import hmac
 import json
 import logging
@@ -28,17 +30,19 @@ from email.utils import formatdate
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import orjson
 
 from ..errors import SettingsError
 from ..settings import DemoSettings, Secret, Settings, parse_instant
+from . import styles
 
 log = logging.getLogger(__name__)
 _DEFAULTS = DemoSettings()
 
 DEMO_KEY = "demo-key"
+DEMO_USER = "demo-user"
 HOUR_MS = 3_600_000
 EVENTS = ("page_view", "click", "sign_up", "purchase", "logout")
 EVENT_WEIGHTS = (50, 30, 5, 5, 10)
@@ -428,10 +432,23 @@ def _parse_instant_param(value: str) -> int:
     return int(parse_instant(value).timestamp() * 1000)
 
 
+IDLE_TIMEOUT_S = 10.0
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(min(ms, 253402300799000) / 1000, tz=timezone.utc)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small pages otherwise wait ~40 ms for delayed ACKs
     server: DemoServer
+
+    def setup(self) -> None:
+        # socket timeout for every read: a client that sends half a request (or idles on a kept-alive
+        # connection) is dropped after it, instead of holding a thread for ever
+        self.timeout = self.server.idle_timeout_s
+        super().setup()
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("demo-api %s", fmt % args)
@@ -453,30 +470,26 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/health":
             return self._send(200, b'{"ok":true}')
-        if url.path != "/analytics":
+        if url.path != styles.ENDPOINTS[app.style]:
             return self._error(404, f"no such endpoint {url.path}")
-        auth = self.headers.get("Authorization", "")
-        given = auth[7:].encode() if auth.startswith("Bearer ") else b""
-        if given and given.decode("utf-8", "replace") in app.revoked_keys:
-            return self._error(403, "this key is revoked")
-        if not given or not hmac.compare_digest(given, app.api_key.encode()):
-            return self._error(401, "missing or wrong bearer key")
+        denied = self._auth()
+        if denied:
+            return self._error(*denied)
         q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
-            page = int(q.get("page", "1"))
-            per_page = int(q.get("per_page", "100"))
-            since = _parse_instant_param(q["since"]) if q.get("since") else 0
-            until = _parse_instant_param(q["until"]) if q.get("until") else 2**62
+            since, until, page, per_page = self._window(q)
             if page < 1 or not 1 <= per_page <= 10_000:
                 raise ValueError
-        except (ValueError, KeyError):
-            return self._error(400, "bad query: page>=1, 1<=per_page<=10000, since/until ISO 8601")
+        except (ValueError, KeyError, OverflowError):
+            return self._error(400, "bad query: page>=1, 1<=per_page<=10000, a window the style understands")
         app.requests += 1
         fault = app.faults.next()
         if fault:
             app.faults_served.append(fault)
             if self._fault(fault):
                 return
+        if app.style in ("mixpanel", "amplitude"):
+            return self._export(since, until)
         items, count, more = app.data.page(since, until, page, per_page)
         if (
             fault == "repeat" and page > 1
@@ -484,12 +497,92 @@ class _Handler(BaseHTTPRequestHandler):
             items = app.data.page(since, until, page - 1, per_page)[0] + items
         if app.lazy_has_more:  # say "more" whenever the page is full: the last page may then be empty
             more = count >= per_page
-        body = b'{"items":[' + b",".join(items) + b'],"has_more":' + (b"true" if more else b"false") + b"}"
+        records = b",".join(styles.render_all(app.style, items) if app.style != "contract" else items)
+        if app.style == "posthog":
+            return self._send(200, b'{"results":[' + records + b'],"next":' + self._next_link(q, more) + b"}")
+        if app.style == "json-server":
+            link = f'<{self._url(q, _page=page + 1)}>; rel="next"' if more else ""
+            return self._send(200, b"[" + records + b"]", {"Link": link} if link else None)
+        body = b'{"items":[' + records + b'],"has_more":' + (b"true" if more else b"false") + b"}"
         if fault == "missing_items":
             body = b'{"data":[],"has_more":' + (b"true" if more else b"false") + b"}"
         elif fault == "missing_has_more":
-            body = b'{"items":[' + b",".join(items) + b"]}"
+            body = b'{"items":[' + records + b"]}"
         self._send(200, body)
+
+    def _auth(self) -> tuple[int, str] | None:
+        """None when the request carries the style's credentials, else the error to answer."""
+        app = self.server
+        if app.style in styles.NO_AUTH:
+            return None
+        auth = self.headers.get("Authorization", "")
+        if app.style in styles.BASIC_AUTH:
+            expected = "Basic " + base64.b64encode(f"{app.api_user}:{app.api_key}".encode()).decode()
+            ok = hmac.compare_digest(auth.encode(), expected.encode())
+            return None if ok else (401, "missing or wrong basic credentials")
+        given = auth[7:].encode() if auth.startswith("Bearer ") else b""
+        if given and given.decode("utf-8", "replace") in app.revoked_keys:
+            return 403, "this key is revoked"
+        if not given or not hmac.compare_digest(given, app.api_key.encode()):
+            return 401, "missing or wrong bearer key"
+        return None
+
+    def _window(self, q: dict[str, str]) -> tuple[int, int, int, int]:
+        """(since ms, until ms, page, per_page) from the style's own parameter names."""
+        style = self.server.style
+        if style == "posthog":
+            limit = int(q.get("limit", "100"))
+            return (
+                _parse_instant_param(q["after"]) if q.get("after") else 0,
+                _parse_instant_param(q["before"]) if q.get("before") else 2**62,
+                int(q.get("offset", "0")) // limit + 1,
+                limit,
+            )
+        if style == "mixpanel":  # whole days, both ends inclusive
+            lo, hi = styles.parse_date(q["from_date"]), styles.parse_date(q["to_date"]) + timedelta(days=1)
+            return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000), 1, 1
+        if style == "amplitude":  # whole hours, both ends inclusive
+            lo, hi = styles.parse_hour(q["start"]), styles.parse_hour(q["end"]) + styles.HOUR
+            return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000), 1, 1
+        if style == "json-server":  # ts_gte / ts_lte, both inclusive, at millisecond granularity
+            return (
+                _parse_instant_param(q["ts_gte"]) if q.get("ts_gte") else 0,
+                _parse_instant_param(q["ts_lte"]) + 1 if q.get("ts_lte") else 2**62,
+                int(q.get("_page", "1")),
+                int(q.get("_limit", "10")),
+            )
+        return (
+            _parse_instant_param(q["since"]) if q.get("since") else 0,
+            _parse_instant_param(q["until"]) if q.get("until") else 2**62,
+            int(q.get("page", "1")),
+            int(q.get("per_page", "100")),
+        )
+
+    def _url(self, q: dict[str, str], **changes: Any) -> str:
+        host = self.headers.get("Host") or self.server.url.split("//", 1)[1]
+        return f"http://{host}{styles.ENDPOINTS[self.server.style]}?{urlencode({**q, **changes})}"
+
+    def _next_link(self, q: dict[str, str], more: bool) -> bytes:
+        if not more:
+            return b"null"
+        limit = int(q.get("limit", "100"))
+        return orjson.dumps(self._url(q, offset=int(q.get("offset", "0")) + limit))
+
+    def _export(self, since: int, until: int) -> None:
+        """The whole window in one answer: JSON Lines (gzipped if asked) or a zip of gzipped JSON Lines."""
+        app = self.server
+        bodies = [g.body for g in app.data.events(_dt(since), _dt(until))]
+        rendered = styles.render_all(app.style, bodies)
+        if app.style == "mixpanel":
+            body = styles.jsonl(rendered)
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                return self._send(200, gzip.compress(body, mtime=0), {"Content-Encoding": "gzip"})
+            return self._send(200, body)
+        by_hour: dict[int, list[bytes]] = {}
+        for g, body in zip(app.data.events(_dt(since), _dt(until)), rendered):
+            by_hour.setdefault(g.sort_ms // HOUR_MS, []).append(body)
+        hours = [(_dt(h * HOUR_MS), b) for h, b in sorted(by_hour.items())]
+        self._send(200, styles.amplitude_zip(hours), {"Content-Type": "application/zip"})
 
     def _fault(self, fault: str) -> bool:
         """Serve a fault; True when the response is complete."""
@@ -527,6 +620,7 @@ class _Handler(BaseHTTPRequestHandler):
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # many clients connecting at once are accepted, not left in a 5-deep backlog
 
     def __init__(
         self,
@@ -535,9 +629,19 @@ class DemoServer(ThreadingHTTPServer):
         port: int = 0,
         api_key: str = DEMO_KEY,
         faults: FaultPlan | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        style: str = "contract",
+        api_user: str = DEMO_USER,
     ):
+        if style not in styles.STYLES:
+            raise SettingsError(
+                f"demo-api --style {style!r} is unknown: use one of {', '.join(styles.STYLES)}"
+            )
         super().__init__((host, port), _Handler)
+        self.idle_timeout_s = idle_timeout_s
         self.data = data
+        self.style = style
+        self.api_user = api_user
         self.api_key = api_key
         self.faults = faults or FaultPlan()
         self.revoked_keys: set[str] = set()

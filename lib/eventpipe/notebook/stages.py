@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -25,10 +26,12 @@ from ..core.quality import gate
 from ..demo import api as demo
 from ..errors import CountsMismatch, SettingsError
 from ..jsonio import gc_paused
-from ..logs import setup_logging
+from ..logs import redact_console
+from ..logs import setup_logging as _setup_logging
 from ..rundir import RunDir, check_run_id
-from ..settings import Settings, iso, load_settings, parse_window, resolve_path
+from ..settings import Settings, iso, load_settings, parse_window, redact, resolve_path, shown
 from ..source.client import SourceClient
+from ..source.config import SourceConfig
 from ..source.extract import extract_window
 from ..storage.loaders import loader_for
 from ..storage.store import Store
@@ -36,6 +39,36 @@ from ..storage.store import Store
 __all__ = ["StageContext", "TransformSummary", "extract", "load", "setup_logging", "transform_quality"]
 
 log = logging.getLogger(__name__)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The notebook's log lines (``logs.setup_logging``), and tables that show long values whole: pandas
+    cuts cells at 50 characters, which hides the timestamps and reasons the samples are there to show."""
+    _setup_logging(level)
+    pd.set_option("display.max_colwidth", 400)
+
+
+def run_folder(settings: Settings, run_id: str, run_dir: str = "") -> Path:
+    """The run's working folder, created. The stages empty ``raw/`` and ``clean/`` in it, so:
+
+    * no ``run_dir``: ``paths.runs_dir/<run_id>`` (``run_id`` is a plain name, see ``check_run_id``);
+    * a relative ``run_dir`` (relative to the project, like every path setting) must resolve, ``..`` and
+      symbolic links followed, to a folder strictly inside ``paths.runs_dir``;
+    * an absolute ``run_dir`` is the analyst's explicit choice (as papermill's output path is) and is used
+      as given.
+    """
+    root = settings.path("runs_dir").resolve()
+    if run_dir and Path(run_dir).expanduser().is_absolute():
+        path = Path(run_dir).expanduser()
+    else:
+        path = (resolve_path(run_dir) if run_dir else root / run_id).resolve()
+        if path == root or not path.is_relative_to(root):
+            raise SettingsError(
+                f"run_dir {shown(str(run_dir or path))} is not inside paths.runs_dir ({root}): leave run_dir "
+                "empty, give an absolute folder, or set -p paths.runs_dir=<folder>"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass
@@ -61,14 +94,13 @@ class StageContext:
         kind: str = "manual",
     ) -> StageContext:
         settings = load_settings(params_file or None, list(overrides or ()))
+        redact_console(lambda text: redact(text, settings))
         try:
             s, u = parse_window(since, until)
         except ValueError as e:
             raise SettingsError(f"window: {e}") from None
         rid = check_run_id(str(run_id))  # papermill -p guesses types: an id like 123 must stay text
-        path = resolve_path(run_dir) if run_dir else settings.path("runs_dir") / rid
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(settings, rid, s, u, RunDir(path), kind)
+        return cls(settings, rid, s, u, RunDir(run_folder(settings, rid, run_dir)), kind)
 
     @property
     def run_dir(self) -> Path:
@@ -85,14 +117,21 @@ class StageContext:
 def source_client(settings: Settings) -> Iterator[SourceClient]:
     """A client for the configured API; without one, the bundled demo API served from this process."""
     with nullcontext(settings) if settings.api.base_url else demo.serving(settings) as s:
-        yield SourceClient(s.api.base_url, s.api_key, s.api)
+        yield SourceClient(s.api.base_url, SourceConfig.from_settings(s, os.environ), s.api)
 
 
 def extract(ctx: StageContext) -> dict[str, Any]:
     """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics."""
     with source_client(ctx.settings) as client, gc_paused():
         log.info("extracting [%s, %s) from %s", iso(ctx.since), iso(ctx.until), client.url)
-        res = extract_window(client, ctx.since, ctx.until, ctx.run.fresh("raw"), ctx.settings.load.batch_size)
+        res = extract_window(
+            client,
+            ctx.since,
+            ctx.until,
+            ctx.run.fresh("raw"),
+            ctx.settings.load.batch_size,
+            on_page=ctx.run.progress_writer(),
+        )
     metrics = {
         "stage": "extract",
         "extracted": res.records,
@@ -126,7 +165,9 @@ def transform_quality(
     Raises ``QualityGateFailed`` (after writing the manifest) when the pass rate is too low.
     """
     q = ctx.settings.quality
-    rules = Rules(q, now or datetime.now(timezone.utc), ctx.settings.api.items_field)
+    rules = Rules.of(
+        ctx.settings, now or datetime.now(timezone.utc), None if replay else (ctx.since, ctx.until)
+    )
     result = process(ctx.run, rules, replay=replay)
     c = result.counts
     metrics = {
@@ -138,6 +179,8 @@ def transform_quality(
         "seconds": round(result.seconds, 3),
         "gate": "passed" if result.pass_rate >= q.min_pass_rate else "failed",
     }
+    # clean events per hour, for the run page's chart (drawn when the report is built, not here)
+    metrics["per_hour"] = {iso(t.to_pydatetime()): int(n) for t, n in result.per_hour.items()}
     ctx.run.write_manifest("transform_quality", metrics)
     if replay:
         ctx.run.replayed.write_text(json.dumps(result.settled_hashes))

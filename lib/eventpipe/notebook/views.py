@@ -1,75 +1,81 @@
-"""What the notebooks show a reviewer: bars of events per hour, samples of the parts, the tables after a load.
+"""What the notebooks show a reviewer: SVG charts, samples of the parts, the tables after a load.
 
-Drawn without a plotting library, so no run pays for importing one.
+Charts are plain SVG (``audit.charts``): no run pays for importing a plotting library.
 """
 
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from ..audit.charts import Chart, bar_chart, events_chart
+from ..audit.charts import reasons_chart as chart_of_reasons
 from ..jsonio import dumps, loads
 from ..rundir import CLEAN_SCHEMA, REJECT_SCHEMA, head
+from ..settings import iso
 from ..storage.store import Store
 from .stages import StageContext
 
 
-@dataclass
-class Bars:
-    """A bar chart as a table: HTML bars in JupyterLab and the saved report, text bars in logs."""
-
-    counts: pd.Series  # label -> count, in display order
-    label: str
-    value: str = "clean events"
-    width: int = 40  # text bars: characters for the largest count
-
-    @property
-    def _top(self) -> int:
-        return max(int(self.counts.max()), 1) if len(self.counts) else 1
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f'<tr><td style="text-align:left">{html.escape(str(k))}</td><td>{int(v):,}</td>'
-            f'<td style="width:24em;text-align:left"><div style="background:#5b8def;height:0.8em;'
-            f'width:{100 * int(v) / self._top:.1f}%"></div></td></tr>'
-            for k, v in self.counts.items()
-        )
-        return (
-            f"<table><thead><tr><th>{html.escape(self.label)}</th><th>{html.escape(self.value)}</th><th></th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>"
-        )
-
-    def __repr__(self) -> str:
-        lines = [f"{self.label:<16} {self.value:>12}"]
-        lines += [
-            f"{str(k):<16} {int(v):>12,} {'█' * round(self.width * int(v) / self._top)}"
-            for k, v in self.counts.items()
-        ]
-        return "\n".join(lines)
+def per_hour_chart(per_hour: pd.Series) -> Chart:
+    """Clean events per hour (per day for windows over three days) as an SVG chart."""
+    return events_chart({iso(t.to_pydatetime()): int(n) for t, n in per_hour.items()})
 
 
-def per_hour_chart(per_hour: pd.Series, max_rows: int = 48) -> Bars:
-    """Clean events per hour (per day beyond ``max_rows`` hours) as bars."""
-    s = per_hour.sort_index()
-    hourly = len(s) <= max_rows
-    if not hourly:
-        s = s.groupby(s.index.floor("D")).sum()
-    s.index = s.index.strftime("%Y-%m-%d %H:%M" if hourly else "%Y-%m-%d")
-    return Bars(s, "hour (UTC)" if hourly else "day (UTC)")
+def reasons_chart(reasons: Counter) -> Chart:
+    """Reject reasons, most frequent first, as an SVG chart."""
+    return chart_of_reasons(dict(reasons))
+
+
+def reasons_table(reasons: Counter) -> pd.DataFrame:
+    """Reject reasons, most frequent first."""
+    return pd.DataFrame(reasons.most_common(), columns=["reason", "records"]).set_index("reason")
+
+
+def faults_table(faults: dict[str, int]) -> Any:
+    """Faults by kind, or one line saying there were none (an empty table is just a bare header)."""
+    if not faults:
+        from IPython.display import Markdown
+
+        return Markdown("*No faults: every page answered on its first attempt.*")
+    return (
+        pd.Series(faults, name="attempts", dtype="int64")
+        .rename_axis("fault")
+        .sort_values(ascending=False)
+        .to_frame()
+    )
+
+
+def attempts_chart(metrics: dict[str, Any]) -> Chart:
+    """What the API did with the extract's requests: pages answered, retries, and each kind of fault."""
+    rows = {"pages answered": metrics.get("pages", 0), "retries": metrics.get("retries", 0)}
+    rows.update({f"fault: {k}": v for k, v in (metrics.get("faults") or {}).items()})
+    return Chart(
+        bar_chart(rows.items(), f"API requests ({metrics.get('attempts', 0):,} attempts)"),
+        ", ".join(f"{k} {v:,}" for k, v in rows.items()),
+    )
+
+
+def load_chart(metrics: dict[str, Any]) -> Chart:
+    """What the load did with each passed row: inserted, updated, or left unchanged."""
+    rows = {k: metrics.get(k) or 0 for k in ("inserted", "updated", "unchanged")}
+    return Chart(
+        bar_chart(rows.items(), "rows by outcome of the upsert"),
+        ", ".join(f"{k} {v:,}" for k, v in rows.items()),
+    )
 
 
 def raw_sample(ctx: StageContext, n: int = 8) -> pd.DataFrame:
     """The first raw items of the window, exactly as the API sent them (only the first pages are read)."""
     seqs: list[int] = []
     raws: list[str] = []
-    items_field = ctx.settings.api.items_field
     for batch in head(ctx.run.parts("raw"), 1):
         for first, body in zip(batch["first_seq"].to_pylist(), batch["body"].to_pylist()):
-            items = loads(body)[items_field][: n - len(raws)]
+            items = loads(body)[: n - len(raws)]
             seqs += range(first, first + len(items))
             raws += [dumps(x) for x in items]
         if len(raws) >= n:
@@ -96,18 +102,26 @@ def reject_sample(ctx: StageContext, n: int = 10) -> pd.DataFrame:
     return _sample(ctx.run.parts("rejects"), n, REJECT_SCHEMA.names)
 
 
-def table_summary(ctx: StageContext) -> pd.DataFrame:
-    """Row counts a reviewer checks after a load: the window in ``analytics`` and the dead letters."""
+def table_summary(ctx: StageContext, advance_watermark: bool = False) -> pd.DataFrame:
+    """What a reviewer checks after a load: this window's rows, the whole table, dead letters, the watermark
+    (and whether this run moved it or another run set it)."""
     store = Store(ctx.settings)
     try:
         s = store.window_summary(ctx.since, ctx.until)
     finally:
         store.dispose()
+    mark = s["watermark"]
+    if mark is None:
+        watermark = "(none yet: no incremental run has succeeded)"
+    elif advance_watermark and s["watermark_run_id"] == ctx.run_id:
+        watermark = f"{iso(mark)} (moved to the end of this run's window)"
+    else:
+        watermark = f"{iso(mark)} (set by run {s['watermark_run_id']}; this run does not move it)"
     rows = {
-        "analytics rows in this window": s["in_window"],
-        "analytics rows in total": s["total"],
+        f"analytics rows in this run's window [{iso(ctx.since)}, {iso(ctx.until)})": s["in_window"],
+        "analytics rows in total, all windows (inserted by successful runs)": s["total"],
         **{f"dead letters {k}": v for k, v in sorted(s["dead_letters"].items())},
-        "incremental watermark": str(s["watermark"]) if s["watermark"] else "(none yet)",
+        "incremental watermark": watermark,
         "database": store.masked_url,
     }
     return pd.Series(rows, name="value", dtype=object).to_frame()

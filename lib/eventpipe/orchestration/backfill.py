@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,10 +42,26 @@ class PartitionResult:
 def partitions(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:
     out, cur = [], start
     while cur < end:
-        nxt = min(cur + chunk, end)
+        nxt = end if end - cur <= chunk else cur + chunk  # never past ``end`` (nor past year 9999)
         out.append((cur, nxt))
         cur = nxt
     return out
+
+
+def worker_count(requested: int, partitions: int, settings: Settings) -> int:
+    """``--workers``, clamped to the partitions to run and to ``runner.max_workers`` (0: the CPUs); each
+    worker is a process with its own kernel, so 1000 of them would only exhaust the machine."""
+    cap = settings.runner.max_workers or os.cpu_count() or 1
+    workers = max(1, min(requested, partitions, cap))
+    if workers < requested:
+        log.info(
+            "backfill --workers %d clamped to %d (%d partition(s) to run, runner.max_workers %s)",
+            requested,
+            workers,
+            partitions,
+            settings.runner.max_workers or f"0 = {cap} CPUs",
+        )
+    return workers
 
 
 def _run_partition(
@@ -90,8 +108,11 @@ def run_backfill(
     rerun: bool = False,
     wait: bool = False,
     kernel: SharedKernel | None = None,
+    on_result: Callable[[PartitionResult], None] | None = None,
 ) -> list[PartitionResult]:
-    """``kernel``: a started ``SharedKernel`` for the inline partitions (the caller shuts it down)."""
+    """``kernel``: a started ``SharedKernel`` for the inline partitions (the caller shuts it down).
+    ``on_result``: called with each partition's result as it is known (skipped ones first)."""
+    report = on_result or (lambda _r: None)
     runner = Runner(settings, kernel=kernel)
     runner.preflight()
     parent = new_run_id("backfill")
@@ -101,13 +122,16 @@ def run_backfill(
     for since, until in parts:
         if (since, until) in done:
             results[(since, until)] = PartitionResult(since, until, "skipped", error="already succeeded")
+            report(results[(since, until)])
         else:
             todo.append((since, until))
     log.info("backfill %s: %d partition(s) to run, %d skipped", parent, len(todo), len(parts) - len(todo))
-    if workers == 1 or len(todo) <= 1:
+    workers = worker_count(workers, len(todo), settings)
+    if workers == 1:
         for since, until in todo:
             results[(since, until)] = _run_partition(settings, since, until, parent, wait, runner=runner)
             log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)
+            report(results[(since, until)])
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -118,4 +142,5 @@ def run_backfill(
                 except Exception as e:  # a worker process that died
                     results[(s, u)] = PartitionResult(s, u, "failed", error=f"worker died: {e}")
                 log.info("partition [%s, %s): %s", iso(s), iso(u), results[(s, u)].result)
+                report(results[(s, u)])
     return [results[p] for p in parts]

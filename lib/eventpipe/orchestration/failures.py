@@ -7,13 +7,16 @@ plus ``terminated`` and ``interrupted``, set by the runner and the store.
 
 from __future__ import annotations
 
-import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
+
+from ..audit.notebook_html import failure_banner
 
 FAILURE_BANNER = "eventpipe-failure"
 
@@ -39,23 +42,39 @@ def classify(exc: BaseException, cell_timeout_s: float) -> Failure:
     return Failure(cls, lines[0] if lines else cls)
 
 
-def stamp_failure(path: Path, stage: str, failure_class: str, detail: str) -> None:
+def _scrub(value: Any, redactor: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redactor(value)
+    if isinstance(value, list):
+        return [_scrub(v, redactor) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v, redactor) for k, v in value.items()}
+    return value
+
+
+def stamp_failure(
+    path: Path, stage: str, failure_class: str, detail: str, redactor: Callable[[str], str] | None = None
+) -> None:
     """Put a clear banner at the top of the saved notebook (papermill only marks cell errors itself).
 
-    The detail may quote an API's answer or event data: it is escaped, so it renders as text.
+    The detail may quote an API's answer or event data: it is escaped, so it renders as text. With
+    ``redactor``, the detail and every cell output (papermill's error cell quotes the exception) pass
+    through it first, so no secret is saved in the report.
     """
+    if redactor is not None:
+        detail = redactor(detail)
     if not path.exists():
         return
     try:
         nb = nbformat.read(str(path), as_version=4)
     except Exception:  # a half-written notebook: leave it as it is
         return
-    banner = nbformat.v4.new_markdown_cell(
-        f'<span style="color:red;font-size:1.4em">**This run FAILED in stage `{stage}`: '
-        f"{html.escape(failure_class)}.**</span>\n\n<pre>{html.escape(detail)}</pre>\n\n"
-        "The cells below show how far the stage got; the run is marked `failed` and the watermark did not move."
-    )
+    banner = nbformat.v4.new_markdown_cell(failure_banner(stage, failure_class, detail))
     banner.metadata["tags"] = [FAILURE_BANNER]
+    if redactor is not None:
+        for cell in nb.cells:
+            if "outputs" in cell:
+                cell["outputs"] = [nbformat.from_dict(_scrub(o, redactor)) for o in cell["outputs"]]
     nb.cells = [c for c in nb.cells if FAILURE_BANNER not in c.get("metadata", {}).get("tags", [])]
     nb.cells.insert(0, banner)
     nbformat.write(nb, str(path))

@@ -41,6 +41,26 @@ WARM_UP = (
     "del _w0, _w1, _w2, _w3"
 )
 
+# The kernel application's own start-up log goes to the runner's stderr, racing the runner's one-line
+# errors; its only warning says the loopback TCP channels are unencrypted (the kernel listens on
+# 127.0.0.1 and the connection file holds the HMAC key). Cell output and errors are not affected.
+QUIET = "--IPKernelApp.log_level=ERROR"
+
+
+PROJECT_KERNEL = "eventpipe"
+PROJECT_KERNEL_DISPLAY = "eventpipe (Python 3)"
+
+
+def install_project_kernel() -> None:
+    """The ``eventpipe`` kernelspec in this environment (``make`` installs it; a plain pip install gets it
+    the first time a run needs it): this interpreter, named for the project in JupyterLab's launcher."""
+    import sys
+
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=PROJECT_KERNEL, display_name=PROJECT_KERNEL_DISPLAY, prefix=sys.prefix)
+    log.info("installed the %r Jupyter kernel in %s", PROJECT_KERNEL, sys.prefix)
+
 
 def check_kernel_name(name: str) -> None:
     """A ``runner.kernel_name`` that names no installed Jupyter kernel is a settings mistake: one line."""
@@ -49,6 +69,9 @@ def check_kernel_name(name: str) -> None:
     from ..errors import SettingsError
 
     ksm = KernelSpecManager()
+    if name == PROJECT_KERNEL and name not in ksm.find_kernel_specs():
+        install_project_kernel()
+        ksm = KernelSpecManager()
     try:
         ksm.get_kernel_spec(name)
     except NoSuchKernel:
@@ -134,7 +157,7 @@ class SharedKernel:
         """Launch the kernel process now (returns at once; the kernel boots and imports in parallel)."""
         if not self.km.has_kernel:
             check_kernel_name(self.kernel_name)
-            extra = [f"--IPKernelApp.exec_lines={WARM_UP}"] if self.warm_up else []
+            extra = [QUIET, *([f"--IPKernelApp.exec_lines={WARM_UP}"] if self.warm_up else [])]
             run_sync(self.km.start_kernel)(cwd=str(self.cwd), env=self.env, extra_arguments=extra)
             log.debug("kernel started (pid %s)", getattr(self.km.provisioner, "pid", None))
         return self

@@ -31,10 +31,8 @@ class DryRun:
     still_failing: dict[str, int]
 
 
-def _write_raw(rows: list[dict[str, Any]], run_dir: Path, items_field: str) -> None:
-    write_raw_items(
-        [r["raw"].encode("utf-8", "surrogatepass") for r in rows], run_dir / "raw" / part_name(0), items_field
-    )
+def _write_raw(rows: list[dict[str, Any]], run_dir: Path) -> None:
+    write_raw_items([r["raw"] for r in rows], run_dir / "raw" / part_name(0))
 
 
 def dry_run(settings: Settings) -> DryRun:
@@ -45,12 +43,8 @@ def dry_run(settings: Settings) -> DryRun:
     if not pending:
         return DryRun(0, 0, 0, {})
     with tempfile.TemporaryDirectory() as tmp:
-        _write_raw(pending, Path(tmp), settings.api.items_field)
-        result = process(
-            RunDir(Path(tmp)),
-            Rules(settings.quality, datetime.now(timezone.utc), settings.api.items_field),
-            replay=True,
-        )
+        _write_raw(pending, Path(tmp))
+        result = process(RunDir(Path(tmp)), Rules.of(settings, datetime.now(timezone.utc)), replay=True)
     return DryRun(
         len(pending), result.counts.passed, result.counts.duplicates, dict(result.reasons.most_common())
     )
@@ -78,5 +72,5 @@ def replay(settings: Settings, wait: bool = False) -> RunOutcome | None:
             extra_overrides=(NO_GATE,),
             run_id=run_id,
         )
-        _write_raw(pending, runner.runs_dir / plan.run_id, settings.api.items_field)
+        _write_raw(pending, runner.runs_dir / plan.run_id)
         return runner.execute(plan)

@@ -19,11 +19,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ..audit.build import finish_run, stage_manifests
+from ..audit.metrics_export import emit_lineage, lineage_clients
 from ..core.counts import RunCounts
 from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
 from ..logs import attach_file_log, detach_file_log
-from ..settings import Settings, iso, parse_instant
+from ..settings import Settings, iso, parse_instant, redact
 from ..storage.store import Store
 from .failures import classify, stamp_failure
 from .kernel import SharedKernel, check_kernel_name
@@ -99,6 +101,7 @@ class Runner:
         self.runs_dir = settings.path("runs_dir")
         self.notebooks_dir = settings.path("notebooks_dir")
         self.kernel = kernel if settings.runner.shared_kernel else None
+        self.lineage = lineage_clients(settings.lineage.url, settings.lineage.file)
 
     def preflight(self) -> None:
         """Everything that can be checked before a run: database, folders, schema."""
@@ -142,7 +145,7 @@ class Runner:
         run_dir = self.runs_dir / plan.run_id
         report_dir.mkdir(parents=True, exist_ok=True)
         stage_metrics, seconds = _earlier_stages(report_dir, plan.stages) if plan.resume else ({}, {})
-        file_log = attach_file_log(report_dir / "run.log")
+        file_log = attach_file_log(report_dir / "run.log", self.redact)
         log.info(
             "run %s (%s): window [%s, %s) -> %s",
             plan.run_id,
@@ -152,12 +155,16 @@ class Runner:
             self.store.masked_url,
         )
         started = time.perf_counter()
-        if plan.resume:
-            started -= self.store.resume_run(plan.run_id, plan.kind, plan.since, plan.until, str(report_dir))
+        started_at = datetime.now(timezone.utc)
+        if plan.resume:  # an orchestrator's next task of a run that started elsewhere
+            resumed_s = self.store.resume_run(plan.run_id, plan.kind, plan.since, plan.until, str(report_dir))
+            started -= resumed_s
+            started_at -= timedelta(seconds=resumed_s)
         else:
             self.store.start_run(
                 plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id
             )
+            self._lineage("START", {"run_id": plan.run_id, "kind": plan.kind})
         finishes = "load" in plan.stages  # the run ends with this execution
         shared = self.settings.runner.shared_kernel
         kernel, own_kernel = self.kernel, self.kernel is None
@@ -182,6 +189,7 @@ class Runner:
                         cwd=str(self.notebooks_dir),
                         **kernel.for_next_notebook(),
                     )
+                    scraps = sb.read_notebook(str(out)).scraps  # its report folder may be gone meanwhile
                 except Terminated:
                     raise
                 except Exception as e:  # papermill, nbclient and kernel failures all end the run here
@@ -192,19 +200,23 @@ class Runner:
                         kernel.shutdown()
                         kernel = None
                 seconds[stage] = round(time.perf_counter() - t0, 3)
-                stage_metrics[stage] = sb.read_notebook(str(out)).scraps[SCRAP].data
+                stage_metrics[stage] = scraps[SCRAP].data
                 log.info("stage %s: done in %.2fs", stage, seconds[stage])
-            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "succeeded")
+            metrics = self._metrics(
+                plan, report_dir, stage_metrics, seconds, started, "succeeded", started_at
+            )
             if finishes:
                 RunCounts.from_mapping(metrics["counts"]).check()
                 write_json_atomic(report_dir / "metrics.json", metrics)
+                self._audit(metrics, report_dir, "COMPLETE")
                 if not self.settings.runner.keep_runs:
                     shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
             return RunOutcome(plan.run_id, "succeeded", metrics, report_dir, stage_seconds=seconds)
         except StageFailed as failure:
             if kernel:
                 kernel.discard()  # it may still be busy (a timed-out cell) or hold a half-done stage's state
-            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed")
+            stage_metrics.update(stage_manifests(run_dir, stage_metrics))  # e.g. a failed gate's counts
+            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed", started_at)
             metrics["error"] = {
                 "stage": failure.stage,
                 "class": failure.failure_class,
@@ -212,14 +224,15 @@ class Runner:
             }
             self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail)
             write_json_atomic(report_dir / "metrics.json", metrics)
+            self._audit(metrics, report_dir, "FAIL")
             log.error("%s", failure)
             return RunOutcome(plan.run_id, "failed", metrics, report_dir, failure, seconds)
         except PipelineError as e:
             cls = "terminated" if isinstance(e, Terminated) else "runner error"
             stage = next((s for s, _ in STAGES if s in plan.stages and s not in seconds), None)
             if stage:
-                stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e))
-            self.store.fail_run(plan.run_id, stage, cls, str(e))
+                stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e), self.redact)
+            self.store.fail_run(plan.run_id, stage, cls, self.redact(str(e)))
             if kernel:
                 kernel.discard()
             raise
@@ -227,6 +240,18 @@ class Runner:
             if own_kernel and kernel is not None:
                 kernel.shutdown()
             detach_file_log(file_log)
+
+    def _audit(self, metrics: dict[str, Any], report_dir: Path, event: str) -> None:
+        """The audit trail of a finished run (HTML, ledger, metrics.prom, index) and its lineage event."""
+        finish_run(
+            self.settings, self.store, metrics, report_dir, [self.notebooks_dir / nb for _, nb in STAGES]
+        )
+        self._lineage(event, metrics)
+
+    def _lineage(self, event: str, metrics: dict[str, Any]) -> None:
+        api = self.settings.api
+        source = (api.base_url or "http://demo-api.local").rstrip("/") + api.endpoint
+        emit_lineage(self.lineage, event, metrics, source, "analytics", self.settings.lineage.namespace)
 
     def _parameters(self, plan: RunPlan, run_dir: Path, stage: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -244,10 +269,15 @@ class Runner:
             params["advance_watermark"] = plan.advance_watermark
         return params
 
+    def redact(self, text: str) -> str:
+        """``text`` without this run's secrets: every message the runner stores or prints passes here."""
+        return redact(text, self.settings)
+
     def _stage_failure(self, stage: str, out: Path, exc: Exception) -> StageFailed:
         failure = classify(exc, self.settings.runner.cell_timeout_s)
-        stamp_failure(out, stage, failure.failure_class, failure.detail)
-        return StageFailed(stage, failure.failure_class, failure.detail, str(out) if out.exists() else None)
+        detail = self.redact(failure.detail)
+        stamp_failure(out, stage, failure.failure_class, detail, self.redact)
+        return StageFailed(stage, failure.failure_class, detail, str(out) if out.exists() else None)
 
     def _metrics(
         self,
@@ -257,6 +287,7 @@ class Runner:
         seconds: dict[str, float],
         started: float,
         status: str,
+        started_at: datetime,
     ) -> dict[str, Any]:
         counts: dict[str, Any] = {}
         for m in stages.values():
@@ -270,6 +301,8 @@ class Runner:
             "pass_rate": stages.get("transform_quality", {}).get("pass_rate"),
             "stage_seconds": seconds,
             "duration_s": round(time.perf_counter() - started, 3),
+            "started_at": iso(started_at),
+            "finished_at": iso(datetime.now(timezone.utc)),
             "stages": stages,
             "report_dir": str(report_dir),
             "database": self.store.masked_url,

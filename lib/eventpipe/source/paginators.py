@@ -1,36 +1,273 @@
-"""Page strategies: how to ask for the first page and the next one. Adding one never touches the client."""
+"""Page strategies (dlt's vocabulary): how to ask for the first page and for the next one.
+
+Each strategy is a small class behind ``Paginator``: ``init_request`` shapes the first request,
+``update_state`` reads a response (and says whether another page follows), ``update_request`` turns
+the request into the next one. Adding one is a class here and a line in ``PAGINATORS``; the client
+never changes. Repeating links, cursors and pages are caught by the client, for every strategy.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
+
+from requests.utils import parse_header_links
+
+from ..errors import SettingsError
+
+
+class PageShapeError(Exception):
+    """The body lacks what the paginator needs (retried like any broken body)."""
+
+
+@dataclass
+class Request:
+    """One request: its URL and query parameters (a next link carries its own, so it clears them)."""
+
+    url: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Response:
+    """What a paginator may look at: the URL asked, the headers, the parsed body (JSON only) and its record count."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: Any
+    n_items: int
+
+
+def find(body: Any, path: str) -> Any:
+    """The value at a dotted path of a JSON document (``$`` is the document); None when absent."""
+    if path in ("", "$"):
+        return body
+    for key in path.split("."):
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
 
 
 class Paginator(ABC):
     """How to ask for the first page and the next one."""
 
-    @abstractmethod
-    def first(self) -> dict[str, Any]: ...
+    has_next: bool = True
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether it reads the JSON body (so it cannot follow a JSON Lines or zip export)."""
+        return False
+
+    def init_request(self, request: Request) -> None:  # noqa: B027 (most strategies send nothing extra)
+        """Shape the first request."""
 
     @abstractmethod
-    def next(self, params: dict[str, Any], body: dict[str, Any], n_items: int) -> dict[str, Any] | None: ...
+    def update_state(self, response: Response) -> None:
+        """Read a response; set ``has_next``. Raise ``PageShapeError`` when the body lacks what is needed."""
+
+    @abstractmethod
+    def update_request(self, request: Request) -> None:
+        """Turn ``request`` into the request for the next page."""
+
+
+@dataclass
+class SinglePagePaginator(Paginator):
+    """One request answers the whole window (an export)::
+
+    {"results": [{...}, {...}]}      or JSON Lines, or a zip of them
+    """
+
+    def update_state(self, response: Response) -> None:
+        self.has_next = False
+
+    def update_request(self, request: Request) -> None:
+        raise AssertionError("a single page has no next page")
 
 
 @dataclass
 class PageNumberPaginator(Paginator):
-    """``?page=1&per_page=100`` ... until the body says ``"has_more": false``::
+    """``?page=1&per_page=100``, ``?page=2``... until ``has_more_path`` says false, the page number reaches
+    ``total_path`` (a page count), or (with neither) a page comes back empty::
 
     {"items": [{...}, {...}], "has_more": true}
+    {"results": [{...}], "total_pages": 7}
     """
 
-    per_page: int = 100
-    has_more_field: str = "has_more"
+    page_param: str = "page"
+    base_page: int = 1
+    size_param: str = "per_page"
+    size: int = 100
+    has_more_path: str = "has_more"
+    total_path: str = ""
+    page: int = 0
 
-    def first(self) -> dict[str, Any]:
-        return {"page": 1, "per_page": self.per_page}
+    @property
+    def needs_body(self) -> bool:
+        return bool(self.has_more_path or self.total_path)
 
-    def next(self, params: dict[str, Any], body: dict[str, Any], n_items: int) -> dict[str, Any] | None:
-        if not body[self.has_more_field]:
-            return None
-        return {**params, "page": params["page"] + 1}
+    def init_request(self, request: Request) -> None:
+        self.page = self.base_page
+        request.params[self.page_param] = self.page
+        if self.size_param:
+            request.params[self.size_param] = self.size
+
+    def update_state(self, response: Response) -> None:
+        if self.has_more_path:
+            more = find(response.body, self.has_more_path)
+            if not isinstance(more, bool):
+                raise PageShapeError(f"lacks a boolean {self.has_more_path!r}")
+            if more and not response.n_items:
+                raise PageShapeError(f"is empty but says {self.has_more_path}=true")
+            self.has_next = more
+        elif self.total_path:
+            total = find(response.body, self.total_path)
+            if not isinstance(total, int) or isinstance(total, bool):
+                raise PageShapeError(f"lacks a whole number {self.total_path!r}")
+            self.has_next = self.page - self.base_page + 1 < total and response.n_items > 0
+        else:
+            self.has_next = response.n_items > 0
+
+    def update_request(self, request: Request) -> None:
+        self.page += 1
+        request.params[self.page_param] = self.page
+
+
+@dataclass
+class OffsetPaginator(Paginator):
+    """``?offset=0&limit=100``, ``?offset=100``... until a page is short, or ``offset`` reaches ``total_path``::
+
+    {"data": [{...}, {...}], "total": 250}
+    """
+
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = 100
+    total_path: str = ""
+    offset: int = 0
+
+    @property
+    def needs_body(self) -> bool:
+        return bool(self.total_path)
+
+    def init_request(self, request: Request) -> None:
+        request.params[self.offset_param] = self.offset
+        request.params[self.limit_param] = self.limit
+
+    def update_state(self, response: Response) -> None:
+        self.offset += response.n_items
+        self.has_next = response.n_items >= self.limit
+        if self.total_path:
+            total = find(response.body, self.total_path)
+            if not isinstance(total, int) or isinstance(total, bool):
+                raise PageShapeError(f"lacks a whole number {self.total_path!r}")
+            self.has_next = self.offset < total and response.n_items > 0
+
+    def update_request(self, request: Request) -> None:
+        request.params[self.offset_param] = self.offset
+
+
+@dataclass
+class CursorPaginator(Paginator):
+    """The body names the next cursor; it goes back as a parameter until it is null or empty::
+
+    {"events": [{...}], "next_cursor": "c2VjcmV0"}
+    """
+
+    cursor_path: str = "next_cursor"
+    cursor_param: str = "cursor"
+    cursor: str | None = None
+
+    @property
+    def needs_body(self) -> bool:
+        return True
+
+    def update_state(self, response: Response) -> None:
+        value = find(response.body, self.cursor_path)
+        self.cursor = None if value in (None, "") else str(value)
+        self.has_next = self.cursor is not None
+
+    def update_request(self, request: Request) -> None:
+        request.params[self.cursor_param] = self.cursor
+
+
+@dataclass
+class JSONLinkPaginator(Paginator):
+    """The body holds the URL of the next page (absolute, or relative to this one), null on the last::
+
+    {"results": [{...}], "next": "https://app.posthog.com/api/projects/1/events?cursor=..."}
+    """
+
+    next_url_path: str = "next"
+    next_url: str | None = None
+
+    @property
+    def needs_body(self) -> bool:
+        return True
+
+    def update_state(self, response: Response) -> None:
+        value = find(response.body, self.next_url_path)
+        self.next_url = urljoin(response.url, value) if isinstance(value, str) and value else None
+        self.has_next = self.next_url is not None
+
+    def update_request(self, request: Request) -> None:
+        request.url, request.params = str(self.next_url), {}
+
+
+@dataclass
+class HeaderLinkPaginator(Paginator):
+    """RFC 8288: the ``Link`` header names the next page (json-server, GitHub)::
+
+    Link: <http://host/events?_page=2&_limit=100>; rel="next", <http://host/events?_page=9>; rel="last"
+    """
+
+    links_next_key: str = "next"
+    next_url: str | None = None
+
+    def update_state(self, response: Response) -> None:
+        self.next_url = None
+        for link in parse_header_links(response.headers.get("Link", "")):
+            if link.get("rel") == self.links_next_key and link.get("url"):
+                self.next_url = urljoin(response.url, link["url"])
+        self.has_next = self.next_url is not None
+
+    def update_request(self, request: Request) -> None:
+        request.url, request.params = str(self.next_url), {}
+
+
+PAGINATORS: dict[str, type[Paginator]] = {
+    "page_number": PageNumberPaginator,
+    "offset": OffsetPaginator,
+    "cursor": CursorPaginator,
+    "json_link": JSONLinkPaginator,
+    "header_link": HeaderLinkPaginator,
+    "single_page": SinglePagePaginator,
+}
+_STATE = {"page", "offset", "cursor", "next_url"}  # fields a strategy keeps for itself
+_SIZE = {"page_number": "size", "offset": "limit"}  # the option api.per_page fills when not given
+
+
+def paginator_factory(spec: Mapping[str, Any], per_page: int) -> Callable[[], Paginator]:
+    """``source.paginator`` -> a function that makes a fresh paginator (one per window slice)."""
+    kind = spec.get("type", "page_number")
+    if kind not in PAGINATORS:
+        raise SettingsError(f"source.paginator.type {kind!r} is unknown: use one of {', '.join(PAGINATORS)}")
+    cls = PAGINATORS[kind]
+    options = {k: v for k, v in spec.items() if k != "type"}
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in _STATE]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise SettingsError(
+            f"source.paginator: {kind} takes {', '.join(allowed) or 'no options'}, not {unknown[0]!r}"
+        )
+    if kind in _SIZE:
+        options.setdefault(_SIZE[kind], per_page)
+    try:
+        cls(**options)
+    except TypeError as e:
+        raise SettingsError(f"source.paginator: {e}") from None
+    return lambda: cls(**options)

@@ -15,24 +15,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.records import reason_code
 from ..errors import DatabaseUnavailable
-from ..settings import Settings, mask_url
+from ..settings import Settings, mask_url, redact
+from .migrate import upgrade
 from .tables import as_utc, define_tables, utcnow
 
 log = logging.getLogger(__name__)
 
 
-SCHEMA_LOCK_KEY = 0x6576_7363_6D61  # "evscma": serialises creating the tables
-
-
-def database_error(e: BaseException) -> str:
+def database_error(e: BaseException, settings: Settings | None = None) -> str:
     """The first line of a database error, any password in it masked: what a user is shown."""
     lines = str(getattr(e, "orig", e)).strip().splitlines()
-    return mask_url(lines[0]) if lines else type(e).__name__
+    return redact(lines[0], settings) if lines else type(e).__name__
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -60,6 +58,7 @@ class Store:
 
     def __init__(self, settings: Settings):
         url = settings.database_url.reveal()
+        self.settings = settings
         self.masked_url = mask_url(url)
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -90,22 +89,13 @@ class Store:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as e:
             raise DatabaseUnavailable(
-                f"cannot connect to the database {self.masked_url}: {database_error(e)}; "
+                f"cannot connect to the database {self.masked_url}: {database_error(e, self.settings)}; "
                 "check DATABASE_URL and that the server is running"
             ) from None
 
     def create_schema(self) -> None:
-        """Create the pipeline's tables if any is missing (checked first, so a reader never waits for a writer)."""
-        with self.reader.connect() as conn:
-            existing = set(inspect(conn).get_table_names(schema=self.schema or None))
-        if {t.name for t in self.t.metadata.sorted_tables} <= existing:
-            return
-        with self.engine.begin() as conn:
-            if not self.is_sqlite:  # concurrent first runs (backfill workers, Airflow tasks) create them once
-                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-            if self.schema:
-                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
-            self.t.metadata.create_all(conn)
+        """Create or upgrade the pipeline's tables to the newest migration (a read when already there)."""
+        upgrade(self.engine, self.reader, self.schema or None)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -187,11 +177,44 @@ class Store:
                     status="failed",
                     stage=stage,
                     failure_class=failure_class,
-                    error=error[:4000],
+                    error=redact(error, self.settings)[:4000],
                     finished_at=now,
                     duration_s=(now - as_utc(started)).total_seconds() if started else None,
                 )
             )
+
+    def record_ledger(self, run_id: str, entry: dict[str, Any]) -> None:
+        """Store a run's ledger entry (``audit.ledger.ledger_entry``) in its ``pipeline_runs`` row."""
+        code = entry.get("code") or {}
+        values = dict(
+            code_version=code.get("git_commit") or code.get("package_version"),
+            code_dirty=code.get("dirty"),
+            notebooks_sha256=entry.get("notebooks_sha256"),
+            reports_sha256=entry.get("reports_sha256"),
+            params=entry.get("params"),
+            params_sha256=entry.get("params_sha256"),
+            run_user=entry.get("user"),
+            host=entry.get("host"),
+        )
+        if self.is_sqlite:  # JSON columns are text there
+            for k in ("notebooks_sha256", "reports_sha256", "params"):
+                values[k] = json.dumps(values[k], sort_keys=True, default=str)
+        with self.engine.begin() as conn:
+            conn.execute(update(self.t.runs).where(self.t.runs.c.run_id == run_id).values(**values))
+
+    def run_entry(self, run_id: str) -> dict[str, Any] | None:
+        """One run's row, ledger columns decoded, times as ISO text; None when there is no such run."""
+        with self.reader.connect() as conn:
+            row = conn.execute(select(self.t.runs).where(self.t.runs.c.run_id == run_id)).mappings().first()
+        if row is None:
+            return None
+        out = dict(row)
+        for k in ("notebooks_sha256", "reports_sha256", "params"):
+            if isinstance(out.get(k), str):
+                out[k] = json.loads(out[k])
+        for k in ("window_since", "window_until", "started_at", "finished_at"):
+            out[k] = as_utc(out[k]).isoformat() if out[k] else None
+        return out
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
@@ -260,13 +283,32 @@ class Store:
         }
 
     def window_summary(self, since: datetime, until: datetime) -> dict[str, Any]:
-        """Row counts a reviewer checks after a load: the window in ``analytics``, dead letters, the watermark."""
-        a, dl, st = self.t.analytics, self.t.dead_letter, self.t.state
+        """What a reviewer checks after a load: the window's rows, the table's size, dead letters, the watermark.
+
+        The table's size is the sum of the rows inserted by successful runs (``pipeline_runs``), so a load
+        never counts a table of millions of rows; only the window's rows are counted, through the date index.
+        """
+        a, dl, st, r = self.t.analytics, self.t.dead_letter, self.t.state, self.t.runs
         with self.reader.connect() as conn:
             in_window = conn.execute(
-                select(func.count()).select_from(a).where(a.c.timestamp >= since, a.c.timestamp < until)
+                select(func.count())
+                .select_from(a)
+                .where(
+                    a.c.event_date >= since.date(),
+                    a.c.event_date <= until.date(),
+                    a.c.timestamp >= since,
+                    a.c.timestamp < until,
+                )
             ).scalar()
-            total = conn.execute(select(func.count()).select_from(a)).scalar()
+            total = conn.execute(
+                select(func.coalesce(func.sum(r.c.inserted), 0)).where(r.c.status == "succeeded")
+            ).scalar()
             by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
-            mark = conn.execute(select(st.c.watermark).where(st.c.name == "incremental")).scalar()
-        return {"in_window": in_window, "total": total, "dead_letters": by_status, "watermark": as_utc(mark)}
+            mark = conn.execute(select(st.c.watermark, st.c.run_id).where(st.c.name == "incremental")).first()
+        return {
+            "in_window": in_window,
+            "total": total,
+            "dead_letters": by_status,
+            "watermark": as_utc(mark[0]) if mark else None,
+            "watermark_run_id": mark[1] if mark else None,
+        }

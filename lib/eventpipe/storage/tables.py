@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -83,6 +84,14 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("parent_run_id", Text),
         Column("pid", Integer),
         Column("host", Text),
+        # the run ledger (migration 0002)
+        Column("code_version", Text),
+        Column("code_dirty", Boolean),
+        Column("notebooks_sha256", JSONText),
+        Column("reports_sha256", JSONText),
+        Column("params", JSONText),
+        Column("params_sha256", Text),
+        Column("run_user", Text),
     )
     state = Table(
         "pipeline_state",

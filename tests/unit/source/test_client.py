@@ -9,10 +9,9 @@ import pytest
 
 from eventpipe.demo.api import DemoConfig, FaultPlan
 from eventpipe.errors import RetriesExhausted, SourceError
-from eventpipe.settings import ApiSettings, Secret
-from eventpipe.source.client import SourceClient
+from eventpipe.settings import ApiSettings
 from eventpipe.source.retry import parse_retry_after
-from support import API_KEY, start_api
+from support import API_KEY, make_client, start_api
 
 SINCE = datetime(2024, 5, 1, tzinfo=timezone.utc)
 UNTIL = datetime(2024, 5, 1, 6, tzinfo=timezone.utc)
@@ -20,8 +19,8 @@ UNTIL = datetime(2024, 5, 1, 6, tzinfo=timezone.utc)
 
 def fetch_all(api, per_page=50, key=API_KEY, **api_kw):
     settings = ApiSettings(per_page=per_page, backoff_initial_s=0.01, backoff_max_s=0.2, **api_kw)
-    client = SourceClient(api.url, Secret(key), settings)
-    items = [item for page in client.pages(SINCE, UNTIL) for item in page.items]
+    client = make_client(api.url, key, settings)
+    items = [item for page in client.pages(SINCE, UNTIL) for item in page.records()]
     return client, items
 
 
@@ -45,10 +44,10 @@ def test_pagination_returns_every_item_once_in_api_order(plain_api, per_page):
 
 def test_empty_window_is_one_empty_page(plain_api):
     settings = ApiSettings(per_page=50)
-    client = SourceClient(plain_api.url, Secret(API_KEY), settings)
+    client = make_client(plain_api.url, API_KEY, settings)
     early = datetime(2023, 1, 1, tzinfo=timezone.utc)
     pages = list(client.pages(early, datetime(2023, 1, 2, tzinfo=timezone.utc)))
-    assert [len(p.items) for p in pages] == [0]
+    assert [p.n for p in pages] == [0]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +139,7 @@ def test_fatal_statuses_fail_at_once_without_the_key(case, status, plain_api):
     elif case == "bad_endpoint":
         kw["endpoint"] = "/nope"
     settings = ApiSettings(per_page=0 if case == "bad_query" else 50, **kw)
-    client = SourceClient(plain_api.url, Secret(key), settings)
+    client = make_client(plain_api.url, key, settings)
     with pytest.raises(SourceError) as err:
         list(client.pages(SINCE, UNTIL))
     assert err.value.status == status

@@ -1,0 +1,151 @@
+"""Build a run's audit files (HTML, run page, ledger, metrics export) and the index; serve the folder.
+
+The runner calls ``finish_run`` after each run; ``report [RUN_ID…]`` calls ``rebuild``
+for older runs. ``serve`` is ``report --serve``: the reports folder only, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from . import index
+from .ledger import report_hashes
+from .notebook_html import notebook_to_html
+
+log = logging.getLogger(__name__)
+
+
+def write_notebook_html(report_dir: Path, with_code: bool = False) -> list[Path]:
+    """HTML beside each executed notebook of one run; a notebook that cannot be converted is logged, not fatal."""
+    out = []
+    for nb in sorted(report_dir.glob("*.ipynb")):
+        try:
+            out.append(notebook_to_html(nb, with_code=with_code, title=f"{report_dir.name} · {nb.stem}"))
+        except (
+            Exception
+        ) as e:  # a half-written notebook (killed run) must not stop the rest of the audit trail
+            log.warning("no HTML for %s: %s: %s", nb, type(e).__name__, e)
+    return out
+
+
+def rebuild(
+    reports_dir: Path, run_ids: Iterable[str] = (), with_code: bool = False, html: bool = True
+) -> list[str]:
+    """Re-make the HTML and run pages of ``run_ids`` (all runs when empty), then the index; return the ids.
+
+    HTML is a derived view of the executed notebook, so its new hashes are recorded
+    in the run's ``metrics.json`` ledger; the notebooks' own hashes are never rewritten.
+    """
+    wanted = set(run_ids)
+    runs = index.read_runs(reports_dir)
+    missing = wanted - {r.run_id for r in runs}
+    if missing:
+        from ..errors import SettingsError
+
+        raise SettingsError(f"no report folder for run(s) {', '.join(sorted(missing))} under {reports_dir}")
+    done = []
+    for run in runs:
+        if wanted and run.run_id not in wanted:
+            continue
+        if html:
+            write_notebook_html(run.folder, with_code=with_code)
+            record_html_hashes(run)
+        index.write_run_page(run)
+        done.append(run.run_id)
+    index.write_index(reports_dir, runs)
+    return done
+
+
+def record_html_hashes(run: index.RunSummary) -> None:
+    ledger = run.metrics.get("ledger")
+    if not ledger:
+        return
+    current = report_hashes(run.folder)
+    recorded = ledger.setdefault("reports_sha256", {})
+    for name in list(recorded):
+        if name.endswith(".html"):
+            recorded.pop(name)
+    recorded.update({k: v for k, v in current.items() if k.endswith(".html")})
+    write_json(run.folder / "metrics.json", run.metrics)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel backfill workers rebuild it too
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+STAGE_NAMES = ("extract", "transform_quality", "load")
+
+
+def stage_manifests(run_dir: Path, have: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stage manifests a failed run left in ``runs/<run_id>/`` for stages that glued no scrap
+    (a failed quality gate still wrote its counts and reasons there)."""
+    out = {}
+    for stage in STAGE_NAMES:
+        path = run_dir / f"{stage}.json"
+        if stage not in have and path.is_file():
+            try:
+                out[stage] = json.loads(path.read_text())
+            except ValueError:
+                continue
+    return out
+
+
+def finish_run(
+    settings: Any, store: Any, metrics: dict[str, Any], report_dir: Path, source_notebooks: Iterable[Path]
+) -> dict[str, Any]:
+    """Everything the audit trail adds once a run has ended, succeeded or failed: HTML of its notebooks,
+    its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index.
+
+    Each step logs and carries on when it fails: the run's outcome is already recorded.
+    """
+    from .ledger import ledger_entry
+    from .metrics_export import PROM_FILE, write_prom
+
+    if settings.reports.html:
+        write_notebook_html(report_dir, with_code=settings.reports.with_code)
+    entry = ledger_entry(settings, source_notebooks, report_dir)
+    metrics["ledger"] = entry
+    try:
+        store.record_ledger(metrics["run_id"], entry)
+    except Exception as e:  # noqa: BLE001 - the metrics.json copy still holds it
+        log.warning("ledger entry not stored in pipeline_runs: %s: %s", type(e).__name__, e)
+    write_json(report_dir / "metrics.json", metrics)
+    if settings.reports.prometheus:
+        try:
+            write_prom(metrics, report_dir / PROM_FILE, last_success=_last_success(store, metrics))
+        except Exception as e:  # noqa: BLE001
+            log.warning("metrics.prom not written: %s: %s", type(e).__name__, e)
+    if settings.reports.html:
+        try:
+            reports_dir = report_dir.parent
+            runs = index.read_runs(reports_dir)
+            for run in runs:
+                if run.run_id == metrics["run_id"]:
+                    index.write_run_page(run)
+            index.write_index(reports_dir, runs)
+        except Exception as e:  # noqa: BLE001
+            log.warning("run page or index not rebuilt: %s: %s", type(e).__name__, e)
+    return metrics
+
+
+def _last_success(store: Any, metrics: dict[str, Any]) -> float | None:
+    from datetime import datetime
+
+    if metrics.get("status") == "succeeded" and metrics.get("finished_at"):
+        return datetime.fromisoformat(metrics["finished_at"].replace("Z", "+00:00")).timestamp()
+    try:
+        for r in store.recent_runs(limit=100, kind=metrics.get("kind")):
+            if r["status"] == "succeeded" and r["finished_at"]:
+                from ..storage.tables import as_utc
+
+                return as_utc(r["finished_at"]).timestamp()
+    except Exception:  # noqa: BLE001
+        return None
+    return None

@@ -1,0 +1,132 @@
+"""The ``source:`` section read and checked: paginator, records path, format, window, field names, auth.
+
+Everything a config can get wrong is found here, before anything runs, as one ``SettingsError`` line
+naming the key. Secrets are read from the environment variables that ``source.auth`` names; the config
+holds only those names.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import SettingsError
+from ..settings import Settings
+from .formats import FORMATS
+from .paginators import Paginator, paginator_factory
+from .window import WindowSpec
+
+AUTH_TYPES = ("bearer", "api_key", "basic", "none")
+_AUTH_KEYS = {
+    "bearer": {"token_env"},
+    "api_key": {"name", "location", "key_env"},
+    "basic": {"username_env", "password_env"},
+    "none": set(),
+}
+
+
+@dataclass(frozen=True)
+class Auth:
+    """What a request carries to authenticate, and the secret values to keep out of every message."""
+
+    type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    basic: tuple[str, str] | None = None
+    secrets: tuple[str, ...] = ()
+    env_names: tuple[str, ...] = ()
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret (as sent: plain, URL-encoded, in a basic header) replaced by ``***``."""
+        forms: set[str] = set()
+        for s in self.secrets:
+            forms |= {s, quote(s, safe=""), quote(s)}
+        if self.basic:
+            forms.add(base64.b64encode(f"{self.basic[0]}:{self.basic[1]}".encode()).decode())
+        for form in sorted((f for f in forms if len(f) >= 3), key=len, reverse=True):
+            text = text.replace(form, "***")
+        return text
+
+
+def _auth(spec: Mapping[str, Any], env: Mapping[str, str]) -> Auth:
+    kind = str(spec.get("type", "bearer"))
+    if kind not in AUTH_TYPES:
+        raise SettingsError(f"source.auth.type {kind!r} is unknown: use one of {', '.join(AUTH_TYPES)}")
+    unknown = sorted(set(spec) - {"type"} - _AUTH_KEYS[kind])
+    if unknown:
+        raise SettingsError(
+            f"source.auth: {kind} takes {', '.join(sorted(_AUTH_KEYS[kind])) or 'nothing'}, not {unknown[0]!r} "
+            "(name environment variables; secrets never go in params)"
+        )
+    if kind == "none":
+        return Auth(kind)
+    if kind == "bearer":
+        name = str(spec.get("token_env", "API_KEY"))
+        token = env.get(name, "")
+        return Auth(
+            kind, {"Authorization": f"Bearer {token}"} if token else {}, secrets=(token,), env_names=(name,)
+        )
+    if kind == "api_key":
+        name = str(spec.get("key_env", "API_KEY"))
+        key, param = env.get(name, ""), str(spec.get("name", "X-API-Key"))
+        location = str(spec.get("location", "header"))
+        if location not in ("header", "query"):
+            raise SettingsError(f"source.auth.location {location!r}: use header or query")
+        sent = {param: key} if key else {}
+        if location == "header":
+            return Auth(kind, headers=sent, secrets=(key,), env_names=(name,))
+        return Auth(kind, query=sent, secrets=(key,), env_names=(name,))
+    user_env, pw_env = str(spec.get("username_env", "API_USER")), str(spec.get("password_env", "API_KEY"))
+    user, password = env.get(user_env, ""), env.get(pw_env, "")
+    return Auth(
+        kind,
+        basic=(user, password) if user or password else None,
+        secrets=(user, password),
+        env_names=(user_env, pw_env),
+    )
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The ``source:`` section, checked."""
+
+    paginator: Callable[[], Paginator]
+    paginator_type: str
+    records: str
+    format: str
+    window: WindowSpec
+    auth: Auth
+    params: dict[str, Any]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str]) -> SourceConfig:
+        src = settings.source
+        fmt = src.format
+        if fmt not in FORMATS:
+            raise SettingsError(f"source.format {fmt!r} is unknown: use one of {', '.join(FORMATS)}")
+        factory = paginator_factory(src.paginator, settings.api.per_page)
+        kind = str(src.paginator.get("type", "page_number"))
+        if fmt != "json" and factory().needs_body:
+            raise SettingsError(
+                f"source.paginator: {kind} reads the JSON body, but source.format is {fmt}: use "
+                "single_page, header_link, or page_number/offset without has_more_path/total_path"
+            )
+        if not src.records.strip():
+            raise SettingsError(
+                "source.records is empty: name the path of the records list, or $ for the body"
+            )
+        auth_env = dict(env)
+        if settings.api_key:
+            auth_env["API_KEY"] = settings.api_key.reveal()
+        return cls(
+            factory,
+            kind,
+            src.records.strip(),
+            fmt,
+            WindowSpec.parse(src.window),
+            _auth(src.auth, auth_env),
+            dict(src.params),
+        )

@@ -1,0 +1,375 @@
+"""Response formats: a streamed HTTP body -> the page's records, as JSON arrays of at most ``chunk_rows``.
+
+The body is read in pieces under three limits (bytes off the wire, bytes after decompression, a total
+deadline), un-gzipped on the way when ``Content-Encoding`` says so or the bytes are gzip. ``json`` parses
+one document and takes the list at the records path; ``jsonl`` reads one record a line (Mixpanel's
+export); ``zip`` reads every (gzipped) JSON Lines member of a zip archive (Amplitude's export). A record
+the parser cannot handle (nested too deep) travels on as ``rundir.unparsed`` so it becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from ..jsonio import dumps, loads
+from ..rundir import unparsed
+from .paginators import find
+
+FORMATS = ("json", "jsonl", "zip")
+_PIECE = 64 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class BodyTooLarge(Exception):
+    """A response is larger than ``api.max_response_mb`` or inflates past ``api.max_decompressed_mb``."""
+
+
+class BodyDeadline(Exception):
+    """A response is still arriving when its deadline (``api.timeout_s``) has passed."""
+
+
+class BodyDropped(Exception):
+    """The connection broke while the body was arriving."""
+
+
+class BadBody(Exception):
+    """The body is not what the format promises (not JSON, no records at the path)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_inflated: int
+    deadline: float  # time.monotonic() by which the whole response must have arrived
+
+
+@dataclass
+class Records:
+    """One page's records: JSON arrays of at most ``chunk_rows`` records, their counts, a digest, the body."""
+
+    chunks: list[bytes] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    body: Any = None  # the parsed JSON document (json format only), for the paginator
+    digest: str = ""
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts)
+
+
+class _Inflater:
+    """gzip/zlib (several members too) inflated piece by piece, never past ``cap`` bytes in total."""
+
+    def __init__(self, cap: int, counter: list[int]):
+        self.cap, self.counter = cap, counter
+        self.d = zlib.decompressobj(zlib.MAX_WBITS | 32)
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            piece = self.d.decompress(data, self.cap - self.counter[0] + 1)
+            self.counter[0] += len(piece)
+            if self.counter[0] > self.cap:
+                raise BodyTooLarge(f"inflates past {self.cap // 2**20} MB")
+            out.append(piece)
+            if self.d.eof:
+                data = self.d.unused_data
+                if data:
+                    self.d = zlib.decompressobj(zlib.MAX_WBITS | 32)
+            else:
+                data = self.d.unconsumed_tail
+        return b"".join(out)
+
+
+def _wire(raw: Any, limits: Limits) -> Iterator[bytes]:
+    """The body's bytes as they arrive (``read1``: a trickle cannot hide behind a full buffer)."""
+    total = 0
+    while True:
+        if time.monotonic() > limits.deadline:
+            raise BodyDeadline("the response is still arriving at its deadline")
+        try:
+            data = raw.read1(_PIECE, decode_content=False)
+        except ReadTimeoutError:
+            raise BodyDeadline("no data within the read timeout") from None
+        except (ProtocolError, OSError) as e:
+            raise BodyDropped(type(e).__name__) from None
+        if not data:
+            return
+        total += len(data)
+        if total > limits.max_bytes:
+            raise BodyTooLarge(f"is larger than {limits.max_bytes // 2**20} MB")
+        yield data
+
+
+def body_pieces(raw: Any, encoding: str, limits: Limits, sniff: bool = True) -> Iterator[bytes]:
+    """The body, inflated when ``Content-Encoding`` is gzip/deflate or (``sniff``) its bytes are gzip."""
+    counter = [0]
+    inflater: _Inflater | None = None
+    first = True
+    for data in _wire(raw, limits):
+        if first:
+            first = False
+            if encoding.lower() in ("gzip", "x-gzip", "deflate") or (sniff and data[:2] == _GZIP_MAGIC):
+                inflater = _Inflater(limits.max_inflated, counter)
+        if inflater is not None:
+            data = inflater.feed(data)
+        else:
+            counter[0] += len(data)
+            if counter[0] > limits.max_inflated:
+                raise BodyTooLarge(f"is larger than {limits.max_inflated // 2**20} MB")
+        if data:
+            yield data
+
+
+def _depth_problem(e: Exception) -> bool:
+    return isinstance(e, RecursionError) or "ecursion" in str(e) or "depth limit" in str(e)
+
+
+_TOO_DEEP = "record_unparseable: nested deeper than the JSON parser allows"
+
+
+def _stand_in(text: bytes, reason: str) -> bytes:
+    return orjson.dumps(unparsed(text.decode("utf-8", "replace"), reason))
+
+
+def _parse_record(text: bytes) -> bytes:
+    """One record's JSON text for a raw part, or an ``unparsed`` stand-in when no parser can carry it."""
+    try:
+        obj = loads(text)
+    except RecursionError:
+        return _stand_in(text, _TOO_DEEP)
+    except ValueError as e:
+        return _stand_in(
+            text, _TOO_DEEP if _depth_problem(e) else f"record_unparseable: not JSON ({str(e)[:80]})"
+        )
+    try:
+        return orjson.dumps(obj)
+    except TypeError as e:
+        if _depth_problem(e):
+            return _stand_in(text, _TOO_DEEP)
+        return dumps(obj).encode()  # integers beyond 64 bits: the standard library keeps them
+
+
+class _Chunker:
+    """Records (JSON texts) -> arrays of at most ``rows``, with a digest of everything seen."""
+
+    def __init__(self, rows: int):
+        self.rows, self.out = rows, Records()
+        self.buf: list[bytes] = []
+        self.hash = hashlib.blake2b(digest_size=16)
+
+    def add(self, record: bytes) -> None:
+        self.buf.append(record)
+        if len(self.buf) >= self.rows:
+            self.flush()
+
+    def add_array(self, texts: list[bytes] | bytes, n: int) -> None:
+        self.flush()
+        body = texts if isinstance(texts, bytes) else b"[" + b",".join(texts) + b"]"
+        self.hash.update(body)
+        self.out.chunks.append(body)
+        self.out.counts.append(n)
+
+    def flush(self) -> None:
+        if self.buf:
+            buf, self.buf = self.buf, []
+            self.add_array(buf, len(buf))
+
+    def done(self) -> Records:
+        self.flush()
+        self.out.digest = self.hash.hexdigest()
+        return self.out
+
+
+# -- json ---------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
+
+
+def split_records(body: bytes, path: str) -> tuple[list[bytes], int, int] | None:
+    """The texts of the records at ``path`` found by scanning brackets (no recursion, any depth), and
+    where the list's contents start and end; None when the path holds no list. Used only when the
+    whole document cannot be parsed at once."""
+    target = () if path in ("", "$") else tuple(path.split("."))
+    stack: list[tuple[bytes, tuple[str, ...]]] = []
+    key: str | None = None
+    expect_key = False
+    depth = -1  # stack depth of the records list once found
+    start = first = 0
+    out: list[bytes] = []
+    for m in _TOKEN.finditer(body):
+        tok = m.group()
+        c = tok[:1]
+        if c == b'"':
+            if expect_key and stack and stack[-1][0] == b"{":
+                key = tok[1:-1].decode("utf-8", "replace")
+            continue
+        if c == b":":
+            expect_key = False
+            continue
+        if c in (b"{", b"["):
+            parent = stack[-1] if stack else None
+            here = () if parent is None else parent[1] + ((key or "") if parent[0] == b"{" else "*",)
+            stack.append((c, here))
+            expect_key = c == b"{"
+            if c == b"[" and depth < 0 and here == target:
+                depth, start = len(stack), m.end()
+                first = start
+            continue
+        if c == b",":
+            if depth > 0 and len(stack) == depth:
+                out.append(body[start : m.start()].strip())
+                start = m.end()
+            expect_key = bool(stack) and stack[-1][0] == b"{"
+            continue
+        # closing bracket
+        if not stack:
+            raise BadBody("is not valid JSON (unbalanced brackets)")
+        if depth > 0 and len(stack) == depth:
+            last = body[start : m.start()].strip()
+            if last:
+                out.append(last)
+            return out, first, m.start()
+        stack.pop()
+        expect_key = False
+    if stack:
+        raise BadBody("is not valid JSON (it ends inside a value: truncated?)")
+    return None
+
+
+def _top_keys(body: Any) -> str:
+    if isinstance(body, dict):
+        return "top-level keys: " + (", ".join(list(body)[:8]) or "none")
+    return f"the body is a {type(body).__name__}"
+
+
+def read_json(pieces: Iterable[bytes], path: str, rows: int) -> Records:
+    """One JSON document; the records list at ``path`` (``$``: the document is the list)."""
+    body = b"".join(pieces)
+    if not body.strip():
+        raise BadBody("is empty, not JSON")
+    try:
+        doc = loads(body)
+    except (ValueError, RecursionError):
+        return _scan(body, path, rows)  # a record nested too deep, or broken JSON
+    records = find(doc, path)
+    if not isinstance(records, list):
+        raise BadBody(f"has no list at the records path {path!r} ({_top_keys(doc)})")
+    chunker = _Chunker(rows)
+    for a in range(0, len(records), rows):
+        part = records[a : a + rows]
+        try:
+            chunker.add_array(orjson.dumps(part), len(part))
+        except TypeError as e:
+            if _depth_problem(e):
+                return _scan(body, path, rows)
+            for r in part:  # integers beyond 64 bits: the standard library writes them
+                chunker.add(dumps(r).encode())
+    out = chunker.done()
+    out.body = doc
+    return out
+
+
+def _scan(body: bytes, path: str, rows: int) -> Records:
+    """The slow path: records found by scanning, each parsed alone (one that fails becomes a dead letter)."""
+    found = split_records(body, path)
+    if found is None:
+        raise BadBody(f"has no list at the records path {path!r}")
+    texts, a, b = found
+    chunker = _Chunker(rows)
+    for t in texts:
+        chunker.add(_parse_record(t))
+    out = chunker.done()
+    try:  # the rest of the document, for the paginator (has_more, next link...)
+        out.body = loads(body[:a] + body[b:])
+    except (ValueError, RecursionError):
+        out.body = None
+    return out
+
+
+# -- JSON Lines and zip ---------------------------------------------------------------------------
+
+
+def _lines(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for data in pieces:
+        data = rest + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            line = line.strip()
+            if line:
+                yield line
+    if rest.strip():
+        yield rest.strip()
+
+
+def read_jsonl(pieces: Iterable[bytes], rows: int) -> Records:
+    """One record per line, read line by line as the body arrives."""
+    chunker = _Chunker(rows)
+    for line in _lines(pieces):
+        chunker.add(_parse_record(line))
+    return chunker.done()
+
+
+def read_zip(pieces: Iterable[bytes], rows: int, limits: Limits) -> Records:
+    """A zip archive of (gzipped) JSON Lines files, members in name order; spooled to disk, never held whole."""
+    chunker = _Chunker(rows)
+    with tempfile.TemporaryFile() as spool:
+        for data in pieces:
+            spool.write(data)
+        spool.seek(0)
+        try:
+            archive = zipfile.ZipFile(spool)
+        except zipfile.BadZipFile:
+            raise BadBody("is not a zip archive") from None
+        counter = [0]
+        with archive:
+            for name in sorted(n for n in archive.namelist() if not n.endswith("/")):
+                with archive.open(name) as member:
+                    for line in _lines(_member_pieces(member, name, limits, counter)):
+                        chunker.add(_parse_record(line))
+    return chunker.done()
+
+
+def _member_pieces(member: IO[bytes], name: str, limits: Limits, counter: list[int]) -> Iterator[bytes]:
+    inflater = _Inflater(limits.max_inflated, counter) if name.endswith(".gz") else None
+    while True:
+        try:
+            data = member.read(_PIECE)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise BadBody(f"has a broken member {name!r} ({type(e).__name__})") from None
+        if not data:
+            return
+        if inflater is None:
+            counter[0] += len(data)
+            if counter[0] > limits.max_inflated:
+                raise BodyTooLarge(f"inflates past {limits.max_inflated // 2**20} MB")
+        else:
+            try:
+                data = inflater.feed(data)
+            except zlib.error:
+                raise BadBody(f"has a member {name!r} that is not gzip") from None
+        yield data
+
+
+def read_records(fmt: str, raw: Any, encoding: str, path: str, rows: int, limits: Limits) -> Records:
+    """The records of one streamed response in format ``fmt``."""
+    if fmt == "zip":
+        return read_zip(body_pieces(raw, encoding, limits, sniff=False), rows, limits)
+    pieces = body_pieces(raw, encoding, limits)
+    try:
+        return read_jsonl(pieces, rows) if fmt == "jsonl" else read_json(pieces, path, rows)
+    except zlib.error:
+        raise BadBody("says it is gzip but does not inflate") from None

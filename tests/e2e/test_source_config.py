@@ -1,0 +1,152 @@
+"""A source config's mistakes stop before anything is written (one line, exit 2); a data problem fails the run
+with its reason; a record nobody can parse becomes a dead letter and the next run proceeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import create_engine, text
+
+from eventpipe.settings import normalise_database_url
+from hostile import Hostile
+from support import Project, assert_one_line_usage_error, query, run_cli, runs, table_rows
+
+SINCE, UNTIL = "2024-05-01T00:00:00+00:00", "2024-05-01T06:00:00+00:00"
+T0 = 1714521600  # 2024-05-01T00:00:00Z
+
+
+def record(n: int) -> dict:
+    return {"user_id": f"u{n}", "event": "click", "timestamp": T0 + 60 * n}
+
+
+@pytest.mark.parametrize(
+    "override, must_mention",
+    [
+        ("source.paginator.type=pages", ["source.paginator.type", "pages", "page_number"]),
+        ("source.format=xml", ["source.format", "xml", "jsonl"]),
+        ("source.paginator.cursor_pth=x", ["source.paginator", "cursor_pth"]),
+        ("source.auth.type=oauth", ["source.auth.type", "oauth"]),
+        ("source.window.format=unix", ["source.window.format", "unix", "epoch_s"]),
+        ("source.fields.user=distinct_id", ["source.fields", "user"]),
+        ("source.auth.token=sk-123", ["source.auth", "token"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "source"])
+def test_a_bad_source_config_is_one_line_and_exit_2_before_anything_is_written(
+    tmp_path: Path, command, override, must_mention
+):
+    args = ["source", "check"] if command == "source" else ["run"]
+    if override.startswith("source.paginator.cursor_pth"):
+        args += ["-p", "source.paginator.type=cursor"]
+    proc = run_cli(tmp_path, *args, "-p", override, "-p", f"paths.reports_dir={tmp_path / 'reports'}")
+    assert_one_line_usage_error(proc, *must_mention)
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "x.sqlite").exists()
+
+
+def test_source_check_names_a_records_path_that_matches_nothing(tmp_path: Path):
+    with Hostile(lambda h, q: h.send(orjson.dumps({"results": [record(1)], "next": None}))) as api:
+        proc = run_cli(tmp_path, "source", "check", API_BASE_URL=api.url)
+    assert_one_line_usage_error(proc, "records path 'items'", "top-level keys: results, next")
+
+
+def test_source_check_says_when_the_field_map_finds_no_user_id(tmp_path: Path):
+    body = {"items": [{"distinct_id": "u1", "event": "click", "timestamp": T0}], "has_more": False}
+    with Hostile(lambda h, q: h.send(orjson.dumps(body))) as api:
+        bad = run_cli(tmp_path, "source", "check", API_BASE_URL=api.url)
+        good = run_cli(
+            tmp_path,
+            "source",
+            "check",
+            "-p",
+            "source.fields.user_id=[user_id, distinct_id]",
+            API_BASE_URL=api.url,
+        )
+    assert_one_line_usage_error(bad, "source.fields.user_id", "distinct_id")
+    assert good.returncode == 0, good.stderr
+    assert "page_number" in good.stdout and "'items'" in good.stdout and "ok" in good.stdout
+
+
+@pytest.fixture
+def hostile_project(tmp_path: Path, pg_fresh_url: str, monkeypatch: pytest.MonkeyPatch):
+    def make(answer):
+        api = Hostile(answer)
+        monkeypatch.setenv("DATABASE_URL", pg_fresh_url)
+        monkeypatch.setenv("API_BASE_URL", api.url)
+        monkeypatch.setenv("API_KEY", "sk-hostile-0123456789")
+        return api, Project(tmp_path, pg_fresh_url)
+
+    return make
+
+
+def test_a_records_path_that_matches_nothing_fails_the_run_with_the_reason(hostile_project):
+    api, project = hostile_project(lambda h, q: h.send(orjson.dumps({"results": [record(1)]})))
+    with api:
+        code = project.cli(
+            "backfill",
+            "--start",
+            SINCE,
+            "--end",
+            UNTIL,
+            "-p",
+            "api.max_retries=1",
+            "-p",
+            "api.backoff_initial_s=0.01",
+        )
+    assert code == 1
+    error = runs(project.database_url)[-1]["error"]
+    assert "records path 'items'" in error and "top-level keys: results" in error
+
+
+def test_a_record_nested_too_deep_is_a_dead_letter_and_the_next_run_proceeds(hostile_project):
+    deep = (
+        b'{"user_id": "u9", "event": "click", "timestamp": 1714521600, "properties": '
+        + b'{"a": ' * 1100
+        + b"1"
+        + b"}" * 1100
+        + b"}"
+    )
+    body = (
+        b'{"items": ['
+        + orjson.dumps(record(1))
+        + b","
+        + deep
+        + b","
+        + orjson.dumps(record(2))
+        + b'], "has_more": false}'
+    )
+    api, project = hostile_project(lambda h, q: h.send(body))
+    with api:
+        for _ in range(2):  # the same bad record again: still one dead letter, and the run still succeeds
+            code = project.cli(
+                "backfill", "--start", SINCE, "--end", UNTIL, "--rerun", "-p", "quality.min_pass_rate=0.5"
+            )
+            assert code == 0
+    assert set(table_rows(project.database_url)) == {
+        ("u1", (T0 + 60) * 1000, "click"),
+        ("u2", (T0 + 120) * 1000, "click"),
+    }
+    [(raw, reasons, attempts)] = query(project.database_url, "SELECT raw, reasons, attempts FROM dead_letter")
+    assert raw == deep.decode() and attempts == 2
+    reasons = reasons if isinstance(reasons, list) else json.loads(reasons)
+    assert reasons == ["record_unparseable: nested deeper than the JSON parser allows"]
+    assert all(r["status"] == "succeeded" for r in runs(project.database_url))
+
+
+def test_an_older_database_gains_the_outside_window_column(hostile_project):
+    api, project = hostile_project(
+        lambda h, q: h.send(orjson.dumps({"items": [record(1)], "has_more": False}))
+    )
+    with api:
+        assert project.cli("backfill", "--start", SINCE, "--end", UNTIL) == 0
+        engine = create_engine(normalise_database_url(project.database_url))
+        with engine.begin() as conn:  # a database from before the count existed
+            conn.execute(text("ALTER TABLE pipeline_runs DROP COLUMN outside_window"))
+        engine.dispose()
+        assert project.cli("backfill", "--start", SINCE, "--end", UNTIL, "--rerun") == 0
+    assert [
+        r[0]
+        for r in query(project.database_url, "SELECT outside_window FROM pipeline_runs ORDER BY started_at")
+    ] == [None, 0]

@@ -1,0 +1,219 @@
+"""The audit pages render run data as text: charts, the failure banner, the index and run pages."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+from eventpipe.audit import charts, index
+from eventpipe.audit.ledger import verify_run
+from eventpipe.audit.metrics_export import lineage_clients, lineage_event, write_prom
+from eventpipe.audit.notebook_html import failure_banner
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)></td>\"'"
+
+
+class Tags(HTMLParser):
+    """Every start tag and attribute name a browser would see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += [a for a, _ in attrs]
+
+
+def _parse(markup: str) -> Tags:
+    p = Tags()
+    p.feed(markup)
+    return p
+
+
+def test_charts_escape_labels_and_pick_hours_or_days():
+    svg = charts.bar_chart([(HOSTILE, 3), ("ok", 5)], HOSTILE)
+    tags = _parse(svg)
+    assert "script" not in tags.tags and "img" not in tags.tags and "onerror" not in tags.attrs
+    assert "&lt;script&gt;" in svg
+    hours = {f"2024-05-01T{h:02d}:00:00Z": h for h in range(24)}
+    assert charts.events_over_time(hours)[2] == "hour"
+    days = {f"2024-05-{d:02d}T00:00:00Z": 1 for d in range(1, 11)}
+    labels, values, unit = charts.events_over_time(days)
+    assert unit == "day" and labels[0] == "2024-05-01" and sum(values) == 10
+
+
+def test_the_failure_banner_escapes_the_error_detail():
+    md = failure_banner("transform_quality", "cell error", f"ValueError: {HOSTILE}\nsecond line")
+    tags = _parse(md)
+    assert tags.tags.count("div") == 1 and "script" not in tags.tags and "img" not in tags.tags
+    assert "&lt;img src=x onerror=alert(2)&gt;" in md and "second line" in md
+
+
+def _run_folder(tmp_path: Path, rid: str, status: str, **extra) -> Path:
+    folder = tmp_path / rid
+    folder.mkdir()
+    m = {
+        "run_id": rid,
+        "kind": "incremental",
+        "status": status,
+        "window": {"since": "2026-11-25T00:53:00Z", "until": "2026-12-02T00:53:00Z"},
+        "counts": {
+            "extracted": 10,
+            "rejected_transform": 1,
+            "duplicates": 1,
+            "transformed": 8,
+            "passed": 7,
+            "rejected_quality": 1,
+            "loaded": 7,
+            "inserted": 7,
+            "updated": 0,
+            "unchanged": 0,
+        },
+        "pass_rate": 0.875,
+        "duration_s": 1.5,
+        "stages": {"transform_quality": {"reasons": {HOSTILE: 2}, "per_hour": {"2026-11-25T01:00:00Z": 7}}},
+        "ledger": {"code": {"git_commit": "a" * 40, "dirty": True}, "params": {"x": HOSTILE}},
+        **extra,
+    }
+    (folder / "metrics.json").write_text(json.dumps(m))
+    (folder / "01_extract.ipynb").write_text("{}")
+    return folder
+
+
+def test_index_and_run_pages_show_hostile_run_data_as_text(tmp_path):
+    _run_folder(tmp_path, "20261202T000000-incremental-aaaaaa", "succeeded")
+    _run_folder(
+        tmp_path,
+        "20261202T010000-incremental-bbbbbb",
+        "failed",
+        error={"stage": "load", "class": "cell error", "detail": HOSTILE},
+    )
+    runs = index.read_runs(tmp_path)
+    assert [r.run_id[-6:] for r in runs] == ["bbbbbb", "aaaaaa"]  # newest first
+    for r in runs:
+        index.write_run_page(r)
+    page = index.write_index(tmp_path).read_text()
+    for markup in (page, (tmp_path / runs[0].run_id / "run.html").read_text()):
+        tags = _parse(markup)
+        assert tags.tags.count("script") <= 1 and "img" not in tags.tags and "onerror" not in tags.attrs
+        assert "nonce-" in markup and "https://" not in markup.split("<body>", 1)[1]
+    assert (
+        'data-status="failed"' in page and "a" * 7 + "+dirty" in page and "11-25 00:53 → 12-02 00:53" in page
+    )
+    run_page = (tmp_path / runs[0].run_id / "run.html").read_text()
+    assert 'id="failure-banner"' in run_page and "✓ holds" in run_page and run_page.count("<svg") == 2
+
+
+def test_count_identity_is_written_out_and_checked():
+    ok = index.count_identity(
+        {
+            "extracted": 10,
+            "transformed": 8,
+            "rejected_transform": 1,
+            "duplicates": 1,
+            "passed": 7,
+            "rejected_quality": 1,
+            "loaded": 7,
+        }
+    )
+    assert [holds for _, holds in ok] == [True, True, True]
+    bad = index.count_identity({"extracted": 11, "transformed": 8, "rejected_transform": 1, "duplicates": 1})
+    assert bad[0][1] is False and "extracted 11 = transformed 8" in bad[0][0]
+
+
+def test_verify_names_edited_deleted_and_added_reports(tmp_path):
+    from eventpipe.audit.ledger import report_hashes
+
+    (tmp_path / "01_extract.ipynb").write_text("a")
+    (tmp_path / "01_extract.html").write_text("b")
+    (tmp_path / "run.html").write_text("derived page, not a report")
+    recorded = report_hashes(tmp_path)
+    assert set(recorded) == {"01_extract.ipynb", "01_extract.html"}
+    assert verify_run("r", tmp_path, recorded) == []
+    (tmp_path / "01_extract.ipynb").write_text("changed")
+    (tmp_path / "01_extract.html").unlink()
+    (tmp_path / "02_transform_quality.ipynb").write_text("new")
+    problems = {f.report: f.problem for f in verify_run("r", tmp_path, recorded)}
+    assert problems["01_extract.ipynb"].startswith("edited") and problems["01_extract.html"] == "deleted"
+    assert problems["02_transform_quality.ipynb"].startswith("added")
+    assert "no ledger" in verify_run("r", tmp_path, None)[0].problem
+
+
+def test_prometheus_textfile_for_a_failed_run(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = write_prom(
+        {
+            "run_id": "r1",
+            "kind": "backfill",
+            "status": "failed",
+            "counts": {"extracted": 5},
+            "stage_seconds": {"extract": 1.0},
+            "duration_s": 2.0,
+            "finished_at": "2026-12-02T00:00:00Z",
+        },
+        tmp_path / "metrics.prom",
+        last_success=1700000000.0,
+    )
+    fams = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    assert {s.labels["status"]: s.value for s in fams["eventpipe_run_status"].samples}["failed"] == 1.0
+    assert fams["eventpipe_last_success_timestamp_seconds"].samples[0].value == 1700000000.0
+    assert "eventpipe_run_pass_rate" not in fams  # no pass rate before the transform ran
+    assert list(tmp_path.iterdir()) == [path]  # written by rename: no temporary file left
+
+
+def test_openlineage_events_go_to_the_file_with_input_api_and_output_table(tmp_path):
+    path = tmp_path / "ol" / "events.jsonl"
+    (client,) = lineage_clients("", str(path))
+    m = {"run_id": "20261202T000000-incremental-abcdef", "kind": "incremental"}
+    for kind in ("START", "COMPLETE"):
+        client.emit(
+            lineage_event(kind, m, "https://user:pw@api.example.com:8443/analytics", "analytics", "ns")
+        )
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert events[0]["inputs"][0] == {
+        "namespace": "https://api.example.com:8443",
+        "name": "/analytics",
+        "facets": {},
+        "inputFacets": {},
+    }
+    assert (
+        events[0]["outputs"][0]["name"] == "analytics" and events[0]["job"]["name"] == "eventpipe.incremental"
+    )
+    assert "pw" not in path.read_text()
+    assert lineage_clients("", "") == []
+
+
+def test_openlineage_events_are_posted_to_the_http_endpoint():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, dict]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the base class's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, json.loads(body)))
+            self.send_response(201)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (client,) = lineage_clients(f"http://127.0.0.1:{server.server_address[1]}", "")
+        client.emit(
+            lineage_event(
+                "FAIL", {"run_id": "r", "kind": "backfill"}, "http://api/analytics", "analytics", "ns"
+            )
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(path, e["eventType"]) for path, e in received] == [("/api/v1/lineage", "FAIL")]

@@ -1,0 +1,43 @@
+"""A stage's working folder: ``run_id`` is a plain name, and derived folders stay inside ``paths.runs_dir``."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventpipe.errors import SettingsError
+from eventpipe.notebook.stages import StageContext
+
+
+def context(tmp_path, run_id="r1", run_dir=""):
+    return StageContext.from_parameters(
+        "2024-05-01", "2024-05-02", run_id, run_dir, "", [f"paths.runs_dir={tmp_path / 'runs'}"]
+    )
+
+
+def test_a_plain_run_id_gets_its_folder_inside_runs(tmp_path):
+    assert context(tmp_path).run_dir == (tmp_path / "runs" / "r1").resolve()
+
+
+@pytest.mark.parametrize("run_id", ["../../victim", "a/b", "..", ".hidden", "x" * 200, "ok\n", "/etc"])
+def test_a_run_id_that_is_not_a_plain_name_is_refused(tmp_path, run_id):
+    with pytest.raises(SettingsError, match="not a plain name"):
+        context(tmp_path, run_id=run_id)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("run_dir", ["../victim", "runs/../../victim"])
+def test_a_relative_run_dir_outside_runs_is_refused(tmp_path, run_dir):
+    with pytest.raises(SettingsError, match="not inside paths.runs_dir"):
+        context(tmp_path, run_dir=run_dir)
+
+
+def test_a_symlink_inside_runs_that_points_outside_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "r1").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SettingsError, match="not inside paths.runs_dir"):
+        context(tmp_path)
+
+
+def test_an_absolute_run_dir_is_the_analysts_choice(tmp_path):
+    assert context(tmp_path, run_dir=str(tmp_path / "mine")).run_dir == tmp_path / "mine"

@@ -1,0 +1,231 @@
+"""The source's guards against APIs that loop, lie, bomb, trickle or echo secrets (real HTTP, hostile server)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import time
+from datetime import datetime, timezone
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from eventpipe.errors import RetriesExhausted, SettingsError, SourceError
+from eventpipe.rundir import UNPARSED
+from eventpipe.settings import ApiSettings, load_settings
+from eventpipe.source.extract import extract_window
+from hostile import Hostile
+from support import API_KEY, make_client
+
+SINCE = datetime(2024, 5, 1, tzinfo=timezone.utc)
+UNTIL = datetime(2024, 5, 2, tzinfo=timezone.utc)
+FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05, max_pages=50)
+
+
+def item(n: int) -> dict:
+    return {"user_id": f"u{n}", "event": "click", "timestamp": 1714557600 + n}
+
+
+def fetch(url: str, api: ApiSettings | None = None, **source) -> list:
+    client = make_client(url, API_KEY, api or ApiSettings(**FAST), **source)
+    return [r for page in client.pages(SINCE, UNTIL) for r in page.records()]
+
+
+def test_repeating_cursor_stops_with_a_clear_error():
+    calls = []
+
+    def answer(h, q):  # new records every time, but always the same cursor: dlt issue 3358
+        calls.append(1)
+        h.send(orjson.dumps({"items": [item(len(calls))], "next_cursor": "c1"}))
+
+    with Hostile(answer) as api, pytest.raises(SourceError, match="same cursor or next link"):
+        fetch(api.url, paginator={"type": "cursor"})
+    assert len(calls) == 2
+
+
+def test_repeating_next_link_stops_with_a_clear_error():
+    calls = []
+
+    def answer(h, q):
+        calls.append(1)
+        h.send(orjson.dumps({"items": [item(len(calls))], "next": "/analytics?page=2"}))
+
+    with Hostile(answer) as api, pytest.raises(SourceError, match="same cursor or next link"):
+        fetch(api.url, paginator={"type": "json_link"})
+    assert len(calls) == 2
+
+
+def test_has_more_forever_with_the_same_page_stops_with_a_clear_error():
+    with Hostile(lambda h, q: h.send(orjson.dumps({"items": [item(1)], "has_more": True}))) as api:
+        with pytest.raises(SourceError, match="exactly the records of the page before"):
+            fetch(api.url)
+        assert len(api.seen) == 2
+
+
+def test_max_pages_is_the_backstop_of_an_api_that_never_ends():
+    def answer(h, q):
+        h.send(orjson.dumps({"items": [item(int(q["page"]))], "has_more": True}))
+
+    with Hostile(answer) as api, pytest.raises(SourceError, match="api.max_pages=5"):
+        fetch(api.url, ApiSettings(**{**FAST, "max_pages": 5}))
+    assert len(api.seen) == 5
+
+
+@pytest.mark.parametrize("paginator", ["json_link", "header_link"])
+def test_next_link_to_another_port_is_refused_and_the_key_never_sent(paginator):
+    with Hostile(lambda h, q: h.send(b"[]")) as other:
+        elsewhere = f"{other.url}/analytics?page=2"
+
+        def answer(h, q):
+            h.send(
+                orjson.dumps({"items": [item(1)], "next": elsewhere}),
+                headers={"Link": f'<{elsewhere}>; rel="next"'},
+            )
+
+        with Hostile(answer) as api, pytest.raises(SourceError, match="refused to follow a next link"):
+            fetch(api.url, paginator={"type": paginator})
+        assert other.seen == []
+
+
+@pytest.mark.parametrize(
+    "paginator",
+    [
+        {"type": "page_number"},
+        {"type": "offset", "limit": 2},
+        {"type": "cursor"},
+        {"type": "json_link"},
+        {"type": "header_link"},
+    ],
+)
+def test_every_paginator_retries_5xx_and_reads_every_page(paginator):
+    """Three pages of two records; every page's first attempt answers 503 (then the right body)."""
+    attempts: dict[str, int] = {}
+
+    def answer(h, q):
+        n = int(q.get("page") or q.get("cursor") or int(q.get("offset", 0)) // 2 + 1)
+        attempts[str(n)] = attempts.get(str(n), 0) + 1
+        if attempts[str(n)] == 1:
+            return h.send(b'{"error": "busy"}', 503)
+        if n > 3:  # past the end: an empty page (what ends offset paging)
+            return h.send(b'{"items": []}')
+        nxt = f"/analytics?page={n + 1}" if n < 3 else None
+        body = {
+            "items": [item(2 * n), item(2 * n + 1)],
+            "has_more": n < 3,
+            "next_cursor": str(n + 1) if n < 3 else None,
+        }
+        h.send(orjson.dumps({**body, "next": nxt}), headers={"Link": f'<{nxt}>; rel="next"'} if nxt else {})
+
+    with Hostile(answer) as api:
+        records = fetch(api.url, paginator=paginator)
+    assert [r["user_id"] for r in records] == [f"u{i}" for i in range(2, 8)]
+    assert {k: v for k, v in attempts.items() if k != "4"} == {"1": 2, "2": 2, "3": 2}
+
+
+def test_fatal_answers_are_not_retried_for_any_paginator():
+    with Hostile(lambda h, q: h.send(b'{"error": "nope"}', 404)) as api:
+        for kind in ("page_number", "cursor", "json_link", "header_link", "single_page", "offset"):
+            with pytest.raises(SourceError, match="HTTP 404"):
+                fetch(api.url, paginator={"type": kind})
+        assert len(api.seen) == 6
+
+
+def test_an_error_body_that_echoes_the_credentials_is_redacted():
+    def answer(h, q):
+        h.send(f"bad request: you sent {h.headers.get('Authorization')} and key={API_KEY}".encode(), 400)
+
+    with Hostile(answer) as api:
+        with pytest.raises(SourceError) as bearer:
+            fetch(api.url)
+        env = {"API_USER": "someone", "API_KEY": API_KEY}
+        client = make_client(api.url, API_KEY, ApiSettings(**FAST), env=env, auth={"type": "basic"})
+        with pytest.raises(SourceError) as basic:
+            list(client.pages(SINCE, UNTIL))
+    for e in (bearer.value, basic.value):
+        assert "HTTP 400" in str(e) and "***" in str(e)
+        assert API_KEY not in str(e) and base64.b64encode(f"someone:{API_KEY}".encode()).decode() not in str(
+            e
+        )
+
+
+def test_credentials_in_the_base_url_are_refused_and_not_shown():
+    with pytest.raises(SettingsError, match="carries credentials") as e:
+        load_settings(None, [], env={"API_BASE_URL": "http://user:hunter2pass@127.0.0.1:9/"})
+    assert "hunter2pass" not in str(e.value)
+
+
+# -- issue 14: memory and stalls --------------------------------------------------------------------
+
+
+def test_a_gzip_bomb_fails_the_page_past_max_decompressed_mb():
+    bomb = gzip.compress(b'{"items": [], "has_more": false, "pad": "' + b"x" * (3 * 2**20) + b'"}')
+    assert len(bomb) < 10_000
+    with Hostile(lambda h, q: h.send(bomb, headers={"Content-Encoding": "gzip"})) as api:
+        with pytest.raises(SourceError, match="inflates past 1 MB"):
+            fetch(api.url, ApiSettings(**FAST, max_decompressed_mb=1))
+        assert len(api.seen) == 1  # a data error: not retried
+
+
+def test_a_body_larger_than_max_response_mb_fails_the_page():
+    body = b'{"items": [], "has_more": false, "pad": "' + b"x" * (3 * 2**20) + b'"}'
+    with Hostile(lambda h, q: h.send(body)) as api, pytest.raises(SourceError, match="larger than 1 MB"):
+        fetch(api.url, ApiSettings(**FAST, max_response_mb=1))
+
+
+def test_a_server_trickling_one_byte_a_second_fails_within_timeout_s():
+    def answer(h, q):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        for b in b'{"items": [' + b" " * 900:
+            h.wfile.write(bytes([b]))
+            h.wfile.flush()
+            time.sleep(0.25)
+
+    with Hostile(answer) as api:
+        started = time.monotonic()
+        with pytest.raises(RetriesExhausted, match="not complete within api.timeout_s"):
+            fetch(api.url, ApiSettings(**FAST, timeout_s=1.5, max_retries=0))
+        assert time.monotonic() - started < 3.5
+
+
+def test_a_record_nested_too_deep_is_kept_as_unparsed_and_the_rest_of_the_page_loads():
+    deep = (
+        b'{"user_id": "u0", "event": "click", "timestamp": 1714557600, "properties": '
+        + b'{"a": ' * 1100
+        + b"1"
+        + b"}" * 1100
+        + b"}"
+    )
+    body = (
+        b'{"items": ['
+        + orjson.dumps(item(1))
+        + b","
+        + deep
+        + b","
+        + orjson.dumps(item(2))
+        + b'], "has_more": false}'
+    )
+    with Hostile(lambda h, q: h.send(body)) as api:
+        records = fetch(api.url)
+    assert [r.get("user_id") for r in records] == ["u1", None, "u2"]
+    assert records[1][UNPARSED] == deep.decode() and "nested deeper" in records[1]["$eventpipe.reason"]
+
+
+def test_a_deep_record_in_json_lines_is_kept_as_unparsed():
+    deep = b'{"a": ' * 1100 + b"1" + b"}" * 1100
+    body = orjson.dumps(item(1)) + b"\n" + deep + b"\n" + orjson.dumps(item(2)) + b"\n"
+    with Hostile(lambda h, q: h.send(body)) as api:
+        records = fetch(api.url, format="jsonl", records="$", paginator={"type": "single_page"})
+    assert records[0] == item(1) and records[2] == item(2) and records[1][UNPARSED] == deep.decode()
+
+
+def test_a_huge_page_is_split_into_parts_of_batch_size(tmp_path):
+    n = 200_000
+    body = b'{"items": [' + b",".join(orjson.dumps(item(i)) for i in range(n)) + b'], "has_more": false}'
+    with Hostile(lambda h, q: h.send(body)) as api:
+        client = make_client(api.url, API_KEY, ApiSettings(**FAST))
+        result = extract_window(client, SINCE, UNTIL, tmp_path / "raw", chunk_rows=50_000)
+    sizes = [sum(pq.read_table(p)["n"].to_pylist()) for p in result.parts]
+    assert result.records == n and sizes == [50_000] * 4
