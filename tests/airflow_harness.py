@@ -174,11 +174,20 @@ class Airflow:
         return proc
 
     def start_core(self) -> None:
-        """api-server (the tasks' execution API), dag-processor and scheduler."""
-        self.start("api-server", "api-server", "--port", str(self.api_port))
+        """api-server (the tasks' execution API), then dag-processor and scheduler, which are told its URL."""
+        for attempt in range(3):
+            self.start("api-server", "api-server", "--port", str(self.api_port))
+            try:
+                wait_until(self._api_up, 180, "the api-server")
+                break
+            except AssertionError:
+                # the free port was taken by someone else before the server bound it: another port
+                if attempt == 2 or self.procs["api-server"].poll() is None:
+                    raise
+                self.procs.pop("api-server")
+                self.api_port = free_port()
         self.start("dag-processor", "dag-processor")
         self.start("scheduler", "scheduler")
-        wait_until(self._api_up, 180, "the api-server")
 
     def _api_up(self) -> bool:
         self.check_alive()
