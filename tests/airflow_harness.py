@@ -174,11 +174,20 @@ class Airflow:
         return proc
 
     def start_core(self) -> None:
-        """api-server (the tasks' execution API), dag-processor and scheduler."""
-        self.start("api-server", "api-server", "--port", str(self.api_port))
+        """api-server (the tasks' execution API), then dag-processor and scheduler, which are told its URL."""
+        for attempt in range(3):
+            self.start("api-server", "api-server", "--port", str(self.api_port))
+            try:
+                wait_until(self._api_up, 180, "the api-server")
+                break
+            except AssertionError:
+                # the free port was taken by someone else before the server bound it: another port
+                if attempt == 2 or self.procs["api-server"].poll() is None:
+                    raise
+                self.procs.pop("api-server")
+                self.api_port = free_port()
         self.start("dag-processor", "dag-processor")
         self.start("scheduler", "scheduler")
-        wait_until(self._api_up, 180, "the api-server")
 
     def _api_up(self) -> bool:
         self.check_alive()
@@ -294,6 +303,10 @@ class Airflow:
             self.check_alive()
             runs = self.dag_runs()
             finished = [r for r in runs if r["state"] in ("success", "failed")]
-            return runs if len(runs) >= n_runs and len(finished) == len(runs) else None
+            if len(runs) < n_runs or len(finished) < len(runs):
+                return None
+            # the scheduler marks the backfill complete a moment later; only then may the next one be created
+            open_backfills = self.sql("SELECT count(*) FROM backfill WHERE completed_at IS NULL")[0][0]
+            return runs if open_backfills == 0 else None
 
         return wait_until(done, timeout, f"{n_runs} DAG runs to finish", every=2)

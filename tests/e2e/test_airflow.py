@@ -144,6 +144,6 @@ def test_a_failed_stage_leaves_the_run_failed_with_the_runners_class_and_banner(
     assert query(pg_fresh_url, "SELECT count(*) FROM analytics")[0][0] == 0
     nb = nbformat.read(tmp_path / "reports" / run["run_id"] / "03_load.ipynb", as_version=4)
     assert FAILURE_BANNER in nb.cells[0].metadata.get("tags", [])
-    assert "FAILED in stage <code>load</code>: cell error" in nb.cells[0].source
+    assert "FAILED in stage <code>load</code>: cell error." in nb.cells[0].source  # the CLI runner's banner
     metrics = json.loads((tmp_path / "reports" / run["run_id"] / "metrics.json").read_text())
     assert metrics["error"]["class"] == "cell error"
