@@ -25,6 +25,7 @@ from ..errors import RetriesExhausted, SourceError
 from ..jsonio import loads
 from ..settings import ApiSettings
 from .config import SourceConfig
+from .deadline import Watch, deadline, mount
 from .formats import BadBody, BodyDeadline, BodyDropped, BodyTooLarge, Limits, Records, read_records
 from .paginators import PageShapeError, Paginator, Request, Response
 from .retry import RetryableFault, RetryPolicy, parse_retry_after
@@ -93,6 +94,7 @@ class SourceClient:
         self.auth = config.auth
         self.policy = RetryPolicy.from_settings(api)
         self.session = session or requests.Session()
+        mount(self.session)
         self.session.headers["Accept"] = "application/json"
         self.session.headers.update(config.auth.headers)
         if config.auth.basic:
@@ -206,6 +208,20 @@ class SourceClient:
         self.stats.attempts += 1
         self._pace()
         timeout = self.api.timeout_s
+        with deadline(timeout) as watch:  # headers and body together, however slowly they trickle
+            records, resp = self._get(request, number, chunk_rows, timeout, watch)
+        try:
+            paginator.update_state(Response(resp.url, resp.headers, records.body, records.n))
+        except PageShapeError as e:
+            self._fault("bad_shape")
+            raise RetryableFault("bad body", f"page {number} {e}") from None
+        records.body = None
+        return records
+
+    def _get(
+        self, request: Request, number: int, chunk_rows: int, timeout: float, watch: Watch
+    ) -> tuple[Records, requests.Response]:
+        """One GET and its body read under the response limits (``RetryableFault`` for what may pass)."""
         limits = Limits(
             int(self.api.max_response_mb * _MB),
             int(self.api.max_decompressed_mb * _MB),
@@ -218,8 +234,7 @@ class SourceClient:
             self._fault("timeout")
             raise RetryableFault("timeout", f"no answer within api.timeout_s={timeout}s") from None
         except requests.ConnectionError as e:
-            self._fault("connection")
-            raise RetryableFault("connection", f"connection dropped ({type(e).__name__})") from None
+            raise self._dropped(watch, timeout, type(e).__name__) from None
         with resp:
             self._check_status(resp, number)
             try:
@@ -237,8 +252,7 @@ class SourceClient:
                     "timeout", f"page not complete within api.timeout_s={timeout}s ({e})"
                 ) from None
             except BodyDropped as e:
-                self._fault("connection")
-                raise RetryableFault("connection", f"connection dropped ({e})") from None
+                raise self._dropped(watch, timeout, str(e)) from None
             except BodyTooLarge as e:
                 self._fault("too_large")
                 raise SourceError(
@@ -251,13 +265,17 @@ class SourceClient:
                 self._fault("bad_body")
                 raise RetryableFault("bad body", f"page {number} {e}") from None
             self.stats.bytes += resp.raw.tell() if hasattr(resp.raw, "tell") else 0
-        try:
-            paginator.update_state(Response(resp.url, resp.headers, records.body, records.n))
-        except PageShapeError as e:
-            self._fault("bad_shape")
-            raise RetryableFault("bad body", f"page {number} {e}") from None
-        records.body = None
-        return records
+        return records, resp
+
+    def _dropped(self, watch: Watch, timeout: float, detail: str) -> RetryableFault:
+        """A broken connection: the deadline's doing (a server that trickles), or the network's."""
+        if watch.fired:
+            self._fault("timeout")
+            return RetryableFault(
+                "timeout", f"page not complete within api.timeout_s={timeout}s (it trickles)"
+            )
+        self._fault("connection")
+        return RetryableFault("connection", f"connection dropped ({detail})")
 
     def _check_status(self, resp: requests.Response, number: int) -> None:
         status = resp.status_code

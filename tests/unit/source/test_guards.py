@@ -229,3 +229,17 @@ def test_a_huge_page_is_split_into_parts_of_batch_size(tmp_path):
         result = extract_window(client, SINCE, UNTIL, tmp_path / "raw", chunk_rows=50_000)
     sizes = [sum(pq.read_table(p)["n"].to_pylist()) for p in result.parts]
     assert result.records == n and sizes == [50_000] * 4
+
+
+def test_a_server_trickling_its_headers_fails_within_timeout_s():
+    def answer(h, q):  # the status line and headers one byte at a time: every read gets a byte in time
+        for b in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200:
+            h.wfile.write(bytes([b]))
+            h.wfile.flush()
+            time.sleep(0.25)
+
+    with Hostile(answer) as api:
+        started = time.monotonic()
+        with pytest.raises(RetriesExhausted, match="not complete within api.timeout_s"):
+            fetch(api.url, ApiSettings(**FAST, timeout_s=1.5, max_retries=0))
+        assert time.monotonic() - started < 3.5
