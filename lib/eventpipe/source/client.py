@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -209,7 +209,7 @@ class SourceClient:
         self._pace()
         timeout = self.api.timeout_s
         with deadline(timeout) as watch:  # headers and body together, however slowly they trickle
-            records, resp = self._get(request, number, chunk_rows, timeout, watch)
+            records, resp = self._get(request, paginator.body_paths, number, chunk_rows, timeout, watch)
         try:
             paginator.update_state(Response(resp.url, resp.headers, records.body, records.n))
         except PageShapeError as e:
@@ -219,7 +219,13 @@ class SourceClient:
         return records
 
     def _get(
-        self, request: Request, number: int, chunk_rows: int, timeout: float, watch: Watch
+        self,
+        request: Request,
+        keep: tuple[str, ...],
+        number: int,
+        chunk_rows: int,
+        timeout: float,
+        watch: Watch,
     ) -> tuple[Records, requests.Response]:
         """One GET and its body read under the response limits (``RetryableFault`` for what may pass)."""
         limits = Limits(
@@ -245,6 +251,7 @@ class SourceClient:
                     self.config.records,
                     chunk_rows,
                     limits,
+                    keep,
                 )
             except BodyDeadline as e:
                 self._fault("timeout")
@@ -298,7 +305,7 @@ class SourceClient:
         raise SourceError(
             self.auth.redact(
                 f"the API answered HTTP {status} for page {number} at {self.url}: "
-                f"{_short(resp)}; check API_BASE_URL, api.endpoint and the window"
+                f"{_short(resp, self.auth.redact, self.auth.longest)}; check API_BASE_URL, api.endpoint and the window"
             ),
             status=status,
             page=number,
@@ -308,11 +315,12 @@ class SourceClient:
         self.stats.faults[kind] += 1
 
 
-def _short(resp: requests.Response) -> str:
-    """The first 200 characters of an error body (read no further)."""
+def _short(resp: requests.Response, redact: Callable[[str], str], longest: int) -> str:
+    """The first 200 characters of an error body, secrets masked before it is cut (a key that straddles
+    the cut is still masked whole), read no further than that."""
     try:
-        head = resp.raw.read(200, decode_content=True) or b""
+        head = resp.raw.read(4 * (200 + longest), decode_content=True) or b""
     except Exception:  # noqa: BLE001 (an error body that cannot be read is shown as such)
         head = b""
-    text = head.decode("utf-8", "replace").replace("\n", " ")
+    text = redact(head.decode("utf-8", "replace").replace("\n", " "))[:200]
     return text or "(empty body)"

@@ -39,6 +39,11 @@ class Auth:
     secrets: tuple[str, ...] = ()
     env_names: tuple[str, ...] = ()
 
+    @property
+    def longest(self) -> int:
+        """The length of the longest form a secret may take in a message."""
+        return max((len(quote(s, safe="")) for s in self.secrets), default=0) + 64
+
     def redact(self, text: str) -> str:
         """``text`` with every secret (as sent: plain, URL-encoded, in a basic header) replaced by ``***``."""
         forms: set[str] = set()

@@ -2,14 +2,17 @@
 
 The body is read in pieces under three limits (bytes off the wire, bytes after decompression, a total
 deadline), un-gzipped on the way when ``Content-Encoding`` says so or the bytes are gzip. ``json`` parses
-one document and takes the list at the records path; ``jsonl`` reads one record a line (Mixpanel's
+one document and takes the list at the records path (a body past ``STREAM_ABOVE`` is spooled to a
+temporary file and its records parsed one at a time, so it is never held whole nor parsed at once); ``jsonl`` reads one record a line (Mixpanel's
 export); ``zip`` reads every (gzipped) JSON Lines member of a zip archive (Amplitude's export). A record
-the parser cannot handle (nested too deep) travels on as ``rundir.unparsed`` so it becomes a dead letter.
+the parser cannot handle (nested too deep, a lone surrogate) travels on as ``rundir.unparsed`` so it
+becomes a dead letter.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import re
 import tempfile
 import time
@@ -19,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import ijson
 import orjson
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
@@ -27,6 +31,8 @@ from ..rundir import unparsed
 from .paginators import find
 
 FORMATS = ("json", "jsonl", "zip")
+STREAM_ABOVE = 8 * 2**20  # a JSON body larger than this is streamed through a temporary file
+_SUB = 5_000  # records parsed and written at a time when streaming
 _PIECE = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -137,6 +143,11 @@ def _depth_problem(e: Exception) -> bool:
 
 
 _TOO_DEEP = "record_unparseable: nested deeper than the JSON parser allows"
+_SURROGATE = "record_unparseable: a \\u escape names half a character (a lone surrogate), not text"
+
+
+def _surrogate(e: Exception) -> bool:
+    return "surrogate" in str(e)
 
 
 def _stand_in(text: bytes, reason: str) -> bytes:
@@ -158,6 +169,8 @@ def _parse_record(text: bytes) -> bytes:
     except TypeError as e:
         if _depth_problem(e):
             return _stand_in(text, _TOO_DEEP)
+        if _surrogate(e):
+            return _stand_in(text, _SURROGATE)
         return dumps(obj).encode()  # integers beyond 64 bits: the standard library keeps them
 
 
@@ -254,9 +267,30 @@ def _top_keys(body: Any) -> str:
     return f"the body is a {type(body).__name__}"
 
 
-def read_json(pieces: Iterable[bytes], path: str, rows: int) -> Records:
-    """One JSON document; the records list at ``path`` (``$``: the document is the list)."""
-    body = b"".join(pieces)
+def read_json(pieces: Iterable[bytes], path: str, rows: int, keep: tuple[str, ...] = ()) -> Records:
+    """One JSON document; the records list at ``path`` (``$``: the document is the list).
+
+    A body up to ``STREAM_ABOVE`` bytes is parsed at once. A larger one is spooled to a temporary file as
+    it arrives and its records are read from there one by one (ijson), so neither the body nor its parsed
+    document is ever held whole; only the values at ``keep`` (what the paginator reads) are kept of the rest.
+    """
+    held: list[bytes] = []
+    size = 0
+    it = iter(pieces)
+    for data in it:
+        held.append(data)
+        size += len(data)
+        if size > STREAM_ABOVE:
+            with tempfile.TemporaryFile() as spool:
+                spool.writelines(held)
+                held.clear()
+                for data in it:
+                    spool.write(data)
+                return _stream(spool, path, rows, keep)
+    return _parse_whole(b"".join(held), path, rows)
+
+
+def _parse_whole(body: bytes, path: str, rows: int) -> Records:
     if not body.strip():
         raise BadBody("is empty, not JSON")
     try:
@@ -272,13 +306,133 @@ def read_json(pieces: Iterable[bytes], path: str, rows: int) -> Records:
         try:
             chunker.add_array(orjson.dumps(part), len(part))
         except TypeError as e:
-            if _depth_problem(e):
+            if _depth_problem(e) or _surrogate(e):
                 return _scan(body, path, rows)
             for r in part:  # integers beyond 64 bits: the standard library writes them
                 chunker.add(dumps(r).encode())
     out = chunker.done()
     out.body = doc
     return out
+
+
+class _Slow(Exception):
+    """The streamed body holds something only the scanning path can carry record by record."""
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_HIGH, _LOW = frozenset(b"89abAB"), frozenset(b"cdefCDEF")
+
+
+def _lone_surrogate(body: Any) -> bool:
+    """Whether a \\u escape names half a character without its other half (ijson would make it "?")."""
+    for m in _SURROGATE_ESCAPE.finditer(body):
+        i = m.start()
+        if body[i + 3] in _HIGH:  # a high half: a low half must follow
+            after = body[i + 6 : i + 10]
+            if not (len(after) == 4 and after[:3] in (b"\\ud", b"\\uD") and after[3] in _LOW):
+                return True
+        elif i < 6 or body[i - 6 : i - 3] not in (b"\\ud", b"\\uD") or body[i - 3] not in _HIGH:
+            return True  # a low half with no high half just before it
+    return False
+
+
+def _prefix(path: str) -> str:
+    return "item" if path in ("", "$") else path + ".item"
+
+
+def _stream(spool: IO[bytes], path: str, rows: int, keep: tuple[str, ...]) -> Records:
+    """The records of a spooled body, parsed one by one and written ``_SUB`` at a time; the fallback (any
+    record orjson cannot carry, broken JSON) scans the spooled bytes through a memory map."""
+    spool.flush()
+    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body:
+        if not _lone_surrogate(body):  # ijson would turn one into "?": let the scan refuse it
+            try:
+                return _stream_records(spool, path, rows, keep)
+            except _Slow:
+                pass
+        return _scan(body, path, rows)  # type: ignore[arg-type]
+
+
+def _stream_records(spool: IO[bytes], path: str, rows: int, keep: tuple[str, ...]) -> Records:
+    chunker = _Chunker(rows)
+    pending: list[bytes] = []  # JSON arrays of up to _SUB records, joined into one chunk of ``rows``
+    count = 0
+    found = False
+
+    def flush() -> None:
+        nonlocal count
+        if pending:
+            chunker.add_array(b"[" + b",".join(a[1:-1] for a in pending) + b"]", count)
+            pending.clear()
+            count = 0
+
+    spool.seek(0)
+    batch: list[Any] = []
+    try:
+        for record in ijson.items(spool, _prefix(path), use_float=True):
+            found = True
+            batch.append(record)
+            if len(batch) == _SUB or count + len(batch) >= rows:
+                pending.append(_dump_batch(batch))
+                count += len(batch)
+                batch.clear()
+                if count >= rows:
+                    flush()
+        if batch:
+            pending.append(_dump_batch(batch))
+            count += len(batch)
+        flush()
+        if not found:
+            _check_empty_list(spool, path)
+        skeleton = _skeleton(spool, keep)
+    except (ijson.JSONError, ValueError):  # broken JSON, numbers past 64 bits, bytes that are not UTF-8
+        raise _Slow from None
+    out = chunker.done()
+    out.body = skeleton
+    return out
+
+
+def _dump_batch(batch: list[Any]) -> bytes:
+    try:
+        return orjson.dumps(batch)
+    except TypeError as e:
+        if _depth_problem(e) or _surrogate(e):
+            raise _Slow from None
+        return b"[" + b",".join(dumps(r).encode() for r in batch) + b"]"  # integers beyond 64 bits
+
+
+def _check_empty_list(spool: IO[bytes], path: str) -> None:
+    """No record streamed: the records path must still hold a list (an empty one)."""
+    spool.seek(0)
+    if path in ("", "$"):
+        events = ijson.parse(spool)
+        first = next(events, None)
+        if first is None or first[1] != "start_array":
+            raise BadBody(f"has no list at the records path {path!r}")
+        return
+    spool.seek(0)
+    for prefix, event, _ in ijson.parse(spool):
+        if prefix == path:
+            if event == "start_array":
+                return
+            break
+    raise BadBody(f"has no list at the records path {path!r}")
+
+
+def _skeleton(spool: IO[bytes], keep: tuple[str, ...]) -> dict[str, Any]:
+    """The document reduced to the values at ``keep``, nested as in the body, for the paginator."""
+    doc: dict[str, Any] = {}
+    for p in keep:
+        spool.seek(0)
+        value = next(ijson.items(spool, p, use_float=True), None)
+        if value is None:
+            continue
+        node = doc
+        *parents, last = p.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return doc
 
 
 def _scan(body: bytes, path: str, rows: int) -> Records:
@@ -364,12 +518,14 @@ def _member_pieces(member: IO[bytes], name: str, limits: Limits, counter: list[i
         yield data
 
 
-def read_records(fmt: str, raw: Any, encoding: str, path: str, rows: int, limits: Limits) -> Records:
-    """The records of one streamed response in format ``fmt``."""
+def read_records(
+    fmt: str, raw: Any, encoding: str, path: str, rows: int, limits: Limits, keep: tuple[str, ...] = ()
+) -> Records:
+    """The records of one streamed response in format ``fmt`` (``keep``: the body paths the paginator reads)."""
     if fmt == "zip":
         return read_zip(body_pieces(raw, encoding, limits, sniff=False), rows, limits)
     pieces = body_pieces(raw, encoding, limits)
     try:
-        return read_jsonl(pieces, rows) if fmt == "jsonl" else read_json(pieces, path, rows)
+        return read_jsonl(pieces, rows) if fmt == "jsonl" else read_json(pieces, path, rows, keep)
     except zlib.error:
         raise BadBody("says it is gzip but does not inflate") from None

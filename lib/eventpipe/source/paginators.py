@@ -63,6 +63,11 @@ class Paginator(ABC):
         """Whether it reads the JSON body (so it cannot follow a JSON Lines or zip export)."""
         return False
 
+    @property
+    def body_paths(self) -> tuple[str, ...]:
+        """The paths of the body it reads (all a large body streamed past needs to keep for it)."""
+        return ()
+
     def init_request(self, request: Request) -> None:  # noqa: B027 (most strategies send nothing extra)
         """Shape the first request."""
 
@@ -104,6 +109,11 @@ class PageNumberPaginator(Paginator):
     size: int = 100
     has_more_path: str = "has_more"
     total_path: str = ""
+
+    @property
+    def body_paths(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.has_more_path, self.total_path) if p)
+
     page: int = 0
 
     @property
@@ -154,6 +164,10 @@ class OffsetPaginator(Paginator):
     def needs_body(self) -> bool:
         return bool(self.total_path)
 
+    @property
+    def body_paths(self) -> tuple[str, ...]:
+        return (self.total_path,) if self.total_path else ()
+
     def init_request(self, request: Request) -> None:
         request.params[self.offset_param] = self.offset
         request.params[self.limit_param] = self.limit
@@ -186,6 +200,10 @@ class CursorPaginator(Paginator):
     def needs_body(self) -> bool:
         return True
 
+    @property
+    def body_paths(self) -> tuple[str, ...]:
+        return (self.cursor_path,)
+
     def update_state(self, response: Response) -> None:
         value = find(response.body, self.cursor_path)
         self.cursor = None if value in (None, "") else str(value)
@@ -208,6 +226,10 @@ class JSONLinkPaginator(Paginator):
     @property
     def needs_body(self) -> bool:
         return True
+
+    @property
+    def body_paths(self) -> tuple[str, ...]:
+        return (self.next_url_path,)
 
     def update_state(self, response: Response) -> None:
         value = find(response.body, self.next_url_path)

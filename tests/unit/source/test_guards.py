@@ -243,3 +243,86 @@ def test_a_server_trickling_its_headers_fails_within_timeout_s():
         with pytest.raises(RetriesExhausted, match="not complete within api.timeout_s"):
             fetch(api.url, ApiSettings(**FAST, timeout_s=1.5, max_retries=0))
         assert time.monotonic() - started < 3.5
+
+
+def _big_page(n: int, **rest) -> bytes:
+    pad = "x" * 60
+    items = b",".join(orjson.dumps({**item(i), "properties": {"ref": pad}}) for i in range(n))
+    return b'{"items": [' + items + b"], " + orjson.dumps(rest)[1:]
+
+
+def test_a_large_json_body_is_streamed_never_held_whole_or_parsed_at_once(monkeypatch):
+    import tracemalloc
+
+    from eventpipe.source import formats
+
+    monkeypatch.setattr(formats, "STREAM_ABOVE", 2**20)
+    body = _big_page(30_000, has_more=False)  # ~4 MB: parsed at once it peaks at ~18x its size
+    with Hostile(lambda h, q: h.send(body)) as api:
+        client = make_client(api.url, API_KEY, ApiSettings(**FAST))
+        tracemalloc.start()
+        try:
+            pages = list(client.pages(SINCE, UNTIL))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert sum(p.n for p in pages) == 30_000
+    assert peak < 5 * len(body), f"peak {peak / 2**20:.0f} MB for a {len(body) / 2**20:.0f} MB body"
+
+
+@pytest.mark.parametrize("paginator", ["page_number", "json_link", "cursor", "offset"])
+def test_a_streamed_page_reads_as_the_same_records_and_still_paginates(monkeypatch, paginator):
+    from eventpipe.source import formats
+
+    dirty = [
+        item(1),
+        {"user_id": 2**70, "event": "x"},
+        {"user_id": "\u00e9\U0001f600", "event": None},
+        [1],
+        None,
+    ]
+
+    def answer(h, q):
+        last = q.get("page") == "2" or q.get("cursor") == "c2" or q.get("offset") == "4"
+        more = {
+            "page_number": {"has_more": not last},
+            "json_link": {"next": None if last else "/analytics?page=2"},
+            "cursor": {"next_cursor": None if last else "c2"},
+            "offset": {"total": 8},
+        }[paginator]
+        recs = dirty[:4] if not last else [item(7), item(8), dirty[4], item(9)]
+        pad = b" " * 3000  # a body past the (lowered) streaming threshold
+        h.send(b'{"items": ' + formats.dumps(recs).encode() + b", " + orjson.dumps(more)[1:] + pad)
+
+    spec = {"type": paginator, **({"limit": 4, "total_path": "total"} if paginator == "offset" else {})}
+    with Hostile(answer) as api:
+        whole = fetch(api.url, paginator=spec)
+        monkeypatch.setattr(formats, "STREAM_ABOVE", 1000)
+        streamed = fetch(api.url, paginator=spec)
+    assert streamed == whole and len(whole) == 8
+    assert whole[1]["user_id"] == 2**70 and whole[2]["user_id"] == "\u00e9\U0001f600"
+
+
+@pytest.mark.parametrize("stream_above", [2**40, 100], ids=["whole", "streamed"])
+def test_a_lone_surrogate_in_a_record_makes_it_a_dead_letter_not_a_crash(monkeypatch, stream_above):
+    from eventpipe.source import formats
+
+    monkeypatch.setattr(formats, "STREAM_ABOVE", stream_above)
+    body = (
+        b'{"items": [{"user_id": "\\ud800"}, {"user_id": "\\udc00x"}, {"user_id": "ok"}], "has_more": false}'
+    )
+    with Hostile(lambda h, q: h.send(body + b" " * 200)) as api:
+        records = fetch(api.url)
+    assert records[2] == {"user_id": "ok"}
+    assert [r[UNPARSED] for r in records[:2]] == ['{"user_id": "\\ud800"}', '{"user_id": "\\udc00x"}']
+    assert all("lone surrogate" in r["$eventpipe.reason"] for r in records[:2])
+
+
+@pytest.mark.parametrize("offset", [180, 190, 199])
+def test_a_key_cut_by_the_error_body_limit_leaks_no_prefix_of_it(offset):
+    def answer(h, q):  # the key straddles the 200th character of the error body
+        h.send(("x" * offset + API_KEY + " tail").encode(), 400)
+
+    with Hostile(answer) as api, pytest.raises(SourceError) as e:
+        fetch(api.url)
+    assert API_KEY[:3] not in str(e.value)
