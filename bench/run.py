@@ -371,6 +371,8 @@ STYLE_SECRETS = {
     "mixpanel": {"MIXPANEL_USER": "demo-user", "MIXPANEL_SECRET": API_KEY},
     "amplitude": {"AMPLITUDE_API_KEY": "demo-user", "AMPLITUDE_SECRET_KEY": API_KEY},
     "json-server": {},
+    "offset": {"EVENTS_API_KEY": API_KEY},
+    "cursor": {"EVENTS_TOKEN": API_KEY},
 }
 
 
@@ -381,7 +383,11 @@ def style_client(style: str, url: str, per_page: int) -> Any:
     from eventpipe.source.config import SourceConfig
 
     env = {"API_BASE_URL": url, **STYLE_SECRETS[style]}
-    size = {"posthog": f"source.params.limit={per_page}", "json-server": f"source.params._limit={per_page}"}
+    size = {
+        "posthog": f"source.params.limit={per_page}",
+        "json-server": f"source.params._limit={per_page}",
+        "cursor": f"source.params.limit={per_page}",
+    }
     overrides = [f"api.per_page={per_page}", *([size[style]] if style in size else [])]
     settings = load_settings(str(CODE / "params" / "sources" / f"{style}.yaml"), overrides, env=env)
     return SourceClient(url, SourceConfig.from_settings(settings, env), settings.api)
@@ -399,6 +405,8 @@ def bare_pages(style: str, urls: list[str], auth: Any) -> tuple[int, float]:
     session = requests.Session()
     session.auth = auth
     session.headers.update({"Authorization": f"Bearer {API_KEY}"} if auth is None else {})
+    if style == "offset":
+        session.headers.update({"X-API-Key": API_KEY})
     n = 0
     t0 = time.perf_counter()
     for url in urls:
@@ -412,7 +420,9 @@ def bare_pages(style: str, urls: list[str], auth: Any) -> tuple[int, float]:
                     n += sum(1 for line in gzip.decompress(zf.read(name)).splitlines() if orjson.loads(line))
         else:
             body = orjson.loads(r.content)
-            n += len(body if isinstance(body, list) else body.get("items", body.get("results", [])))
+            if not isinstance(body, list):
+                body = next(body[k] for k in ("items", "results", "data", "events") if k in body)
+            n += len(body)
     elapsed = time.perf_counter() - t0
     session.close()
     return n, elapsed

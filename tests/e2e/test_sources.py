@@ -19,6 +19,8 @@ SECRET_ENV = {
     "mixpanel": {"MIXPANEL_USER": DEMO_USER, "MIXPANEL_SECRET": API_KEY},
     "amplitude": {"AMPLITUDE_API_KEY": DEMO_USER, "AMPLITUDE_SECRET_KEY": API_KEY},
     "json-server": {},
+    "offset": {"EVENTS_API_KEY": API_KEY},
+    "cursor": {"EVENTS_TOKEN": API_KEY},
 }
 HOUR = timedelta(hours=1)
 

@@ -80,6 +80,20 @@ FAULT_KINDS = (
 )
 
 
+def _cursor(page: int) -> str:
+    """The cursor style's opaque next cursor (a page number, base64'd as real APIs obscure theirs)."""
+    return base64.urlsafe_b64encode(f"page:{page}".encode()).decode()
+
+
+def _page_of(cursor: str) -> int:
+    if not cursor:
+        return 1
+    text = base64.urlsafe_b64decode(cursor.encode()).decode()
+    if not text.startswith("page:"):
+        raise ValueError(cursor)
+    return int(text[5:])
+
+
 @dataclass(frozen=True)
 class Truth:
     """What a correct pipeline stores for one clean event."""
@@ -358,6 +372,10 @@ class DemoData:
             segs = [(merged, 0, len(merged))]
         return segs
 
+    def total(self, since_ms: int, until_ms: int) -> int:
+        """How many events ``[since, until)`` holds (an offset API's ``total``)."""
+        return sum(b - a for _, a, b in self._segments(since_ms, until_ms))
+
     def page(self, since_ms: int, until_ms: int, page: int, per_page: int) -> tuple[list[bytes], int, bool]:
         """One page: (runs of comma-separated items, how many items, whether more follow)."""
         offset, need = (page - 1) * per_page, per_page
@@ -503,6 +521,13 @@ class _Handler(BaseHTTPRequestHandler):
         if app.style == "json-server":
             link = f'<{self._url(q, _page=page + 1)}>; rel="next"' if more else ""
             return self._send(200, b"[" + records + b"]", {"Link": link} if link else None)
+        if app.style == "offset":
+            total = str(app.data.total(since, until)).encode()
+            return self._send(200, b'{"data":[' + records + b'],"total":' + total + b"}")
+        if app.style == "cursor":
+            cursor = orjson.dumps(_cursor(page + 1) if more else "")
+            meta = b'"response_metadata":{"next_cursor":' + cursor + b"}"
+            return self._send(200, b'{"ok":true,"events":[' + records + b"]," + meta + b"}")
         body = b'{"items":[' + records + b'],"has_more":' + (b"true" if more else b"false") + b"}"
         if fault == "missing_items":
             body = b'{"data":[],"has_more":' + (b"true" if more else b"false") + b"}"
@@ -516,6 +541,8 @@ class _Handler(BaseHTTPRequestHandler):
         if app.style in styles.NO_AUTH:
             return None
         auth = self.headers.get("Authorization", "")
+        if app.style in styles.HEADER_KEY:
+            auth = "Bearer " + self.headers.get(styles.HEADER_KEY[app.style], "")
         if app.style in styles.BASIC_AUTH:
             expected = "Basic " + base64.b64encode(f"{app.api_user}:{app.api_key}".encode()).decode()
             ok = hmac.compare_digest(auth.encode(), expected.encode())
@@ -551,12 +578,16 @@ class _Handler(BaseHTTPRequestHandler):
                 int(q.get("_page", "1")),
                 int(q.get("_limit", "10")),
             )
-        return (
-            _parse_instant_param(q["since"]) if q.get("since") else 0,
-            _parse_instant_param(q["until"]) if q.get("until") else 2**62,
-            int(q.get("page", "1")),
-            int(q.get("per_page", "100")),
-        )
+        since = _parse_instant_param(q["since"]) if q.get("since") else 0
+        until = _parse_instant_param(q["until"]) if q.get("until") else 2**62
+        if style == "offset":  # any offset a multiple of the limit (what an offset paginator sends)
+            limit, offset = int(q.get("limit", "100")), int(q.get("offset", "0"))
+            if limit < 1 or offset % limit:
+                raise ValueError
+            return since, until, offset // limit + 1, limit
+        if style == "cursor":
+            return since, until, _page_of(q.get("cursor", "")), int(q.get("limit", "100"))
+        return since, until, int(q.get("page", "1")), int(q.get("per_page", "100"))
 
     def _url(self, q: dict[str, str], **changes: Any) -> str:
         host = self.headers.get("Host") or self.server.url.split("//", 1)[1]

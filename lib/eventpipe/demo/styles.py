@@ -17,16 +17,19 @@ from typing import Any
 
 import orjson
 
-STYLES = ("contract", "posthog", "mixpanel", "amplitude", "json-server")
+STYLES = ("contract", "posthog", "mixpanel", "amplitude", "json-server", "offset", "cursor")
 ENDPOINTS = {
     "contract": "/analytics",
     "posthog": "/api/projects/1/events",
     "mixpanel": "/api/2.0/export",
     "amplitude": "/api/2/export",
     "json-server": "/events",
+    "offset": "/v1/events",  # ?offset=&limit= and a total (params/sources/offset.yaml)
+    "cursor": "/api/events.list",  # an opaque cursor in response_metadata, as Slack's API (cursor.yaml)
 }
 BASIC_AUTH = ("mixpanel", "amplitude")  # styles whose API takes a user and a secret
 NO_AUTH = ("json-server",)
+HEADER_KEY = {"offset": "X-API-Key"}  # styles whose key travels in a header of its own
 _ISO_SHAPED = re.compile(r"\d{4}-\d{2}-\d{2}[T ]")
 
 
@@ -111,18 +114,21 @@ RENDER: dict[str, Callable[[Any], Any]] = {
     "mixpanel": mixpanel,
     "amplitude": amplitude,
     "json-server": lambda x: x,
+    "offset": lambda x: x,
+    "cursor": lambda x: x,
 }
+_AS_SENT = ("contract", "json-server", "offset", "cursor")  # styles that send the contract's records
 
 
 def render(style: str, body: bytes) -> bytes:
     """One contract event body as ``style`` sends it."""
-    if style in ("contract", "json-server"):
+    if style in _AS_SENT:
         return body
     return orjson.dumps(RENDER[style](orjson.loads(body)))
 
 
 def render_all(style: str, bodies: list[bytes]) -> list[bytes]:
-    if style in ("contract", "json-server"):
+    if style in _AS_SENT:
         return bodies
     fn = RENDER[style]
     return [orjson.dumps(fn(x)) for x in orjson.loads(b"[" + b",".join(bodies) + b"]")]
