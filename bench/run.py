@@ -266,7 +266,9 @@ def free_port() -> int:
 class DemoApi:
     """``run_pipeline.py demo-api`` in its own process, so its CPU is not counted in the pipeline's."""
 
-    def __init__(self, events_per_hour: int, log_path: Path, style: str = "contract"):
+    def __init__(
+        self, events_per_hour: int, log_path: Path, style: str = "contract", latency_ms: float = 0.0
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**code_env(), "API_KEY": API_KEY}
@@ -288,6 +290,8 @@ class DemoApi:
                 str(DEMO_DUP),
                 "--style",
                 style,
+                "--latency-ms",
+                str(latency_ms),
             ],
             cwd=CODE,
             env=env,
@@ -376,7 +380,7 @@ STYLE_SECRETS = {
 }
 
 
-def style_client(style: str, url: str, per_page: int) -> Any:
+def style_client(style: str, url: str, per_page: int, extra: list[str] | None = None) -> Any:
     """The pipeline's source client configured by the style's preset, pointed at the demo API."""
     from eventpipe.settings import load_settings
     from eventpipe.source.client import SourceClient
@@ -388,7 +392,7 @@ def style_client(style: str, url: str, per_page: int) -> Any:
         "json-server": f"source.params._limit={per_page}",
         "cursor": f"source.params.limit={per_page}",
     }
-    overrides = [f"api.per_page={per_page}", *([size[style]] if style in size else [])]
+    overrides = [f"api.per_page={per_page}", *([size[style]] if style in size else []), *(extra or [])]
     settings = load_settings(str(CODE / "params" / "sources" / f"{style}.yaml"), overrides, env=env)
     return SourceClient(url, SourceConfig.from_settings(settings, env), settings.api)
 
@@ -457,6 +461,52 @@ def style_bench(args: argparse.Namespace, since: datetime, until: datetime, per_
     print(f"  extract   {ext:8.2f}s  {records / ext:12,.0f} records/s")
     print(f"  bare loop {bare:8.2f}s  {bare_n / bare:12,.0f} records/s")
     print(f"  extract at {bare / ext:.0%} of the bare loop (medians of {args.limit_repeat})")
+    return 0
+
+
+def latency_bench(
+    args: argparse.Namespace, since: datetime, until: datetime, per_hour: int, tmp: Path
+) -> int:
+    """``--latency-ms``: extract from an API that takes that long per answer, at each ``--concurrency``,
+    against the latency-bound limit ``pages x latency / concurrency`` (the pages this very run needed)."""
+    from eventpipe.source.extract import extract_window
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    style = args.style or "contract"
+    api = DemoApi(per_hour, tmp / "demo-api.log", style=style, latency_ms=args.latency_ms)
+    latency = args.latency_ms / 1000
+    rows: dict[int, dict[str, list[float]]] = {c: {"s": [], "limit": [], "requests": []} for c in levels}
+    pages = records = 0
+    try:
+        api.wait_ready()
+        extract_window(style_client(style, api.url, args.per_page), since, until, tmp / "warm", 100_000)
+        for i in range(args.limit_repeat):
+            for c in levels:
+                extra = [f"api.concurrency={c}", *args.params]
+                client = style_client(style, api.url, args.per_page, extra)
+                t0 = time.perf_counter()
+                res = extract_window(client, since, until, tmp / f"raw-{c}-{i}", 100_000)
+                rows[c]["s"].append(time.perf_counter() - t0)
+                pages, records = client.stats.pages, res.records
+                rows[c]["limit"].append(pages * latency / c)
+                rows[c]["requests"].append(client.stats.attempts)
+    finally:
+        api.stop()
+    print(f"{style}: {records:,} records in {pages:,} pages, {args.latency_ms:g} ms per answer")
+    print(f"{'concurrency':>11} {'extract s':>10} {'limit s':>8} {'x limit':>8} {'vs 1':>6} {'requests':>9}")
+    base = median(rows[levels[0]]["s"])
+    out = []
+    for c in levels:
+        s, limit = median(rows[c]["s"]), median(rows[c]["limit"])
+        assert s and limit and base
+        reqs = median(rows[c]["requests"])
+        print(f"{c:>11} {s:>10.2f} {limit:>8.2f} {s / limit:>8.2f} {base / s:>6.1f} {reqs:>9,.0f}")
+        out.append(
+            {"concurrency": c, "extract_s": s, "limit_s": limit, "ratio": s / limit, "speedup": base / s}
+        )
+    print(f"(medians of {args.limit_repeat}; 'vs 1' is the speed-up over concurrency {levels[0]})")
+    result = {"latency_ms": args.latency_ms, "pages": pages, "records": records, "levels": out}
+    (BENCH_DIR / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -1307,6 +1357,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=tuple(STYLE_SECRETS),
         help="only the source: extract with params/sources/STYLE.yaml against a bare loop over the same pages",
     )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        help="only the extract, from a demo API that waits this long before every answer, at each --concurrency",
+    )
+    p.add_argument("--concurrency", default="1,4,8", help="with --latency-ms: api.concurrency levels (1,4,8)")
     args = p.parse_args(argv)
     if (
         args.events < 1
@@ -1326,6 +1382,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
     say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     global CODE, API_PID
+    if args.latency_ms is not None:
+        return latency_bench(args, since, until, per_hour, tmp)
     if args.style:
         return style_bench(args, since, until, per_hour, tmp)
     EXTRA_PARAMS.extend(args.params)

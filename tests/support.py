@@ -65,9 +65,10 @@ def start_api(
     faults: FaultPlan | None = None,
     key: str = API_KEY,
     style: str = "contract",
+    latency_s: float = 0.0,
 ) -> Api:
     data = DemoData(config or DemoConfig())
-    server = DemoServer(data, api_key=key, faults=faults, style=style).start()
+    server = DemoServer(data, api_key=key, faults=faults, style=style, latency_s=latency_s).start()
     return Api(server, data, key)
 
 

@@ -165,6 +165,10 @@ class ApiSettings:
         64.0, "cap on one response's size after gzip/zip decompression; past it the page fails"
     )
     min_interval_s: float = _param(0.0, "minimum time between two requests (APIs with hourly quotas)")
+    concurrency: int = _param(
+        4, "requests in flight at once (slices, and pages fetched ahead); 1 asks one after another"
+    )
+    max_requests_per_s: float = _param(0.0, "one request budget for all workers; 0 means no limit")
 
 
 @dataclass(frozen=True)
@@ -674,6 +678,8 @@ def load_settings(
         ("api.max_response_mb", 0 < api.max_response_mb < 1e6),
         ("api.max_decompressed_mb", 0 < api.max_decompressed_mb < 1e6),
         ("api.min_interval_s", 0 <= api.min_interval_s < 86_400),
+        ("api.concurrency", 1 <= api.concurrency <= 64),
+        ("api.max_requests_per_s", 0 <= api.max_requests_per_s <= 1e6),
         ("api.max_retries", api.max_retries >= 0),
         ("runner.cell_timeout_s", built["runner"].cell_timeout_s >= 1),
         ("runner.max_workers", built["runner"].max_workers >= 0),

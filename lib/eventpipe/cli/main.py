@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--fault-every", type=int, default=3, help="every Nth request gets the next fault")
     api.add_argument("--retry-after", default="1", help="seconds sent in Retry-After on 429")
     api.add_argument("--slow-s", type=float, default=2.0, help="delay of a slow page")
+    api.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay before every answer (a far-away API), ms"
+    )
 
     src = sub.add_parser("source", help="check the configured source (source check)")
     src_sub = src.add_subparsers(dest="source_command", required=True, parser_class=_Parser)
@@ -384,6 +387,8 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
         raise SettingsError(f"demo-api --start: {e}") from None
     if args.fault_every < 1:
         raise SettingsError("demo-api --fault-every must be at least 1")
+    if not 0 <= args.latency_ms <= 60_000:
+        raise SettingsError("demo-api --latency-ms must be between 0 and 60000")
     if not 0 <= args.port <= 65535:
         raise SettingsError(f"demo-api --port {args.port}: use a port from 0 (any free one) to 65535")
     data = DemoData(
@@ -401,7 +406,13 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     key = os.environ.get("API_KEY") or DEMO_KEY
     try:
         server = DemoServer(
-            data, host=args.host, port=args.port, api_key=key, faults=faults, style=args.style
+            data,
+            host=args.host,
+            port=args.port,
+            api_key=key,
+            faults=faults,
+            style=args.style,
+            latency_s=args.latency_ms / 1000,
         )
     except OSError as e:
         raise SettingsError(

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -472,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("demo-api %s", fmt % args)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -484,6 +486,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, orjson.dumps({"error": message}), headers)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        arrived = time.monotonic()
+        self._status = 0  # 0: the connection was dropped mid-answer
+        if self.server.latency_s:  # a far-away API: every answer takes this long to start
+            time.sleep(self.server.latency_s)
+        try:
+            self._get()
+        finally:
+            self.server.log_request_done(arrived, self.path, self._status)
+
+    def _get(self) -> None:
         app = self.server
         url = urlparse(self.path)
         if url.path == "/health":
@@ -648,6 +660,19 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
 
+REQUEST_LOG_SIZE = 1_000_000  # the latest requests kept in ``DemoServer.request_log``
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request the demo API served: arrival and answer times (monotonic), path with query, status."""
+
+    arrived: float
+    answered: float
+    path: str
+    status: int
+
+
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -663,6 +688,7 @@ class DemoServer(ThreadingHTTPServer):
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         style: str = "contract",
         api_user: str = DEMO_USER,
+        latency_s: float = 0.0,
     ):
         if style not in styles.STYLES:
             raise SettingsError(
@@ -679,7 +705,15 @@ class DemoServer(ThreadingHTTPServer):
         self.lazy_has_more = False
         self.requests = 0
         self.faults_served: list[str] = []
+        self.latency_s = latency_s
+        self.request_log: deque[LoggedRequest] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._log_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    def log_request_done(self, arrived: float, path: str, status: int) -> None:
+        """Keep when a request arrived and when its answer was sent (``time.monotonic()``), for tests and bench."""
+        with self._log_lock:
+            self.request_log.append(LoggedRequest(arrived, time.monotonic(), path, status))
 
     @property
     def url(self) -> str:

@@ -40,7 +40,7 @@ def first_page(settings: Settings, since: datetime, until: datetime) -> SourceCh
     """Fetch the first page (of the first slice) once, without retries; a config problem is a ``SettingsError``."""
     config = SourceConfig.from_settings(settings, os.environ)
     fields = FieldMap.parse(settings.source.fields)
-    api = dataclasses.replace(settings.api, max_retries=0)
+    api = dataclasses.replace(settings.api, max_retries=0, concurrency=1)  # one request: the first page
     client = SourceClient(settings.api.base_url, config, api)
     a, b = config.window.slices(since, until)[0]
     try:

@@ -62,7 +62,7 @@ def extract_window(
         for v in rows.values():
             v.clear()
 
-    for page in client.pages(since, until, chunk_rows):
+    for page in client.pages(since, until, chunk_rows, spill_dir=raw_dir):
         for body, n in zip(page.chunks, page.counts):  # a large page arrives split into chunks
             if not n:
                 continue

@@ -71,6 +71,12 @@ class Paginator(ABC):
     def init_request(self, request: Request) -> None:  # noqa: B027 (most strategies send nothing extra)
         """Shape the first request."""
 
+    def predict(self, request: Request) -> tuple[Request, Paginator] | None:
+        """The request after ``request`` and the paginator as it will be before its answer, if this one's
+        answer is a full page with more to come; None when the next request depends on the answer (cursors,
+        links). The client fetches predicted pages ahead and uses one only if the real answer led to it."""
+        return None
+
     @abstractmethod
     def update_state(self, response: Response) -> None:
         """Read a response; set ``has_next``. Raise ``PageShapeError`` when the body lacks what is needed."""
@@ -146,6 +152,10 @@ class PageNumberPaginator(Paginator):
         self.page += 1
         request.params[self.page_param] = self.page
 
+    def predict(self, request: Request) -> tuple[Request, Paginator] | None:
+        nxt = dataclasses.replace(self, page=self.page + 1)
+        return Request(request.url, {**request.params, self.page_param: nxt.page}), nxt
+
 
 @dataclass
 class OffsetPaginator(Paginator):
@@ -183,6 +193,10 @@ class OffsetPaginator(Paginator):
 
     def update_request(self, request: Request) -> None:
         request.params[self.offset_param] = self.offset
+
+    def predict(self, request: Request) -> tuple[Request, Paginator] | None:
+        nxt = dataclasses.replace(self, offset=self.offset + self.limit)
+        return Request(request.url, {**request.params, self.offset_param: nxt.offset}), nxt
 
 
 @dataclass

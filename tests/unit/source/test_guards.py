@@ -56,20 +56,23 @@ def test_repeating_next_link_stops_with_a_clear_error():
     assert len(calls) == 2
 
 
-def test_has_more_forever_with_the_same_page_stops_with_a_clear_error():
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_has_more_forever_with_the_same_page_stops_with_a_clear_error(concurrency):
     with Hostile(lambda h, q: h.send(orjson.dumps({"items": [item(1)], "has_more": True}))) as api:
         with pytest.raises(SourceError, match="exactly the records of the page before"):
-            fetch(api.url)
-        assert len(api.seen) == 2
+            fetch(api.url, ApiSettings(**FAST, concurrency=concurrency))
+        # sequentially the second page tells; with pages fetched ahead, at most concurrency - 1 more were asked
+        assert 2 <= len(api.seen) <= 2 + concurrency - 1
 
 
-def test_max_pages_is_the_backstop_of_an_api_that_never_ends():
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_max_pages_is_the_backstop_of_an_api_that_never_ends(concurrency):
     def answer(h, q):
         h.send(orjson.dumps({"items": [item(int(q["page"]))], "has_more": True}))
 
     with Hostile(answer) as api, pytest.raises(SourceError, match="api.max_pages=5"):
-        fetch(api.url, ApiSettings(**{**FAST, "max_pages": 5}))
-    assert len(api.seen) == 5
+        fetch(api.url, ApiSettings(**{**FAST, "max_pages": 5, "concurrency": concurrency}))
+    assert len(api.seen) == 5  # pages are never fetched ahead past the backstop
 
 
 @pytest.mark.parametrize("paginator", ["json_link", "header_link"])
@@ -120,7 +123,8 @@ def test_every_paginator_retries_5xx_and_reads_every_page(paginator):
     with Hostile(answer) as api:
         records = fetch(api.url, paginator=paginator)
     assert [r["user_id"] for r in records] == [f"u{i}" for i in range(2, 8)]
-    assert {k: v for k, v in attempts.items() if k != "4"} == {"1": 2, "2": 2, "3": 2}
+    # past the end (page 4, and pages fetched ahead beyond it) the answers are empty or unread
+    assert {k: v for k, v in attempts.items() if int(k) <= 3} == {"1": 2, "2": 2, "3": 2}
 
 
 def test_fatal_answers_are_not_retried_for_any_paginator():
