@@ -91,16 +91,8 @@ def _window(start: datetime) -> tuple[datetime, datetime]:
 
 def _args(style: str, since: datetime, until: datetime) -> list[str]:
     preset = str(ROOT / "params" / "sources" / f"{style}.yaml")
-    return [
-        "--start",
-        since.isoformat(),
-        "--end",
-        until.isoformat(),
-        "--params",
-        preset,
-        "-p",
-        "quality.min_pass_rate=0.8",
-    ]
+    window = ["--start", since.isoformat(), "--end", until.isoformat()]
+    return [*window, "--params", preset, "-p", "quality.min_pass_rate=0.8"]
 
 
 def _assert_exact(style: str, api: Api, project: Project, since: datetime, until: datetime) -> dict:
@@ -110,9 +102,9 @@ def _assert_exact(style: str, api: Api, project: Project, since: datetime, until
     assert table_rows(url) == expected_table(api, since, until)
     # dead letters: the dirty records of the window as the API sent them, and those an export sent from
     # outside it that carry no usable time (the rest of what it sent from outside is counted, not kept)
-    asked = (
-        (since.replace(hour=0), until.replace(hour=0) + 24 * HOUR) if style == "mixpanel" else (since, until)
-    )
+    # (mixpanel is asked for whole days, the last one inclusive: the day of until's last hour)
+    days = (since.replace(hour=0), (until - HOUR).replace(hour=0) + 24 * HOUR)
+    asked = days if style == "mixpanel" else (since, until)
     dirty = {
         styles.render(style, g.body).decode()
         for g in api.data.events(*asked)
