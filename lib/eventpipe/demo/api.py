@@ -518,8 +518,8 @@ class _Handler(BaseHTTPRequestHandler):
             app.faults_served.append(fault)
             if self._fault(fault):
                 return
-        if app.style in ("mixpanel", "amplitude"):
-            return self._export(since, until)
+        if app.style in styles.EXPORTS:
+            return self._export(since, until, cut=fault == "truncate")
         items, count, more = app.data.page(since, until, page, per_page)
         if (
             fault == "repeat" and page > 1
@@ -611,21 +611,23 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(q.get("limit", "100"))
         return orjson.dumps(self._url(q, offset=int(q.get("offset", "0")) + limit))
 
-    def _export(self, since: int, until: int) -> None:
-        """The whole window in one answer: JSON Lines (gzipped if asked) or a zip of gzipped JSON Lines."""
+    def _export(self, since: int, until: int, cut: bool = False) -> None:
+        """The whole window in one answer: JSON Lines (gzipped if asked) or a zip of gzipped JSON Lines.
+        ``cut``: only its first half is sent, under an honest Content-Length (a body that ends early)."""
         app = self.server
         bodies = [g.body for g in app.data.events(_dt(since), _dt(until))]
         rendered = styles.render_all(app.style, bodies)
         if app.style == "mixpanel":
-            body = styles.jsonl(rendered)
+            body, headers = styles.jsonl(rendered), {}
             if "gzip" in self.headers.get("Accept-Encoding", ""):
-                return self._send(200, gzip.compress(body, mtime=0), {"Content-Encoding": "gzip"})
-            return self._send(200, body)
-        by_hour: dict[int, list[bytes]] = {}
-        for g, body in zip(app.data.events(_dt(since), _dt(until)), rendered):
-            by_hour.setdefault(g.sort_ms // HOUR_MS, []).append(body)
-        hours = [(_dt(h * HOUR_MS), b) for h, b in sorted(by_hour.items())]
-        self._send(200, styles.amplitude_zip(hours), {"Content-Type": "application/zip"})
+                body, headers = gzip.compress(body, mtime=0), {"Content-Encoding": "gzip"}
+        else:
+            by_hour: dict[int, list[bytes]] = {}
+            for g, line in zip(app.data.events(_dt(since), _dt(until)), rendered):
+                by_hour.setdefault(g.sort_ms // HOUR_MS, []).append(line)
+            hours = [(_dt(h * HOUR_MS), b) for h, b in sorted(by_hour.items())]
+            body, headers = styles.amplitude_zip(hours), {"Content-Type": "application/zip"}
+        self._send(200, body[: len(body) // 2] if cut else body, headers)
 
     def _fault(self, fault: str) -> bool:
         """Serve a fault; True when the response is complete."""
@@ -655,6 +657,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return True
         if fault == "truncate":
+            if self.server.style in styles.EXPORTS:
+                return False  # the export itself, cut short (``_export``)
             self._send(200, b'{"items":[{"user_id":"u1","event":"click"')
             return True
         return False

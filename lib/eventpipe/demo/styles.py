@@ -27,6 +27,7 @@ ENDPOINTS = {
     "offset": "/v1/events",  # ?offset=&limit= and a total (params/sources/offset.yaml)
     "cursor": "/api/events.list",  # an opaque cursor in response_metadata, as Slack's API (cursor.yaml)
 }
+EXPORTS = ("mixpanel", "amplitude")  # styles whose API answers the whole window in one export
 BASIC_AUTH = ("mixpanel", "amplitude")  # styles whose API takes a user and a secret
 NO_AUTH = ("json-server",)
 HEADER_KEY = {"offset": "X-API-Key"}  # styles whose key travels in a header of its own

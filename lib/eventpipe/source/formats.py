@@ -6,7 +6,8 @@ one document and takes the list at the records path (a body past ``STREAM_ABOVE`
 temporary file and its records parsed one at a time, so it is never held whole nor parsed at once); ``jsonl`` reads one record a line (Mixpanel's
 export); ``zip`` reads every (gzipped) JSON Lines member of a zip archive (Amplitude's export). A record
 the parser cannot handle (nested too deep, a lone surrogate) travels on as ``rundir.unparsed`` so it
-becomes a dead letter.
+becomes a dead letter. A body cut short (broken JSON, a gzip stream that stops early, a JSON Lines body
+whose last line stops mid-record) is ``BadBody``: the page is asked again, never read as fewer records.
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ class _Inflater:
     def __init__(self, cap: int, counter: list[int]):
         self.cap, self.counter = cap, counter
         self.d = zlib.decompressobj(zlib.MAX_WBITS | 32)
+        self.fed = False
 
     def feed(self, data: bytes) -> bytes:
+        self.fed = self.fed or bool(data)
         out = []
         while data:
             piece = self.d.decompress(data, self.cap - self.counter[0] + 1)
@@ -96,6 +99,11 @@ class _Inflater:
             else:
                 data = self.d.unconsumed_tail
         return b"".join(out)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the stream reached its end (or never began): zlib inflates one cut short without complaint."""
+        return self.d.eof or not self.fed
 
 
 def _wire(raw: Any, limits: Limits) -> Iterator[bytes]:
@@ -136,6 +144,8 @@ def body_pieces(raw: Any, encoding: str, limits: Limits, sniff: bool = True) -> 
                 raise BodyTooLarge(f"is larger than {limits.max_inflated // 2**20} MB")
         if data:
             yield data
+    if inflater is not None and not inflater.ended:
+        raise BadBody("ends inside its gzip stream (truncated?)")
 
 
 def _depth_problem(e: Exception) -> bool:
@@ -455,7 +465,8 @@ def _scan(body: bytes, path: str, rows: int) -> Records:
 # -- JSON Lines and zip ---------------------------------------------------------------------------
 
 
-def _lines(pieces: Iterable[bytes]) -> Iterator[bytes]:
+def _lines(pieces: Iterable[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """The non-blank lines, each with whether a newline ends it (only the body's last may lack one)."""
     rest = b""
     for data in pieces:
         data = rest + data
@@ -464,16 +475,37 @@ def _lines(pieces: Iterable[bytes]) -> Iterator[bytes]:
         for line in lines:
             line = line.strip()
             if line:
-                yield line
+                yield line, True
     if rest.strip():
-        yield rest.strip()
+        yield rest.strip(), False
+
+
+def _cut_short(line: bytes) -> bool:
+    """Whether a line is JSON that stops early (not JSON, and not a record only the parser cannot carry)."""
+    try:
+        loads(line)
+    except RecursionError:
+        return False
+    except ValueError as e:
+        return not (_depth_problem(e) or _surrogate(e))
+    return False
+
+
+def _read_lines(chunker: _Chunker, pieces: Iterable[bytes], what: str) -> None:
+    """One record a line. A last line that no newline ends and that is not JSON is a body cut short
+    (``BadBody``, so the page is retried): kept as a dead letter, it would hide the records never sent."""
+    for line, ended in _lines(pieces):
+        if not ended and _cut_short(line):
+            raise BadBody(
+                f"{what} inside a record: its last line is not JSON and no newline ends it (truncated?)"
+            )
+        chunker.add(_parse_record(line))
 
 
 def read_jsonl(pieces: Iterable[bytes], rows: int) -> Records:
     """One record per line, read line by line as the body arrives."""
     chunker = _Chunker(rows)
-    for line in _lines(pieces):
-        chunker.add(_parse_record(line))
+    _read_lines(chunker, pieces, "ends")
     return chunker.done()
 
 
@@ -492,8 +524,8 @@ def read_zip(pieces: Iterable[bytes], rows: int, limits: Limits) -> Records:
         with archive:
             for name in sorted(n for n in archive.namelist() if not n.endswith("/")):
                 with archive.open(name) as member:
-                    for line in _lines(_member_pieces(member, name, limits, counter)):
-                        chunker.add(_parse_record(line))
+                    pieces = _member_pieces(member, name, limits, counter)
+                    _read_lines(chunker, pieces, f"has a member {name!r} that ends")
     return chunker.done()
 
 
@@ -505,7 +537,7 @@ def _member_pieces(member: IO[bytes], name: str, limits: Limits, counter: list[i
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise BadBody(f"has a broken member {name!r} ({type(e).__name__})") from None
         if not data:
-            return
+            break
         if inflater is None:
             counter[0] += len(data)
             if counter[0] > limits.max_inflated:
@@ -516,6 +548,8 @@ def _member_pieces(member: IO[bytes], name: str, limits: Limits, counter: list[i
             except zlib.error:
                 raise BadBody(f"has a member {name!r} that is not gzip") from None
         yield data
+    if inflater is not None and not inflater.ended:
+        raise BadBody(f"has a member {name!r} that ends inside its gzip stream (truncated?)")
 
 
 def read_records(

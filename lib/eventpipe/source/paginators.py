@@ -183,13 +183,15 @@ class OffsetPaginator(Paginator):
         request.params[self.limit_param] = self.limit
 
     def update_state(self, response: Response) -> None:
-        self.offset += response.n_items
-        self.has_next = response.n_items >= self.limit
+        # checked before the offset moves: a page refused here is asked again from the same offset
+        offset = self.offset + response.n_items
+        has_next = response.n_items >= self.limit
         if self.total_path:
             total = find(response.body, self.total_path)
             if not isinstance(total, int) or isinstance(total, bool):
                 raise PageShapeError(f"lacks a whole number {self.total_path!r}")
-            self.has_next = self.offset < total and response.n_items > 0
+            has_next = offset < total and response.n_items > 0
+        self.offset, self.has_next = offset, has_next
 
     def update_request(self, request: Request) -> None:
         request.params[self.offset_param] = self.offset

@@ -225,6 +225,54 @@ def test_a_deep_record_in_json_lines_is_kept_as_unparsed():
     assert records[0] == item(1) and records[2] == item(2) and records[1][UNPARSED] == deep.decode()
 
 
+JSONL = b"".join(orjson.dumps(item(i)) + b"\n" for i in range(500))
+
+
+@pytest.mark.parametrize(
+    "cut,encoding",
+    [
+        (gzip.compress(JSONL, mtime=0)[:1000], "gzip"),  # a gzip stream that stops early
+        (gzip.compress(JSONL, mtime=0)[:-4], "gzip"),  # every line, but not the stream's end
+        (JSONL[: JSONL.index(b"\n", 3000) - 5], ""),  # a last line that stops mid-record
+    ],
+    ids=["gzip-half", "gzip-trailer", "last-line"],
+)
+def test_an_export_cut_short_is_asked_again_never_read_as_fewer_records(cut, encoding):
+    """An honest Content-Length for a body that ends early: every record of it parses but the last."""
+    whole = gzip.compress(JSONL, mtime=0) if encoding else JSONL
+    headers = {"Content-Encoding": encoding} if encoding else {}
+
+    def answer(h, q):
+        h.send(cut if len(api.seen) == 1 else whole, headers=headers)
+
+    with Hostile(answer) as api:
+        records = fetch(api.url, format="jsonl", records="$", paginator={"type": "single_page"})
+    assert records == [item(i) for i in range(500)] and len(api.seen) == 2
+
+
+def test_json_lines_may_end_without_a_newline_and_a_broken_line_within_is_a_dead_letter():
+    body = orjson.dumps(item(1)) + b"\n{not json\n" + orjson.dumps(item(2))
+    with Hostile(lambda h, q: h.send(body)) as api:
+        records = fetch(api.url, format="jsonl", records="$", paginator={"type": "single_page"})
+    assert records[0] == item(1) and records[1][UNPARSED] == "{not json" and records[2] == item(2)
+    assert len(api.seen) == 1
+
+
+def test_an_offset_page_refused_for_its_shape_is_asked_again_from_the_same_offset():
+    def answer(h, q):
+        offset = int(q["offset"])
+        body = {"data": [item(i) for i in range(offset, min(offset + 2, 6))], "total": 6}
+        if offset == 2 and sum("offset=2" in path for path, _ in api.seen) == 1:
+            del body["total"]  # once: what a gateway's 200 without the API's fields looks like
+        h.send(orjson.dumps(body))
+
+    with Hostile(answer) as api:
+        records = fetch(
+            api.url, records="data", paginator={"type": "offset", "limit": 2, "total_path": "total"}
+        )
+    assert [r["user_id"] for r in records] == [f"u{i}" for i in range(6)]
+
+
 def test_a_huge_page_is_split_into_parts_of_batch_size(tmp_path):
     n = 200_000
     body = b'{"items": [' + b",".join(orjson.dumps(item(i)) for i in range(n)) + b'], "has_more": false}'
