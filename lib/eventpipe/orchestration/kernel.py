@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 
 from ..settings import Settings
@@ -42,8 +44,8 @@ WARM_UP = (
 )
 
 # The kernel application's own start-up log goes to the runner's stderr, racing the runner's one-line
-# errors; its only warning says the loopback TCP channels are unencrypted (the kernel listens on
-# 127.0.0.1 and the connection file holds the HMAC key). Cell output and errors are not affected.
+# errors; it holds nothing a run needs (the kernel listens on Unix sockets in the user's Jupyter runtime
+# folder, and the connection file holds the HMAC key). Cell output and errors are not affected.
 QUIET = "--IPKernelApp.log_level=ERROR"
 
 
@@ -151,7 +153,14 @@ class SharedKernel:
         return cls(settings.runner.kernel_name, settings.path("notebooks_dir"), kernel_env(settings))
 
     def _manager(self) -> KeptKernelManager:
-        return KeptKernelManager(kernel_name=self.kernel_name)
+        # Unix sockets under a name of its own, not loopback TCP ports: jupyter_client picks a "free" TCP port
+        # by binding and releasing it, so two runs starting kernels at the same moment could both pick it
+        # (ZMQError: Address already in use, then "Kernel didn't respond in 60 seconds")
+        km = KeptKernelManager(kernel_name=self.kernel_name, transport="ipc")
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        km.ip = str(runtime / f"eventpipe-{secrets.token_hex(6)}-ipc")
+        return km
 
     def start(self) -> SharedKernel:
         """Launch the kernel process now (returns at once; the kernel boots and imports in parallel)."""
