@@ -24,13 +24,14 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_core.utils import run_sync
 
 from ..settings import Settings
@@ -44,8 +45,8 @@ WARM_UP = (
 )
 
 # The kernel application's own start-up log goes to the runner's stderr, racing the runner's one-line
-# errors; it holds nothing a run needs (the kernel listens on Unix sockets in the user's Jupyter runtime
-# folder, and the connection file holds the HMAC key). Cell output and errors are not affected.
+# errors; it holds nothing a run needs (the kernel listens on Unix sockets in a folder private to the user,
+# or on 127.0.0.1, and the connection file holds the HMAC key). Cell output and errors are not affected.
 QUIET = "--IPKernelApp.log_level=ERROR"
 
 
@@ -136,6 +137,24 @@ class KeptKernelManager(AsyncKernelManager):
             self._kept = None
 
 
+_SOCKET_PATH_MAX = 100  # a Unix socket's path is at most 107 bytes on Linux (104 on macOS); "-5" is added
+
+
+def _socket_folder() -> Path | None:
+    """A folder only this user can enter, for the kernel's Unix sockets, with a path short enough for them
+    (the Jupyter runtime folder under a deep $HOME is not); None when there is none."""
+    folder = Path(tempfile.gettempdir()) / f"eventpipe-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    if not private or len(str(folder)) + 20 > _SOCKET_PATH_MAX:  # another user's, a symlink, or too deep
+        return None
+    return folder
+
+
 class SharedKernel:
     """The kernel for the notebooks of one or more runs (see the module's docstring)."""
 
@@ -156,10 +175,11 @@ class SharedKernel:
         # Unix sockets under a name of its own, not loopback TCP ports: jupyter_client picks a "free" TCP port
         # by binding and releasing it, so two runs starting kernels at the same moment could both pick it
         # (ZMQError: Address already in use, then "Kernel didn't respond in 60 seconds")
+        folder = _socket_folder()
+        if folder is None:  # no private folder with a short enough path: TCP on loopback, as papermill does
+            return KeptKernelManager(kernel_name=self.kernel_name)
         km = KeptKernelManager(kernel_name=self.kernel_name, transport="ipc")
-        runtime = Path(jupyter_runtime_dir())
-        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-        km.ip = str(runtime / f"eventpipe-{secrets.token_hex(6)}-ipc")
+        km.ip = str(folder / f"k-{secrets.token_hex(6)}")
         return km
 
     def start(self) -> SharedKernel:
