@@ -17,6 +17,8 @@ from support import Project, expected_table, query, runs, start_api, table_rows,
 HOUR = timedelta(hours=1)
 FAST = ["-p", "api.backoff_initial_s=0.02", "-p", "api.backoff_max_s=0.2", "-p", "api.per_page=20"]
 FAST += ["-p", "quality.min_pass_rate=0.5"]  # 5% dirty records, drawn at random: a draw can pass under 95%
+# a "too far ahead" reason names the minute the run started, which differs between the runs compared
+AHEAD = re.compile(r" ahead of \d{4}-\d\d-\d\dT\d\d:\d\dZ")
 FAULTS = ("429", "503", "drop", "truncate", "429", "500", "missing_has_more")
 
 
@@ -49,10 +51,8 @@ def _outcome(url: str) -> tuple:
         "SELECT extracted, transformed, rejected_transform, duplicates, outside_window FROM pipeline_runs "
         "WHERE status = 'succeeded'",
     )
-    # a "too far ahead" reason names the minute the run started, which differs between the runs compared
-    ahead = re.compile(r" ahead of \d{4}-\d\d-\d\dT\d\d:\d\dZ")
     letters = sorted(
-        (raw, [ahead.sub(" ahead of <now>", r) for r in reasons])
+        (raw, [AHEAD.sub(" ahead of <now>", r) for r in reasons])
         for raw, reasons in query(url, "SELECT raw, reasons FROM dead_letter")
     )
     return table_rows(url), letters, counts
