@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -808,6 +809,227 @@ def direct_child(argv: list[str]) -> int:
     return 0
 
 
+# -- a table that already holds many rows (--existing-rows) -------------------------------------------------
+
+EXISTING_START = datetime(2021, 1, 1, tzinfo=timezone.utc)  # the pre-filled rows: one a second from here
+
+
+def existing_database(n: int, env: dict[str, str], tmp: Path, say: Callable[[str], None]) -> str:
+    """A database whose ``analytics`` holds ``n`` rows outside the bench window: built once (a marker table
+    records ``n`` and the schema's migration), kept between benchmark runs and reused."""
+    name = f"eventpipe_bench_existing_{n}"
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    revision = schema_child(env | {"DATABASE_URL": url}, tmp, probe=True) if database_exists(name) else None
+    if revision is not None:
+        conn = pg_connect(url)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('bench_existing') IS NOT NULL")
+            if cur.fetchone()[0]:
+                cur.execute("SELECT n, revision FROM bench_existing")
+                if cur.fetchone() == (n, revision):
+                    conn.close()
+                    say(f"existing rows: reusing database {name} ({n:,} rows)")
+                    return url
+        conn.close()
+    drop_database(name)
+    conn = pg_connect(PG_ADMIN)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    revision = schema_child(env | {"DATABASE_URL": url}, tmp, probe=False)
+    say(f"existing rows: filling {name} with {n:,} rows (once; kept for later runs)")
+    t0 = time.perf_counter()
+    conn = pg_connect(url)
+    with conn, conn.cursor() as cur:
+        # in key order (user, then time), so the primary key and the date index grow at their right edge
+        cur.execute(
+            """
+            INSERT INTO analytics (user_id, "timestamp", event_type, session_id, properties, event_date,
+                                   event_hour, run_id, loaded_at)
+            SELECT 'x' || lpad((i / 1000)::text, 9, '0'), t, 'page_view', 's' || (i %% 5000),
+                   jsonb_build_object('i', i), (t AT TIME ZONE 'UTC')::date,
+                   extract(hour FROM t AT TIME ZONE 'UTC')::smallint, 'bench-fill', now()
+            FROM generate_series(0, %s - 1) AS i, LATERAL (SELECT %s + i * interval '1 second' AS t) AS x
+            """,
+            (n, EXISTING_START),
+        )
+        cur.execute(
+            "INSERT INTO pipeline_runs (run_id, kind, status, started_at, finished_at, inserted) "
+            "VALUES ('bench-fill', 'bench', 'succeeded', now(), now(), %s)",
+            (n,),
+        )
+        cur.execute("CREATE TABLE bench_existing (n bigint, revision text)")
+        cur.execute("INSERT INTO bench_existing VALUES (%s, %s)", (n, revision))
+    conn.autocommit = True
+    conn.cursor().execute("VACUUM ANALYZE analytics")
+    conn.close()
+    say(f"existing rows: filled in {time.perf_counter() - t0:.0f}s")
+    return url
+
+
+def database_exists(name: str) -> bool:
+    conn = pg_connect(PG_ADMIN)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        found = cur.fetchone() is not None
+    conn.close()
+    return found
+
+
+def schema_child(env: dict[str, str], tmp: Path, probe: bool) -> str | None:
+    """The pipeline's tables created (``probe``: only read) in ``DATABASE_URL``; returns the migration."""
+    out = tmp / "schema.json"
+    cmd = [PY, str(Path(__file__).resolve()), "_summary", "--code-root", str(CODE), "--out", str(out)]
+    cmd += ["--params-file", params_file(), "--schema", "probe" if probe else "create"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        if probe:
+            return None
+        raise SystemExit(f"creating the pipeline's tables failed:\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())["revision"]
+
+
+def reset_existing(db_url: str, since: datetime, until: datetime) -> None:
+    """Back to the pre-filled rows alone: the bench window's rows, dead letters and runs go; vacuumed."""
+    conn = pg_connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            'DELETE FROM analytics WHERE event_date >= %s AND event_date <= %s AND "timestamp" >= %s',
+            (since.date(), until.date(), since),
+        )
+        cur.execute("TRUNCATE dead_letter, pipeline_state")
+        cur.execute("DELETE FROM pipeline_runs WHERE run_id <> 'bench-fill'")
+    conn.autocommit = True
+    conn.cursor().execute("VACUUM analytics")
+    conn.close()
+
+
+def copy_rolled_back(db_url: str, path: Path) -> float:
+    """Seconds for ``COPY analytics FROM STDIN`` of the CSV into the filled table, then rolled back (the
+    table keeps its rows for the next run; the commit, ~ms, is not counted)."""
+    cols = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+    conn = pg_connect(db_url)
+    with conn.cursor() as cur, open(path, "rb") as f:
+        t0 = time.perf_counter()
+        cur.copy_expert(f"COPY analytics ({cols}) FROM STDIN WITH (FORMAT csv)", f)
+        elapsed = time.perf_counter() - t0
+    conn.rollback()
+    conn.close()
+    return elapsed
+
+
+def summary_timings(env: dict[str, str], db_url: str, since: datetime, until: datetime, tmp: Path) -> dict:
+    """Seconds of ``Store.status()`` and of the load notebook's ``window_summary`` (medians of 3), in a child
+    process of the measured code; and the wall time of ``run_pipeline.py status`` (Python's start included)."""
+    out = tmp / "summary.json"
+    cmd = [PY, str(Path(__file__).resolve()), "_summary", "--code-root", str(CODE), "--out", str(out)]
+    cmd += ["--params-file", params_file(), "--since", iso(since), "--until", iso(until)]
+    subprocess.run(cmd, env=env | {"DATABASE_URL": db_url}, check=True, capture_output=True, timeout=600)
+    timings = json.loads(out.read_text())
+    walls = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [PY, str(CODE / "run_pipeline.py"), "status"],
+            env=env | {"DATABASE_URL": db_url},
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        walls.append(time.perf_counter() - t0)
+    timings["status_cli_wall_s"] = median(walls)
+    return timings
+
+
+def summary_child(argv: list[str]) -> int:
+    """``bench/run.py _summary ...``: create/probe the schema, or time the status and window summaries."""
+    p = argparse.ArgumentParser(prog="bench/run.py _summary")
+    p.add_argument("--code-root", default=str(ROOT))
+    p.add_argument("--params-file", default="")
+    p.add_argument("--out", required=True)
+    p.add_argument("--schema", choices=("probe", "create"))
+    p.add_argument("--since")
+    p.add_argument("--until")
+    a = p.parse_args(argv)
+    sys.path.insert(0, str(Path(a.code_root) / "lib"))
+    from eventpipe.settings import load_settings, parse_instant
+    from eventpipe.storage.migrate import VERSION_TABLE
+    from eventpipe.storage.store import Store
+
+    store = Store(load_settings(a.params_file or None, []))
+    if a.schema:
+        from sqlalchemy import text
+
+        if a.schema == "create":
+            store.create_schema()
+        with store.reader.connect() as conn:
+            revision = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        Path(a.out).write_text(json.dumps({"revision": revision}))
+        return 0
+    since, until = parse_instant(a.since), parse_instant(a.until)
+    status, window = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        store.status()
+        status.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        store.window_summary(since, until)
+        window.append(time.perf_counter() - t0)
+    Path(a.out).write_text(json.dumps({"status_s": median(status), "window_summary_s": median(window)}))
+    return 0
+
+
+def existing_rows_bench(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    since: datetime,
+    until: datetime,
+    csv_path: Path,
+    tmp: Path,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """``--existing-rows N``: per repeat, a raw COPY of the window's rows into the filled table (rolled
+    back), then the pipeline's run of the window into it; and the status and load-summary timings."""
+    url = existing_database(args.existing_rows, env, tmp, say)
+    env = env | {"DATABASE_URL": url}
+    copies, loads, walls = [], [], []
+    rows = 0
+    for i in range(args.repeat):
+        reset_existing(url, since, until)
+        s = copy_rolled_back(url, csv_path)
+        copies.append(s)
+        say(f"existing rows: raw COPY into {args.existing_rows:,} rows in {s:.2f}s")
+        pm = run_papermill(since, until, args.hours, args.per_page, env, tmp / f"existing-{i}", args.timeout)
+        load = pm.metrics["stages"]["load"]
+        rows = load["loaded"]
+        loads.append(load["seconds"])
+        walls.append(pm.wall_s)
+        say(
+            f"existing rows: pipeline load {rows:,} rows in {load['seconds']:.2f}s (end to end {pm.wall_s:.1f}s)"
+        )
+    timings = summary_timings(env, url, since, until, tmp)
+    say(
+        f"existing rows: status {timings['status_s'] * 1000:.0f} ms, load summary "
+        f"{timings['window_summary_s'] * 1000:.0f} ms, `status` command {timings['status_cli_wall_s']:.2f}s"
+    )
+    reset_existing(url, since, until)
+    copy_s, load_s = median(copies), median(loads)
+    return {
+        "rows_before": args.existing_rows,
+        "database": url.rsplit("/", 1)[1],
+        "rows": rows,
+        "copy_s": copy_s,
+        "copy_runs_s": copies,
+        "load_s": load_s,
+        "load_runs_s": loads,
+        "end_to_end_s": median(walls),
+        "copy_records_per_s": rate(rows, copy_s),
+        "load_records_per_s": rate(rows, load_s),
+        "load_vs_copy": (copy_s / load_s) if copy_s and load_s else None,
+        **timings,
+    }
+
+
 # -- peer: dlt, in the same run (--dlt) ------------------------------------------------------------------
 
 
@@ -1272,6 +1494,15 @@ def print_table(res: dict[str, Any]) -> None:
         f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
         f"{fmt_s(st[slowest]['notebook_s'])} s as a notebook)"
     )
+    if res.get("existing_rows"):
+        e = res["existing_rows"]
+        con.print(
+            f"into a table of {e['rows_before']:,} other rows: load {fmt_s(e['load_s'])} s = "
+            f"{fmt_n(e['load_records_per_s'])}/s, raw COPY {fmt_s(e['copy_s'])} s = "
+            f"{fmt_n(e['copy_records_per_s'])}/s, ratio {fmt_x(e['load_vs_copy'])}; status "
+            f"{e['status_s'] * 1000:.0f} ms, load summary {e['window_summary_s'] * 1000:.0f} ms, "
+            f"`status` command {e['status_cli_wall_s']:.2f} s (Python's start included)"
+        )
 
 
 def read_profile(path: Path, stage: str, seconds: float, top: int = 10) -> tuple[str, list[dict[str, Any]]]:
@@ -1350,6 +1581,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dlt-repeat", type=int, default=1, help="dlt runs to take the median of (default 1)")
     p.add_argument(
         "--dlt-per-page", type=int, default=5000, help="items per page for dlt (default 5000, as quoted)"
+    )
+    p.add_argument(
+        "--existing-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="afterwards, load the window into a table that already holds N other rows (a database "
+        "eventpipe_bench_existing_N, built once and kept), beside a raw COPY into it; and time status",
     )
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
     p.add_argument(
@@ -1515,6 +1754,10 @@ def main(argv: list[str] | None = None) -> int:
             profile_text, rows = read_profile(prof_path, slowest, secs)
             res["profile"] = {"stage": slowest, "seconds_under_cprofile": secs, "top_cumulative": rows}
 
+        if args.existing_rows:
+            res["existing_rows"] = existing_rows_bench(args, env, since, until, csv_path, tmp, say)
+            res["ratios"]["load_vs_copy_existing_rows"] = res["existing_rows"]["load_vs_copy"]
+
         if args.dlt:
             say(
                 f"dlt peer: {args.dlt_repeat} run(s), per_page {args.dlt_per_page}, into a database of its own"
@@ -1559,4 +1802,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_direct":
         sys.exit(direct_child(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_summary":
+        sys.exit(summary_child(sys.argv[2:]))
     sys.exit(main())

@@ -244,6 +244,11 @@ class RunnerSettings:
     keep_runs: bool = _param(
         False, "keep runs/<run_id>/ after a successful run (always kept after a failure)"
     )
+    transform_workers: int = _param(
+        0,
+        "processes that parse raw parts in the transform: 0 means one per CPU, 1 the kernel alone "
+        "(a run of fewer than 3 parts, and each partition of a parallel backfill, uses the kernel alone)",
+    )
 
 
 @dataclass(frozen=True)
@@ -683,6 +688,7 @@ def load_settings(
         ("api.max_retries", api.max_retries >= 0),
         ("runner.cell_timeout_s", built["runner"].cell_timeout_s >= 1),
         ("runner.max_workers", built["runner"].max_workers >= 0),
+        ("runner.transform_workers", 0 <= built["runner"].transform_workers <= 64),
         ("load.statement_timeout_s", built["load"].statement_timeout_s >= 0),
         ("load.batch_size", built["load"].batch_size >= 1),
         ("quality.min_pass_rate", 0.0 <= q.min_pass_rate <= 1.0),

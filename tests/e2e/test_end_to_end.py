@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import nbformat
+import pytest
 
 from support import API_KEY, ROOT, expected_table, query, runs, table_rows
 
@@ -66,15 +67,20 @@ def test_run_loads_exactly_the_generated_table(project, api):
     assert len(watermark) == 1
 
 
-def test_chunk_boundaries_change_nothing(project, api):
+@pytest.mark.parametrize("workers, used", [("1", 0), ("2", 2)])
+def test_chunk_boundaries_change_nothing(project, api, workers, used):
     """Chunks of 20 items (pages of 10): duplicates are superseded across chunks (last one wins), and a dirty
-    record sent again in another chunk is one dead letter. The table must be exactly the generator's."""
+    record sent again in another chunk is one dead letter. The table must be exactly the generator's, with
+    the chunks parsed in the kernel alone and in two worker processes."""
     now = datetime.now(timezone.utc)
     dirty = {"user_id": None, "event": "click", "timestamp": "2024-05-01T00:00:00Z"}
     api.data.append(dirty, now - timedelta(hours=3))
     api.data.append(dirty, now - timedelta(hours=1))
-    assert project.cli("run", "-p", "load.batch_size=20", "-p", "api.per_page=10") == 0
+    args = ("-p", "load.batch_size=20", "-p", "api.per_page=10", "-p", f"runner.transform_workers={workers}")
+    assert project.cli("run", *args) == 0
     run = last_run(project.database_url)
+    metrics = json.loads((project.reports / run["run_id"] / "metrics.json").read_text())
+    assert metrics["stages"]["transform_quality"]["workers"] == used
     since, until = run["window_since"], run["window_until"]
     clean_copies = sum(g.truth is not None for g in api.data.events(since, until))
     assert run["duplicates"] == clean_copies - len(api.data.expected_rows(since, until)) > 0

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import nbformat
+import psutil
 import pytest
 
 from eventpipe.demo.api import FaultPlan
@@ -232,3 +233,37 @@ def test_recognisable_secrets_appear_in_nothing_written(project, api, monkeypatc
         for table in ("analytics", "pipeline_runs", "pipeline_state", "dead_letter"):
             for row in query(project.database_url, f"SELECT * FROM {table}"):
                 assert secret not in repr(row), table
+
+
+def _transform_workers(pid: int) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process(pid).children(recursive=True)
+        if "multiprocessing.spawn" in " ".join(p.cmdline())
+        or "multiprocessing.resource_tracker" in " ".join(p.cmdline())
+    ]
+
+
+def test_a_killed_kernel_leaves_no_transform_worker_behind(project, api, tmp_path):
+    """The transform's worker processes end with the kernel that started them, however it ends; the rerun
+    is exact."""
+    mark = tmp_path / "reached"
+    small = ["-p", "load.batch_size=20", "-p", "api.per_page=10", "-p", "runner.transform_workers=2"]
+    proc = project.spawn(
+        "run",
+        "-p",
+        f"window.initial_since={FIXED_SINCE}",
+        *small,
+        env={"EVENTPIPE_INJECT": "transform.chunk=sleep:30", "EVENTPIPE_INJECT_MARK": str(mark)},
+    )
+    wait_for_mark(mark, proc)
+    workers = _transform_workers(proc.pid)
+    assert len(workers) >= 2, [w.cmdline() for w in workers]
+    kernel = workers[0].parent()
+    kernel.kill()
+    proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [w.cmdline() for w in alive]
+    assert project.cli("run", "-p", f"window.initial_since={FIXED_SINCE}", *small) == 0
+    assert_exact(project, api)

@@ -7,10 +7,15 @@ one in API order wins" holds across chunk boundaries in one pass with bounded me
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
+import sys
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,86 +67,230 @@ class ProcessResult:
     settled_hashes: list[str] = field(
         default_factory=list
     )  # replay: dead letters that now pass or are superseded
+    workers: int = 0  # worker processes that prepared parts (0: the calling process did all)
 
 
-def process(run: RunDir, rules: Rules, replay: bool = False) -> ProcessResult:
-    """Parse, normalise, dedup (last wins, across chunks), check quality; write ``clean/`` and ``rejects/``."""
+@dataclass
+class Prepared:
+    """One raw part after everything but the dedup against later parts, its clean and reject files written.
+
+    The rows that can still be superseded by a later part are the part's valid survivors (``keys``): for
+    each, whether it passed (it is then a row of the clean file, in order) or where it sits in the reject
+    file, so ``merge`` can take it back out.
+    """
+
+    index: int
+    clean_path: Path
+    reject_path: Path
+    counts: RunCounts
+    keys: np.ndarray  # key_hashes of the valid survivors, in part order
+    passed: np.ndarray  # per valid survivor: it passed quality
+    reject_row: np.ndarray  # per valid survivor: its row in the reject file (-1: it passed)
+    hours: np.ndarray  # per valid survivor that passed: its event hour (datetime64[ns])
+    bad_reasons: list[list[str]]  # every row of the reject file: its reasons
+    settled: list[str]  # replay: record hashes of the part's settled rows (in-part duplicates, passes)
+    key_raw_hashes: list[str]  # replay: per valid survivor, its record hash (else empty)
+
+
+def prepare(
+    index: int, raw_path: Path, clean_path: Path, reject_path: Path, rules: Rules, replay: bool
+) -> Prepared:
+    """Parse one raw part, apply the record rules, the window, in-part dedup and quality; write its files."""
+    lo, hi = (pd.Timestamp(t) for t in rules.window) if rules.window else (None, None)
+    earliest = pd.Timestamp(rules.quality.min_timestamp)
+    latest = pd.Timestamp(rules.now + rules.quality.max_future)
+    c = RunCounts()
+    settled: list[str] = []
+    with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
+        items, seqs = read_raw_part(raw_path)
+        df = parse_items(seqs, rules.fields.mapper()(items))
+        for j, x in enumerate(items):  # rare: records the source could not parse
+            if type(x) is dict and UNPARSED in x:
+                df.at[j, "reasons"] = [str(x.get(UNPARSED_REASON, "record_unparseable"))]
+        c.extracted = len(df)
+        ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
+        outside = np.zeros(len(df), dtype=bool)
+        if lo is not None:  # the API's bounds are coarser than the window: keep [since, until)
+            # a record is outside when its time says so, whatever else is wrong with it; one without a
+            # usable time (missing, unparseable, before min_timestamp, too far ahead) stays a dead letter
+            ts = df["timestamp"]
+            sane = (ts >= earliest) & (ts <= latest)
+            outside = (sane & ((ts < lo) | (ts >= hi))).fillna(False).to_numpy(dtype=bool)
+            ok &= ~outside
+            c.outside_window = int(outside.sum())
+        hashes = key_hashes(df[ok])
+        dup = np.zeros(len(df), dtype=bool)
+        dup[np.flatnonzero(ok)] = duplicate_mask(hashes)
+        c.rejected_transform = int((~ok & ~outside).sum())
+        c.duplicates = int(dup.sum())
+        if replay:  # a superseded duplicate is settled by the copy that wins
+            settled += [record_hash(raw_text(items[j])) for j in np.flatnonzero(dup)]
+        keep = np.flatnonzero(~dup & ~outside)
+        keys = hashes[~dup[np.flatnonzero(ok)]]
+        df = df.iloc[keep].reset_index(drop=True)
+        ok = ok[keep]
+        q_reasons = quality.check(df, rules.quality, rules.now)
+        all_reasons = [r + qr if qr else r for r, qr in zip(df["reasons"], q_reasons)]
+        passed = np.fromiter((not r for r in all_reasons), dtype=bool, count=len(df))
+        c.rejected_quality = int((ok & ~passed).sum())
+        c.passed = int(passed.sum())
+        bad = np.flatnonzero(~passed)
+
+        clean = enrich(df[passed])
+        pq.write_table(
+            pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
+            clean_path,
+        )
+        hours = clean["timestamp"].dt.floor("h").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        raw_hashes = [record_hash(raw_text(items[j])) for j in keep[ok]] if replay else []
+        if replay:
+            settled += [record_hash(raw_text(items[keep[j]])) for j in np.flatnonzero(passed)]
+        reject_row = np.full(len(df), -1, dtype=np.int64)
+        reject_row[bad] = np.arange(len(bad))
+        bad_reasons = [all_reasons[j] for j in bad]
+        if len(bad):
+            rej = pd.DataFrame(
+                {
+                    "seq": df["seq"].to_numpy()[bad],
+                    "stage": np.where(ok[bad], "quality", "transform"),
+                    "reasons": bad_reasons,
+                    "raw": [raw_text(items[keep[j]]) for j in bad],
+                }
+            )
+            pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False), reject_path)
+        out = Prepared(
+            index,
+            clean_path,
+            reject_path,
+            c,
+            keys,
+            passed[ok],
+            reject_row[ok],
+            hours,
+            bad_reasons,
+            settled,
+            raw_hashes,
+        )
+        del items, df, clean
+        gc.collect(1)  # the part's frames leave a few reference cycles; free them now, not at the end
+    return out
+
+
+def _drop_rows(path: Path, rows: np.ndarray) -> None:
+    """Rewrite a part without ``rows`` (superseded by a later part); an emptied reject file goes."""
+    table = pq.read_table(path)
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[rows] = False
+    if not keep.any() and path.parent.name == "rejects":
+        path.unlink()
+        return
+    pq.write_table(table.filter(pa.array(keep)), path)
+
+
+class _Merge:
+    """The parts' results, last part first: the dedup against later parts and the run's totals."""
+
+    def __init__(self, replay: bool) -> None:
+        self.c = RunCounts()
+        self.reasons: Counter = Counter()
+        self.per_hour: Counter = Counter()
+        self.settled: list[str] = []
+        self.seen = KeySet()  # the keys of later parts' rows
+        self.replay = replay
+
+    def add(self, p: Prepared) -> None:
+        c, pc = self.c, p.counts
+        superseded = self.seen.seen_before(p.keys)
+        gone = np.flatnonzero(superseded)
+        hours = p.hours
+        part_reasons = p.bad_reasons
+        if len(gone):
+            gone_pass = gone[p.passed[gone]]
+            gone_rej = gone[~p.passed[gone]]
+            pc.duplicates += len(gone)
+            pc.passed -= len(gone_pass)
+            pc.rejected_quality -= len(gone_rej)
+            if len(gone_pass):  # the clean file holds the passed survivors in order
+                clean_rows = np.cumsum(p.passed)[gone_pass] - 1
+                _drop_rows(p.clean_path, clean_rows)
+                hours = np.delete(hours, clean_rows)
+            if len(gone_rej):
+                rows = p.reject_row[gone_rej]
+                _drop_rows(p.reject_path, rows)
+                dropped = set(rows.tolist())
+                part_reasons = [r for k, r in enumerate(part_reasons) if k not in dropped]
+            if self.replay:  # superseded: settled by the copy that wins
+                self.settled += [p.key_raw_hashes[k] for k in gone_rej]
+        for name in ("extracted", "rejected_transform", "duplicates", "outside_window", "passed"):
+            setattr(c, name, getattr(c, name) + getattr(pc, name))
+        c.rejected_quality += pc.rejected_quality
+        self.reasons.update(quality.reason_counts(part_reasons))
+        if len(hours):
+            self.per_hour.update(pd.Series(hours).dt.tz_localize("UTC").value_counts().to_dict())
+        self.settled += p.settled
+
+
+def transform_workers(requested: int, parts: int) -> int:
+    """Worker processes for ``runner.transform_workers = requested`` over ``parts`` raw parts.
+
+    ``requested`` counts the processes that prepare parts (0: one per CPU); 1 means this process alone,
+    and so does a run of fewer than three parts (starting a worker costs more than it saves). Otherwise
+    ``requested`` workers, at most one per part after the first (this process prepares the first).
+    """
+    wanted = requested or os.cpu_count() or 1
+    if wanted <= 1 or parts < 3:
+        return 0
+    return min(wanted, parts - 1)
+
+
+def process(run: RunDir, rules: Rules, replay: bool = False, workers: int = 0) -> ProcessResult:
+    """Parse, normalise, dedup (last wins, across parts), check quality; write ``clean/`` and ``rejects/``.
+
+    ``workers`` processes (spawned; 0: none) prepare parts while this one prepares the last part and
+    then merges them in reverse order; the result is the same file for file whatever ``workers`` is.
+    """
     started = time.perf_counter()
     raw_parts = run.parts("raw")
     clean_dir = run.fresh("clean")
     rejects_dir = run.fresh("rejects")
-    c = RunCounts()
-    reasons: Counter = Counter()
-    per_hour: Counter = Counter()
-    settled: list[str] = []
-    seen = KeySet()  # the keys of later chunks' rows
-    mapped = rules.fields.mapper()
-    lo, hi = (pd.Timestamp(t) for t in rules.window) if rules.window else (None, None)
-    earliest = pd.Timestamp(rules.quality.min_timestamp)
-    latest = pd.Timestamp(rules.now + rules.quality.max_future)
-    with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
-        for i in reversed(range(len(raw_parts))):
-            items, seqs = read_raw_part(raw_parts[i])
-            df = parse_items(seqs, mapped(items))
-            for j, x in enumerate(items):  # rare: records the source could not parse
-                if type(x) is dict and UNPARSED in x:
-                    df.at[j, "reasons"] = [str(x.get(UNPARSED_REASON, "record_unparseable"))]
+    jobs = [
+        (i, raw_parts[i], clean_dir / part_name(i), rejects_dir / part_name(i), rules, replay)
+        for i in reversed(range(len(raw_parts)))
+    ]
+    merged = _Merge(replay)
+    if workers < 1 or len(jobs) < 2:
+        for job in jobs:
+            prepared = prepare(*job)
             checkpoint("transform.chunk")
-            c.extracted += len(df)
-            ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
-            outside = np.zeros(len(df), dtype=bool)
-            if lo is not None:  # the API's bounds are coarser than the window: keep [since, until)
-                # a record is outside when its time says so, whatever else is wrong with it; one without a
-                # usable time (missing, unparseable, before min_timestamp, too far ahead) stays a dead letter
-                ts = df["timestamp"]
-                sane = (ts >= earliest) & (ts <= latest)
-                outside = (sane & ((ts < lo) | (ts >= hi))).fillna(False).to_numpy(dtype=bool)
-                ok &= ~outside
-                c.outside_window += int(outside.sum())
-            hashes = key_hashes(df[ok])
-            superseded = duplicate_mask(hashes) | seen.seen_before(hashes)
-            dup = np.zeros(len(df), dtype=bool)
-            dup[np.flatnonzero(ok)] = superseded
-            c.rejected_transform += int((~ok & ~outside).sum())
-            c.duplicates += int(dup.sum())
-            if replay:  # a superseded duplicate is settled by the copy that wins
-                settled += [record_hash(raw_text(items[j])) for j in np.flatnonzero(dup)]
-            keep = np.flatnonzero(~dup & ~outside)
-            df = df.iloc[keep].reset_index(drop=True)
-            ok = ok[keep]
-            q_reasons = quality.check(df, rules.quality, rules.now)
-            all_reasons = [r + qr if qr else r for r, qr in zip(df["reasons"], q_reasons)]
-            passed = np.fromiter((not r for r in all_reasons), dtype=bool, count=len(df))
-            c.rejected_quality += int((ok & ~passed).sum())
-            c.passed += int(passed.sum())
-            bad = np.flatnonzero(~passed)
-            reasons.update(quality.reason_counts(all_reasons[j] for j in bad))
-
-            clean = enrich(df[passed])
-            pq.write_table(
-                pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
-                clean_dir / part_name(i),
-            )
-            per_hour.update(clean["timestamp"].dt.floor("h").value_counts().to_dict())
-            if replay:
-                settled += [record_hash(raw_text(items[keep[j]])) for j in np.flatnonzero(passed)]
-            if len(bad):
-                rej = pd.DataFrame(
-                    {
-                        "seq": df["seq"].to_numpy()[bad],
-                        "stage": np.where(ok[bad], "quality", "transform"),
-                        "reasons": [all_reasons[j] for j in bad],
-                        "raw": [raw_text(items[keep[j]]) for j in bad],
-                    }
-                )
-                pq.write_table(
-                    pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False),
-                    rejects_dir / part_name(i),
-                )
-            del items, df, clean
-            gc.collect(1)  # the chunk's frames leave a few reference cycles; free them now, not at the end
-
+            merged.add(prepared)
+    else:
+        main = sys.modules["__main__"]
+        if not hasattr(
+            main, "__spec__"
+        ):  # a Jupyter kernel's namespace; spawn reads it (None: nothing to re-run)
+            main.__spec__ = None
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            ahead = workers + 1  # parts queued beyond the ones being prepared, so no worker waits
+            futures = deque(pool.submit(prepare, *job) for job in jobs[1 : 1 + ahead])
+            pending = iter(jobs[1 + ahead :])
+            prepared = prepare(*jobs[0])  # the last part here, while the workers start
+            checkpoint("transform.chunk")
+            merged.add(prepared)
+            while futures:
+                prepared = futures.popleft().result()
+                nxt = next(pending, None)
+                if nxt is not None:
+                    futures.append(pool.submit(prepare, *nxt))
+                checkpoint("transform.chunk")
+                merged.add(prepared)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    c = merged.c
     c.transformed = c.extracted - c.rejected_transform - c.duplicates - c.outside_window
     rate = quality.pass_rate(c.passed, c.extracted - c.duplicates - c.outside_window)
+    per_hour = merged.per_hour
     hours = pd.Series(per_hour, dtype="int64").sort_index() if per_hour else pd.Series(dtype="int64")
-    return ProcessResult(c, rate, reasons, hours, time.perf_counter() - started, settled)
+    return ProcessResult(
+        c, rate, merged.reasons, hours, time.perf_counter() - started, merged.settled, workers
+    )

@@ -72,6 +72,7 @@ _DETAIL = {
 }
 
 
+_ORDER = {name: i for i, name in enumerate(_DETAIL)}  # the schema's checks, column by column
 _NONE: list[str] = []  # shared by every passing row; never mutated
 
 
@@ -93,6 +94,9 @@ def check(df: pd.DataFrame, q: QualitySettings, now: datetime | None = None) -> 
             if reasons[idx] is _NONE:
                 reasons[idx] = []
             reasons[idx].append(f"{name}: {detail(value, q, now)}" if detail else f"{name}: {value!r}")
+    for rs in reasons:  # pandera's failure cases come in no fixed order: the schema's order, always
+        if len(rs) > 1:
+            rs.sort(key=lambda r: _ORDER.get(reason_code(r), len(_ORDER)))
     return reasons
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..core.counts import RunCounts
-from ..core.process import Rules, process
+from ..core.process import Rules, process, transform_workers
 from ..core.quality import gate
 from ..demo import api as demo
 from ..errors import CountsMismatch, SettingsError
@@ -168,7 +168,8 @@ def transform_quality(
     rules = Rules.of(
         ctx.settings, now or datetime.now(timezone.utc), None if replay else (ctx.since, ctx.until)
     )
-    result = process(ctx.run, rules, replay=replay)
+    workers = transform_workers(ctx.settings.runner.transform_workers, len(ctx.run.parts("raw")))
+    result = process(ctx.run, rules, replay=replay, workers=workers)
     c = result.counts
     metrics = {
         "stage": "transform_quality",
@@ -177,6 +178,7 @@ def transform_quality(
         "min_pass_rate": q.min_pass_rate,
         "reasons": dict(result.reasons.most_common()),
         "seconds": round(result.seconds, 3),
+        "workers": result.workers,
         "gate": "passed" if result.pass_rate >= q.min_pass_rate else "failed",
     }
     # clean events per hour, for the run page's chart (drawn when the report is built, not here)

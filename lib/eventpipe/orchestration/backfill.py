@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..core.counts import RunCounts
@@ -62,6 +62,17 @@ def worker_count(requested: int, partitions: int, settings: Settings) -> int:
             settings.runner.max_workers or f"0 = {cap} CPUs",
         )
     return workers
+
+
+def one_core_transform(settings: Settings) -> Settings:
+    """``settings`` with each run's transform in its kernel alone: partitions already share the CPUs."""
+    if settings.runner.transform_workers == 1:
+        return settings
+    return replace(
+        settings,
+        runner=replace(settings.runner, transform_workers=1),
+        overrides=(*settings.overrides, "runner.transform_workers=1"),
+    )
 
 
 def _run_partition(
@@ -133,6 +144,7 @@ def run_backfill(
             log.info("partition [%s, %s): %s", iso(since), iso(until), results[(since, until)].result)
             report(results[(since, until)])
     else:
+        settings = one_core_transform(settings)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {pool.submit(_run_partition, settings, s, u, parent, wait): (s, u) for s, u in todo}

@@ -1,0 +1,145 @@
+"""The chunk loop (``core.process``): cutting the records into parts, or preparing the parts in worker
+processes, changes nothing: not a row of the clean and reject files, not a count, reason or settled hash."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from eventpipe.core.process import Rules, process, transform_workers
+from eventpipe.core.quality import check
+from eventpipe.rundir import RAW_SCHEMA, RunDir, part_name
+from eventpipe.settings import QualitySettings
+
+NOW = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+RULES = Rules(QualitySettings(), NOW)
+WINDOWED = Rules(QualitySettings(), NOW, window=(NOW - timedelta(hours=6), NOW - timedelta(hours=1)))
+
+
+def records(n: int = 400) -> list[dict]:
+    """Clean events, copies of earlier ones sent later (the copy wins), transform and quality failures,
+    and quality failures sent twice, spread so that many copies land in another part than their original."""
+    out: list[dict] = []
+    for i in range(n):
+        ts = NOW - timedelta(hours=8) + timedelta(seconds=67 * i)  # the last ones are hours ahead of NOW
+        event = ("click", "page_view", "scroll")[i % 3 if i % 11 == 0 else i % 2]  # "scroll": not allowed
+        out.append(
+            {"user_id": f"u{i % 37}", "event": event, "timestamp": ts.isoformat(), "properties": {"i": i}}
+        )
+        if i % 5 == 0 and i >= 10:  # a copy of an event sent 10 records earlier, with newer properties
+            copy = dict(out[-11 - (i // 5 - 2)], properties={"copy": i})
+            out.append(copy)
+        if i % 23 == 0:
+            out.append({"user_id": None, "event": "click", "timestamp": ts.isoformat()})
+    return out
+
+
+def raw_run(tmp: Path, items: list[dict], per_part: int, per_page: int = 4) -> RunDir:
+    """``items`` as raw parts of ``per_part`` records, in pages of ``per_page``, in API order."""
+    (tmp / "raw").mkdir(parents=True)
+    seq = page = 0
+    for index, start in enumerate(range(0, len(items), per_part)):
+        chunk = items[start : start + per_part]
+        rows: dict[str, list] = {"page": [], "first_seq": [], "n": [], "body": []}
+        for p in range(0, len(chunk), per_page):
+            body = chunk[p : p + per_page]
+            rows["page"].append(page)
+            rows["first_seq"].append(seq)
+            rows["n"].append(len(body))
+            rows["body"].append(orjson.dumps(body))
+            seq, page = seq + len(body), page + 1
+        pq.write_table(pa.Table.from_pydict(rows, schema=RAW_SCHEMA), tmp / "raw" / part_name(index))
+    return RunDir(tmp)
+
+
+def rows_of(run: RunDir, kind: str) -> list[dict]:
+    out = [r for p in run.parts(kind) for r in pq.read_table(p).to_pylist()]
+    return sorted(out, key=lambda r: r["seq"])
+
+
+def outcome(run: RunDir, rules: Rules, replay: bool, workers: int = 0) -> tuple:
+    r = process(run, rules, replay=replay, workers=workers)
+    return (
+        r.counts.as_dict(),
+        dict(r.reasons),
+        r.per_hour.to_dict(),
+        sorted(r.settled_hashes),
+        rows_of(run, "clean"),
+        rows_of(run, "rejects"),
+    )
+
+
+@pytest.mark.parametrize("replay", [False, True])
+@pytest.mark.parametrize("rules", [RULES, WINDOWED], ids=["api-window", "client-filter"])
+def test_cutting_the_records_into_parts_changes_nothing(tmp_path, rules, replay):
+    items = records()
+    whole = outcome(raw_run(tmp_path / "one", items, len(items)), rules, replay)
+    counts = whole[0]
+    assert counts["duplicates"] > 0 and counts["rejected_quality"] > 0 and counts["rejected_transform"] > 0
+    for per_part in (7, 50, 101):
+        cut = outcome(raw_run(tmp_path / f"cut{per_part}", items, per_part), rules, replay)
+        assert cut == whole, per_part
+
+
+def test_copies_in_a_later_part_are_taken_out_of_the_earlier_parts_files(tmp_path):
+    """Both a passing and a quality-failing record whose copy sits in the next part: only the copy stays."""
+    first = {"user_id": "u1", "event": "click", "timestamp": "2024-05-01T10:00:00Z", "properties": {"v": 1}}
+    future = {"user_id": "u2", "event": "click", "timestamp": "2024-05-01T20:00:00Z", "properties": {"v": 1}}
+    items = [first, future, {**first, "properties": {"v": 2}}, {**future, "properties": {"v": 2}}]
+    run = raw_run(tmp_path, items, per_part=2)
+    r = process(run, RULES)
+    assert (r.counts.passed, r.counts.rejected_quality, r.counts.duplicates) == (1, 1, 2)
+    assert [orjson.loads(x["properties"]) for x in rows_of(run, "clean")] == [{"v": 2}]
+    assert [orjson.loads(x["raw"])["properties"] for x in rows_of(run, "rejects")] == [{"v": 2}]
+    assert not (run.path / "rejects" / part_name(0)).exists()  # its only reject was superseded
+    assert dict(r.reasons) == {"timestamp_in_future": 1}
+
+
+def test_worker_processes_write_the_same_files_as_the_kernel_alone(tmp_path):
+    items = records(600)
+    alone = raw_run(tmp_path / "alone", items, 60)
+    pooled = raw_run(tmp_path / "pooled", items, 60)
+    expected = outcome(alone, WINDOWED, True, workers=0)
+    assert outcome(pooled, WINDOWED, True, workers=2) == expected
+    for kind in ("clean", "rejects"):
+        names = [p.name for p in alone.parts(kind)]
+        assert names == [p.name for p in pooled.parts(kind)]
+        for name in names:
+            a = pq.read_table(alone.path / kind / name)
+            assert pq.read_table(pooled.path / kind / name).equals(a), (kind, name)
+    shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "requested, parts, expected",
+    [(1, 10, 0), (0, 2, 0), (2, 2, 0), (2, 3, 2), (4, 3, 2), (3, 100, 3)],
+)
+def test_transform_workers(requested, parts, expected):
+    assert transform_workers(requested, parts) == expected
+
+
+def test_transform_workers_zero_means_one_per_cpu(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert transform_workers(0, 10) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert transform_workers(0, 10) == 0
+
+
+def test_quality_reasons_come_in_the_schemas_order_whatever_the_batch():
+    """pandera returns failure cases in no fixed order (an unstable sort: from about nine rows failing two
+    checks on, some come timestamp first); a reason list must not depend on the rest of the batch."""
+    import pandas as pd
+
+    bad = {"event_type": "scroll", "timestamp": pd.Timestamp("2024-05-01T20:00:00Z")}
+    good = {"event_type": "click", "timestamp": pd.Timestamp("2024-05-01T10:00:00Z")}
+    for n in (1, 2, 9, 17, 300):
+        reasons = check(pd.DataFrame([good] + [bad] * n), QualitySettings(), NOW)
+        assert reasons[0] == []
+        for rs in reasons[1:]:
+            assert [r.split(":")[0] for r in rs] == ["event_not_allowed", "timestamp_in_future"], n
