@@ -824,13 +824,14 @@ def existing_database(n: int, env: dict[str, str], tmp: Path, say: Callable[[str
         conn = pg_connect(url)
         with conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass('bench_existing') IS NOT NULL")
+            marker = None
             if cur.fetchone()[0]:
                 cur.execute("SELECT n, revision FROM bench_existing")
-                if cur.fetchone() == (n, revision):
-                    conn.close()
-                    say(f"existing rows: reusing database {name} ({n:,} rows)")
-                    return url
+                marker = cur.fetchone()
         conn.close()
+        if marker == (n, revision):
+            say(f"existing rows: reusing database {name} ({n:,} rows)")
+            return url
     drop_database(name)
     conn = pg_connect(PG_ADMIN)
     conn.autocommit = True

@@ -67,11 +67,11 @@ def test_run_loads_exactly_the_generated_table(project, api):
     assert len(watermark) == 1
 
 
-@pytest.mark.parametrize("workers, used", [("1", 0), ("2", 2)])
+@pytest.mark.parametrize("workers, used", [("1", 0), ("3", 2)])
 def test_chunk_boundaries_change_nothing(project, api, workers, used):
     """Chunks of 20 items (pages of 10): duplicates are superseded across chunks (last one wins), and a dirty
     record sent again in another chunk is one dead letter. The table must be exactly the generator's, with
-    the chunks parsed in the kernel alone and in two worker processes."""
+    the chunks parsed in the kernel alone and in the kernel and two worker processes."""
     now = datetime.now(timezone.utc)
     dirty = {"user_id": None, "event": "click", "timestamp": "2024-05-01T00:00:00Z"}
     api.data.append(dirty, now - timedelta(hours=3))

@@ -11,8 +11,8 @@ import multiprocessing
 import os
 import sys
 import time
-from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -231,23 +231,24 @@ class _Merge:
 
 
 def transform_workers(requested: int, parts: int) -> int:
-    """Worker processes for ``runner.transform_workers = requested`` over ``parts`` raw parts.
+    """Worker processes to spawn for ``runner.transform_workers = requested`` over ``parts`` raw parts.
 
-    ``requested`` counts the processes that prepare parts (0: one per CPU); 1 means this process alone,
-    and so does a run of fewer than three parts (starting a worker costs more than it saves). Otherwise
-    ``requested`` workers, at most one per part after the first (this process prepares the first).
+    ``requested`` counts the processes that parse parts, this one included (0: one per CPU), so it
+    spawns ``requested - 1`` workers, at most one per part after the first. 1 means this process alone, and
+    so does a run of fewer than three parts (starting a worker costs more than it saves).
     """
     wanted = requested or os.cpu_count() or 1
     if wanted <= 1 or parts < 3:
         return 0
-    return min(wanted, parts - 1)
+    return min(wanted - 1, parts - 1)
 
 
 def process(run: RunDir, rules: Rules, replay: bool = False, workers: int = 0) -> ProcessResult:
     """Parse, normalise, dedup (last wins, across parts), check quality; write ``clean/`` and ``rejects/``.
 
-    ``workers`` processes (spawned; 0: none) prepare parts while this one prepares the last part and
-    then merges them in reverse order; the result is the same file for file whatever ``workers`` is.
+    ``workers`` spawned processes (0: none) prepare parts beside this one, which prepares a part itself
+    whenever the next to merge is not ready, and merges them last part first; the result is the same,
+    file for file, whatever ``workers`` is.
     """
     started = time.perf_counter()
     raw_parts = run.parts("raw")
@@ -267,21 +268,34 @@ def process(run: RunDir, rules: Rules, replay: bool = False, workers: int = 0) -
         main = sys.modules["__main__"]
         if not hasattr(
             main, "__spec__"
-        ):  # a Jupyter kernel's namespace; spawn reads it (None: nothing to re-run)
+        ):  # a Jupyter kernel's namespace: spawn reads it (None: none to re-run)
             main.__spec__ = None
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         try:
-            ahead = workers + 1  # parts queued beyond the ones being prepared, so no worker waits
-            futures = deque(pool.submit(prepare, *job) for job in jobs[1 : 1 + ahead])
-            pending = iter(jobs[1 + ahead :])
-            prepared = prepare(*jobs[0])  # the last part here, while the workers start
-            checkpoint("transform.chunk")
-            merged.add(prepared)
-            while futures:
-                prepared = futures.popleft().result()
-                nxt = next(pending, None)
-                if nxt is not None:
-                    futures.append(pool.submit(prepare, *nxt))
+            ready: dict[int, Prepared | Future[Prepared]] = {}
+            given = 0  # parts handed out so far, to a worker or to this process
+
+            def hand_out() -> None:  # keep each worker busy, and one part queued
+                nonlocal given
+                while (
+                    given < len(jobs)
+                    and sum(isinstance(r, Future) and not r.done() for r in ready.values()) < workers + 1
+                ):
+                    ready[given] = pool.submit(prepare, *jobs[given])
+                    given += 1
+
+            def waiting(k: int) -> bool:
+                r = ready[k]
+                return isinstance(r, Future) and not r.done()
+
+            for k in range(len(jobs)):  # merge in this order: last part first
+                hand_out()
+                while waiting(k) and given < len(jobs):
+                    ready[given] = prepare(*jobs[given])  # rather than wait, prepare a part here
+                    given += 1
+                    hand_out()
+                got = ready.pop(k)
+                prepared = got.result() if isinstance(got, Future) else got
                 checkpoint("transform.chunk")
                 merged.add(prepared)
         finally:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -136,9 +137,17 @@ class Loader:
     def drop_staging(self, conn: Connection, name: str) -> None:
         """Temporary tables that outlive the transaction are dropped here."""
 
+    def encode(self, table: pa.Table) -> Any:
+        """``table`` as ``copy_encoded`` sends it (computed a part ahead, in a thread: see ``_ready_parts``)."""
+        raise NotImplementedError
+
+    def copy_encoded(self, conn: Connection, name: str, encoded: Any) -> None:
+        """Bulk-insert rows that ``encode`` made into ``name``."""
+        raise NotImplementedError
+
     def copy(self, conn: Connection, name: str, table: pa.Table) -> None:
         """Bulk-insert ``table`` into ``name``."""
-        raise NotImplementedError
+        self.copy_encoded(conn, name, self.encode(table))
 
     def prepare(self, table: pa.Table) -> pa.Table:
         """Column types the bulk insert needs."""
@@ -170,14 +179,31 @@ class Loader:
             table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
         return table
 
-    def _stage_rows(self, conn: Connection, parts: Iterable[str]) -> int:
+    def _ready_parts(
+        self, parts: list[str], extra: dict[str, str] | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """Each clean part's row count and encoded rows, the next part read and encoded in a thread while the
+        database takes this one (pyarrow and the driver's wait release the GIL): the client's work overlaps
+        the server's instead of adding to it."""
+
+        def ready(part: str) -> tuple[int, Any] | None:
+            table = self._csv_ready(part, extra)
+            return None if table is None else (table.num_rows, self.encode(table))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventpipe-load") as pool:
+            ahead = pool.submit(ready, parts[0]) if parts else None
+            for i in range(len(parts)):
+                current = ahead.result() if ahead else None
+                ahead = pool.submit(ready, parts[i + 1]) if i + 1 < len(parts) else None
+                if current is not None:
+                    yield current
+
+    def _stage_rows(self, conn: Connection, parts: list[str]) -> int:
         self.create_staging(conn, STAGING, self.analytics, STAGED_COLUMNS)
         total = 0
-        for part in parts:
-            table = self._csv_ready(part)
-            if table is not None:
-                self.copy(conn, STAGING, table)
-                total += table.num_rows
+        for rows, encoded in self._ready_parts(parts):
+            self.copy_encoded(conn, STAGING, encoded)
+            total += rows
         return total
 
     def _changed_predicate(self, old: str, new: str) -> str:
@@ -304,11 +330,15 @@ class PostgresLoader(Loader):
             f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {source} WITH NO DATA"
         )
 
-    def copy(self, conn: Connection, name: str, table: pa.Table) -> None:
-        cols = ", ".join(self.q(c) for c in table.column_names)
+    def encode(self, table: pa.Table) -> tuple[list[str], io.BytesIO]:
         buf = io.BytesIO()
         pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
         buf.seek(0)
+        return table.column_names, buf
+
+    def copy_encoded(self, conn: Connection, name: str, encoded: tuple[list[str], io.BytesIO]) -> None:
+        columns, buf = encoded
+        cols = ", ".join(self.q(c) for c in columns)
         cur = conn.connection.dbapi_connection.cursor()  # COPY is psycopg2's, not SQLAlchemy's
         try:
             cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
@@ -349,11 +379,9 @@ class PostgresLoader(Loader):
         savepoint = conn.begin_nested()
         total = 0
         try:
-            for part in parts:
-                table = self._csv_ready(part, {"run_id": run_id, "loaded_at": stamp})
-                if table is not None:
-                    self.copy(conn, self.analytics, table)
-                    total += table.num_rows
+            for rows, encoded in self._ready_parts(parts, {"run_id": run_id, "loaded_at": stamp}):
+                self.copy_encoded(conn, self.analytics, encoded)
+                total += rows
             savepoint.commit()
         except (IntegrityError, psycopg2.IntegrityError):
             savepoint.rollback()
@@ -392,10 +420,15 @@ class SQLiteLoader(Loader):
             table.column_names.index("event_date"), "event_date", pc.strftime(table["event_date"], "%Y-%m-%d")
         )
 
-    def copy(self, conn: Connection, name: str, table: pa.Table) -> None:
-        cols = ", ".join(self.q(c) for c in table.column_names)
-        marks = ", ".join("?" for _ in table.column_names)
-        rows = list(zip(*(table[c].to_pylist() for c in table.column_names)))
+    def encode(self, table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return table.column_names, list(zip(*(table[c].to_pylist() for c in table.column_names)))
+
+    def copy_encoded(
+        self, conn: Connection, name: str, encoded: tuple[list[str], list[tuple[Any, ...]]]
+    ) -> None:
+        columns, rows = encoded
+        cols = ", ".join(self.q(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(f"INSERT INTO {name} ({cols}) VALUES ({marks})", rows)
 
     def distinct(self, a: str, b: str) -> str:
