@@ -1224,6 +1224,9 @@ def summarise(
             "direct_peak_rss_mb": median([r.stage_peak_rss_mb.get(s) for r in direct_runs])
             if direct_runs
             else None,
+            # inside the kernel against outside: the stage's own seconds, and its notebook's, ÷ direct
+            "kernel_vs_direct": (lib_s / direct_s) if lib_s and direct_s else None,
+            "notebook_vs_direct": (nb_s / direct_s) if nb_s and direct_s else None,
         }
     e2e_s = median([r.wall_s for r in pm_runs])
     direct_s = median([r.wall_s for r in direct_runs]) if direct_runs else None
@@ -1231,6 +1234,8 @@ def summarise(
     req_orjson = median([n / s for n, s in zip(limits["requests_orjson_n"], limits["requests_orjson_s"])])
     copy_rps = median([copy_rows / s for s in limits["copy_s"]])
     e2e_rps = rate(events, e2e_s)
+    # the machine's limit for the whole run: the bare fetch of the same pages plus the raw COPY of its rows
+    limit_sum_s = median(limits["requests_json_s"]) + median(limits["copy_s"])
     out = {
         "events": events,
         "events_requested": args.events,
@@ -1250,6 +1255,8 @@ def summarise(
         if direct_runs
         else None,
         "notebook_overhead_s": (e2e_s - direct_s) if direct_s is not None else None,
+        "notebook_overhead_runs_s": [p.wall_s - d.wall_s for p, d in zip(pm_runs, direct_runs)],
+        "limit_sum_s": limit_sum_s,
         "direct_end_to_end_s": direct_s,
         "direct_records_per_s": rate(events, direct_s),
         "direct_peak_rss_mb": median([r.peak_rss_mb for r in direct_runs]) if direct_runs else None,
@@ -1260,6 +1267,7 @@ def summarise(
             "extract_vs_bare_requests_orjson": rate(stages_out["extract"]["records_per_s"], req_orjson),
             "load_vs_raw_copy": rate(stages_out["load"]["records_per_s"], copy_rps),
             "end_to_end_vs_dlt": rate(e2e_rps, DLT_RECORDS_PER_S),
+            "end_to_end_vs_limit_sum": (e2e_s / limit_sum_s) if e2e_s and limit_sum_s else None,
         },
         "stages": stages_out,
         "counts": first["counts"],
