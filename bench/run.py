@@ -100,7 +100,9 @@ def rate(n: int | None, seconds: float | None) -> float | None:
 
 
 class TreeSampler:
-    """Every ``interval`` s: the summed RSS of a process and all its descendants, and each one's CPU seconds."""
+    """Every ``interval`` s: the summed RSS and PSS of a process and all its descendants, and each one's CPU
+    seconds. RSS counts a page shared by two processes (the libraries the kernel and a transform worker
+    both map) in each; PSS splits it between them, so the PSS sum is what the tree holds."""
 
     def __init__(self, pid: int, interval: float = 0.1):
         import psutil
@@ -108,7 +110,8 @@ class TreeSampler:
         self.psutil = psutil
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.samples: list[tuple[float, int, dict[int, float]]] = []  # (time.time(), RSS bytes, pid -> CPU s)
+        # (time.time(), RSS bytes, PSS bytes, pid -> CPU s)
+        self.samples: list[tuple[float, int, int, dict[int, float]]] = []
         self._procs: dict[int, Any] = {pid: self.root}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
@@ -127,16 +130,18 @@ class TreeSampler:
             procs = [self.root, *self.root.children(recursive=True)]
         except (ps.NoSuchProcess, ps.ZombieProcess):
             return
-        total, cpu = 0, {}
+        total, pss, cpu = 0, 0, {}
         for p in procs:
             p = self._procs.setdefault(p.pid, p)  # keep one Process object per pid
             try:
-                total += p.memory_info().rss
+                mem = p.memory_full_info()  # /proc/PID/smaps_rollup: ~0.1 ms
+                total += mem.rss
+                pss += mem.pss
                 t = p.cpu_times()
                 cpu[p.pid] = t.user + t.system
             except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
                 continue
-        self.samples.append((time.time(), total, cpu))
+        self.samples.append((time.time(), total, pss, cpu))
 
     def _loop(self) -> None:
         while True:
@@ -144,21 +149,22 @@ class TreeSampler:
             if self._stop.wait(self.interval):
                 return
 
-    def peak_mb(self, since: float | None = None, until: float | None = None) -> float | None:
-        vals = [
-            b for t, b, _ in self.samples if (since is None or t >= since) and (until is None or t <= until)
-        ]
+    def peak_mb(
+        self, since: float | None = None, until: float | None = None, pss: bool = False
+    ) -> float | None:
+        size = [(t, p if pss else r) for t, r, p, _ in self.samples]
+        vals = [b for t, b in size if (since is None or t >= since) and (until is None or t <= until)]
         if (
             not vals and since is not None
         ):  # a window shorter than the interval: the next sample stands for it
-            vals = [b for t, b, _ in self.samples if t >= since][:1]
+            vals = [b for t, b in size if t >= since][:1]
         return max(vals) / 2**20 if vals else None
 
     def cpu_between(self, since: float, until: float) -> float | None:
         """CPU seconds the tree spent in ``[since, until]`` (to within one sampling interval)."""
         before: dict[int, float] = {}
         inside: dict[int, float] = {}
-        for t, _, cpu in self.samples:
+        for t, _, _, cpu in self.samples:
             if t < since:
                 before.update(cpu)
             elif t <= until:
@@ -595,6 +601,7 @@ class PipelineRun:
     metrics: dict[str, Any]
     cpu: CpuUse = field(default_factory=CpuUse)
     stage_cpu_s: dict[str, float | None] = field(default_factory=dict)
+    peak_pss_mb: float | None = None
 
 
 def params_file() -> str:
@@ -706,7 +713,7 @@ def run_papermill(
             "are missing",
             file=sys.stderr,
         )
-    return PipelineRun(wall, sampler.peak_mb(), peaks, metrics, cpu, cpus)
+    return PipelineRun(wall, sampler.peak_mb(), peaks, metrics, cpu, cpus, sampler.peak_mb(pss=True))
 
 
 # -- the same stages, directly in one process -----------------------------------------------------------
@@ -754,7 +761,9 @@ def run_direct(
         raise SystemExit(f"the direct run failed (exit {rc}):\n{tail(log)}")
     result = json.loads(out.read_text())
     stage_peaks = {s: sampler.peak_mb(result["marks"][s][0], result["marks"][s][1]) for s in result["marks"]}
-    return PipelineRun(wall, sampler.peak_mb(), stage_peaks, result, cpu, result["cpu_s"])
+    return PipelineRun(
+        wall, sampler.peak_mb(), stage_peaks, result, cpu, result["cpu_s"], sampler.peak_mb(pss=True)
+    )
 
 
 def direct_child(argv: list[str]) -> int:
@@ -1247,6 +1256,7 @@ def summarise(
         "load_records_per_s": stages_out["load"]["records_per_s"],
         "load_limit_records_per_s": copy_rps,
         "peak_rss_mb": median([r.peak_rss_mb for r in pm_runs]),
+        "peak_pss_mb": median([r.peak_pss_mb for r in pm_runs]),
         "end_to_end_cpu_s": median([r.cpu.tree_s for r in pm_runs]),
         "direct_cpu_s": median([r.cpu.tree_s for r in direct_runs]) if direct_runs else None,
         "notebook_overhead_cpu_s": (
@@ -1260,6 +1270,7 @@ def summarise(
         "direct_end_to_end_s": direct_s,
         "direct_records_per_s": rate(events, direct_s),
         "direct_peak_rss_mb": median([r.peak_rss_mb for r in direct_runs]) if direct_runs else None,
+        "direct_peak_pss_mb": median([r.peak_pss_mb for r in direct_runs]) if direct_runs else None,
         "extract_limit_orjson_records_per_s": req_orjson,
         "dlt_reference_records_per_s": DLT_RECORDS_PER_S,
         "ratios": {
@@ -1288,6 +1299,7 @@ def summarise(
                     "cpu": cpu_dict(r.cpu),
                     "stage_cpu_s": r.stage_cpu_s,
                     "peak_rss_mb": r.peak_rss_mb,
+                    "peak_pss_mb": r.peak_pss_mb,
                     "stage_peak_rss_mb": r.stage_peak_rss_mb,
                     "stage_seconds": r.metrics["stage_seconds"],
                     "lib_seconds": {s: r.metrics["stages"][s]["seconds"] for s in STAGES},
@@ -1301,6 +1313,7 @@ def summarise(
                     "cpu": cpu_dict(r.cpu),
                     "stage_cpu_s": r.stage_cpu_s,
                     "peak_rss_mb": r.peak_rss_mb,
+                    "peak_pss_mb": r.peak_pss_mb,
                     "stage_peak_rss_mb": r.stage_peak_rss_mb,
                     "stage_seconds": r.metrics["seconds"],
                 }
@@ -1498,6 +1511,12 @@ def print_table(res: dict[str, Any]) -> None:
             f"(user_id, timestamp, event)): wall s = pipeline.run only (extract, normalize, load; no interpreter "
             f"start or imports); {x['dropped']:,} items dropped by its key filter, {x['loaded']:,} rows in its "
             f"table (ours: {res['loaded']:,})"
+        )
+    if res.get("peak_pss_mb"):
+        con.print(
+            f"peak PSS (shared pages split between the processes that map them): papermill "
+            f"{fmt_n(res['peak_pss_mb'])} MB, direct {fmt_n(res.get('direct_peak_pss_mb'))} MB "
+            f"(peak RSS summed: {fmt_n(res['peak_rss_mb'])} and {fmt_n(res.get('direct_peak_rss_mb'))} MB)"
         )
     con.print(
         f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
