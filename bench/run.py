@@ -1513,10 +1513,10 @@ def print_table(res: dict[str, Any]) -> None:
             f"table (ours: {res['loaded']:,})"
         )
     if res.get("peak_pss_mb"):
+        direct = res.get("direct_peak_pss_mb")
         con.print(
             f"peak PSS (shared pages split between the processes that map them): papermill "
-            f"{fmt_n(res['peak_pss_mb'])} MB, direct {fmt_n(res.get('direct_peak_pss_mb'))} MB "
-            f"(peak RSS summed: {fmt_n(res['peak_rss_mb'])} and {fmt_n(res.get('direct_peak_rss_mb'))} MB)"
+            f"{fmt_n(res['peak_pss_mb'])} MB" + (f", direct {fmt_n(direct)} MB" if direct else "")
         )
     con.print(
         f"slowest stage: {slowest} ({fmt_s(st[slowest]['lib_s'])} s of work, "
