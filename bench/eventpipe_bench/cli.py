@@ -7,6 +7,7 @@ import argparse
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -148,16 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         limits = fetch_limits(api.url, since, until, args.per_page, args.limit_repeat)
         csv_path = tmp / "clean.csv"
-        pm_runs, direct_runs, copy_rows, limits["copy_s"], reload = pipeline_runs(
-            args, t, db_url, csv_path, tmp
-        )
-        res = summarise(args, info, window, pm_runs, direct_runs, limits, copy_rows, warmup_s)
-        add_reload(res, reload)
+        runs = pipeline_runs(args, t, db_url, csv_path, tmp)
+        limits["copy_s"] = runs.copy_s
+        res = summarise(args, info, window, runs.papermill, runs.direct, limits, runs.copy_rows, warmup_s)
+        add_reload(res, runs.reload)
         note_code_change(res, code)
         profile_text = ""
         if args.profile:
             lib_s = {s: x["lib_s"] for s, x in res["stages"].items()}
-            profile_text, res["profile"] = profile_slowest(t, db_url, lib_s, bool(direct_runs), tmp)
+            profile_text, res["profile"] = profile_slowest(t, db_url, lib_s, bool(runs.direct), tmp)
         if args.existing_rows:
             add_existing_rows(res, existing_rows_bench(t, args.existing_rows, args.repeat, csv_path, tmp))
         if dlt_py:
@@ -195,32 +195,39 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def pipeline_runs(
-    args: argparse.Namespace, t: Target, db_url: str, csv_path: Path, tmp: Path
-) -> tuple[list[PipelineRun], list[PipelineRun], int, list[float], dict[str, Any]]:
+@dataclass
+class Runs:
+    """The repeated pipeline runs, and what the first one measured besides: the raw COPY of the rows it
+    loaded (rows, seconds per run) and the reload of the same window."""
+
+    papermill: list[PipelineRun] = field(default_factory=list)
+    direct: list[PipelineRun] = field(default_factory=list)
+    copy_rows: int = 0
+    copy_s: list[float] = field(default_factory=list)
+    reload: dict[str, Any] = field(default_factory=dict)
+
+
+def pipeline_runs(args: argparse.Namespace, t: Target, db_url: str, csv_path: Path, tmp: Path) -> Runs:
     """``--repeat`` papermill runs, each followed by a direct run, every one on emptied tables; after the
-    first, the raw COPY limit of the rows it loaded (kept in ``csv_path``) and a reload of the same window.
-    Returns the papermill runs, the direct runs, the COPY's rows and seconds, and the reload's figures."""
-    pm_runs: list[PipelineRun] = []
-    direct_runs: list[PipelineRun] = []
-    copy_rows, copy_s, reload = 0, [], {}
+    first, the raw COPY limit of the rows it loaded (kept in ``csv_path``) and a reload of the same window."""
+    runs = Runs()
     for i in range(args.repeat):
         truncate_pipeline_tables(db_url)
         say(f"run {i + 1}/{args.repeat}: papermill backfill")
         pm = run_papermill(t, tmp / f"papermill-{i}")
-        pm_runs.append(pm)
+        runs.papermill.append(pm)
         say(
             f"  papermill: {pm.wall_s:.2f}s, peak RSS {pm.peak_rss_mb:,.0f} MB, stages {pm.metrics['stage_seconds']}"
         )
         if i == 0:
-            copy_rows, copy_s = copy_limit(db_url, csv_path, args.limit_repeat)
-            reload = run_reload(t, tmp / "papermill-reload")
+            runs.copy_rows, runs.copy_s = copy_limit(db_url, csv_path, args.limit_repeat)
+            runs.reload = run_reload(t, tmp / "papermill-reload")
         if args.skip_direct:
             continue
         truncate_pipeline_tables(db_url)
         say(f"run {i + 1}/{args.repeat}: direct (same stage functions, one process)")
         d = run_direct(t, tmp / f"direct-{i}")
-        direct_runs.append(d)
+        runs.direct.append(d)
         say(
             f"  direct: {d.wall_s:.2f}s, peak RSS {d.peak_rss_mb:,.0f} MB, "
             f"stages { {k: round(v, 2) for k, v in d.metrics['seconds'].items()} }"
@@ -231,4 +238,4 @@ def pipeline_runs(
                 f"warning: counts differ: papermill {pc['extracted']}/{pc['loaded']}, "
                 f"direct {dc['extracted']}/{dc['loaded']}"
             )
-    return pm_runs, direct_runs, copy_rows, copy_s, reload
+    return runs

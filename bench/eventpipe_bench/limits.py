@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .common import API_KEY, iso, say
-from .pg import COPY_COLUMN_LIST, pg_connect
+from .pg import COPY_COLUMN_LIST, execute, pg_connect
 
 PARSERS = ("json", "orjson")  # the figure is .json(); orjson is for reference
 
@@ -83,13 +83,6 @@ def raw_copy(db_url: str, path: Path) -> float:
     return elapsed
 
 
-def drop_copy_table(db_url: str) -> None:
-    conn = pg_connect(db_url)
-    with conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS bench_copy")
-    conn.close()
-
-
 def copy_limit(db_url: str, csv_path: Path, repeat: int) -> tuple[int, list[float]]:
     """Limit (b): the rows the pipeline loaded, exported to ``csv_path`` once, then ``COPY``'d ``repeat``
     times into an empty indexed copy of ``analytics``; the rows and each run's seconds."""
@@ -99,5 +92,5 @@ def copy_limit(db_url: str, csv_path: Path, repeat: int) -> tuple[int, list[floa
         s = raw_copy(db_url, csv_path)
         seconds.append(s)
         say(f"limit: raw COPY {rows:,} rows in {s:.2f}s = {rows / s:,.0f}/s")
-    drop_copy_table(db_url)
+    execute(db_url, "DROP TABLE IF EXISTS bench_copy")
     return rows, seconds

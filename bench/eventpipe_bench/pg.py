@@ -51,13 +51,18 @@ def drop_database(name: str) -> None:
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def database_exists(name: str) -> bool:
-    conn = pg_connect(PG_ADMIN)
+def execute(url: str, sql: str, params: tuple = ()) -> tuple | None:
+    """One statement in a transaction of its own; the first row it returns, if it returns rows."""
+    conn = pg_connect(url)
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        found = cur.fetchone() is not None
+        cur.execute(sql, params)
+        row = cur.fetchone() if cur.description else None
     conn.close()
-    return found
+    return row
+
+
+def database_exists(name: str) -> bool:
+    return execute(PG_ADMIN, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)) is not None
 
 
 def truncate_pipeline_tables(db_url: str) -> None:
