@@ -78,7 +78,7 @@ class SourceConfig:
     window: WindowSpec
     auth: Auth
     params: dict[str, Any]
-    redactor: Redactor
+    redactor: Redactor  # the settings': it knows what ``auth`` sends (both read the same environment)
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str]) -> SourceConfig:
