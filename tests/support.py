@@ -16,7 +16,14 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from eventpipe.demo.api import DemoConfig, DemoData, DemoServer, FaultPlan
-from eventpipe.settings import ApiSettings, Secret, SourceSettings, load_settings, normalise_database_url
+from eventpipe.settings import (
+    ApiSettings,
+    Secret,
+    SourceSettings,
+    auth_secrets,
+    load_settings,
+    normalise_database_url,
+)
 from eventpipe.source.client import SourceClient
 from eventpipe.source.config import SourceConfig
 
@@ -54,8 +61,13 @@ def make_client(
 ) -> SourceClient:
     """A source client for ``url`` with these api settings and ``source:`` section (the contract by default)."""
     base = load_settings(None, [], env={})
+    section = SourceSettings(**source)
     settings = dataclasses.replace(
-        base, api=api or ApiSettings(), api_key=Secret(key), source=SourceSettings(**source)
+        base,
+        api=api or ApiSettings(),
+        api_key=Secret(key),
+        source=section,
+        auth_secrets=auth_secrets(section.auth, {**(env or {}), "API_KEY": key}),
     )
     return SourceClient(url, SourceConfig.from_settings(settings, env or {}), settings.api)
 

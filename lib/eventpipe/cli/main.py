@@ -22,6 +22,7 @@ from ..logs import redact_console, setup_cli_logging
 from ..settings import (
     PROJECT_ROOT,
     DemoSettings,
+    Redactor,
     Settings,
     iso,
     known_params,
@@ -29,7 +30,6 @@ from ..settings import (
     parse_duration,
     parse_instant,
     parse_window,
-    redact,
 )
 from .audit import add_report_parser, cmd_report, status_run
 
@@ -40,13 +40,6 @@ log = logging.getLogger("eventpipe.cli")
 DEMO_PARAMS = str(PROJECT_ROOT / "params" / "demo.yaml")
 MAX_PARTITIONS = 100_000  # one run record and one papermill run each
 MIN_EVERY_S = 1.0  # schedule --every below this is a typo (1ms ran back-to-back runs)
-_resolved: list[
-    Settings
-] = []  # the settings this command resolved: their secrets are redacted from its output
-
-
-def _redact(text: str) -> str:
-    return redact(text, _resolved[-1] if _resolved else None)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,8 +150,8 @@ def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
     if params is None and (PROJECT_ROOT / "params" / "default.yaml").is_file():
         params = str(PROJECT_ROOT / "params" / "default.yaml")
     settings = load_settings(params, args.overrides, require_api=require_api)
-    _resolved.append(settings)
-    redact_console(_redact)
+    args.redactor = settings.redactor  # the secrets of the settings this command resolved leave its output
+    redact_console(args.redactor.redact)
     if args.command not in ("status", "report"):
         _check_source(settings)
     return settings
@@ -175,6 +168,7 @@ def _check_source(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.redactor = Redactor()  # until the command resolves its settings: URL passwords only
     setup_cli_logging(
         logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         getattr(args, "log_format", "text"),
@@ -184,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PipelineError as e:
-        message = _redact(str(e))
+        message = args.redactor.redact(str(e))
         sys.stderr.write(f"error: {message}\n" if e.exit_code else f"{message}\n")
         return e.exit_code
     except KeyboardInterrupt:
@@ -196,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, SQLAlchemyError):
             from ..storage.store import database_error
 
-            sys.stderr.write(f"error: database error: {_redact(database_error(e))}\n")
+            sys.stderr.write(f"error: database error: {args.redactor.redact(database_error(e))}\n")
             return 1
         raise
 

@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from ..errors import RetriesExhausted, SourceError
 from ..jsonio import loads
-from ..settings import ApiSettings
+from ..settings import ApiSettings, Redactor
 from .concurrent import Cancelled, Gate, SliceBuffer
 from .config import SourceConfig
 from .deadline import Watch, deadline, mount
@@ -116,6 +116,7 @@ class SourceClient:
         self.api = api
         self.config = config
         self.auth = config.auth
+        self.redactor = config.redactor
         self.policy = RetryPolicy.from_settings(api)
         self._local = threading.local()
         self.session = self._new_session()  # this thread's; each worker thread makes its own like it
@@ -259,7 +260,7 @@ class SourceClient:
                 records, after = pending.future.result()
                 if records.n and records.digest == previous:
                     raise SourceError(
-                        self.auth.redact(
+                        self.redactor.redact(
                             f"page {number} of {self.url} holds exactly the records of the page before: the API "
                             "repeats itself (has_more or a next link that never ends); the run stops instead of "
                             "looping"
@@ -291,7 +292,7 @@ class SourceClient:
         key = request.url + "?" + urlencode(sorted((k, str(v)) for k, v in request.params.items()))
         if key in asked:
             raise SourceError(
-                self.auth.redact(
+                self.redactor.redact(
                     f"the API sent the same cursor or next link again ({key[:120]}): the run stops instead of "
                     "reading the same page forever"
                 )
@@ -325,14 +326,14 @@ class SourceClient:
         except RetryableFault as e:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise RetriesExhausted(
-                self.auth.redact(
+                self.redactor.redact(
                     f"page {number} of {self.url} still failing after {attempts} attempts (last: {e}); "
                     f"the run stops here and the next run re-reads this window. Raise api.max_retries "
                     f"or api.retry_budget_s if the API is known to be slow to recover"
                 ),
                 page=number,
                 attempts=attempts,
-                last_error=self.auth.redact(str(e)),
+                last_error=self.redactor.redact(str(e)),
             ) from None
 
     def _before_sleep(self, state: RetryCallState) -> None:
@@ -343,7 +344,7 @@ class SourceClient:
             "page %s attempt %d failed (%s); retrying in %.2fs",
             state.args[2],
             state.attempt_number,
-            self.auth.redact(str(exc)),
+            self.redactor.redact(str(exc)),
             state.upcoming_sleep,
         )
 
@@ -455,9 +456,9 @@ class SourceClient:
                 page=number,
             )
         raise SourceError(
-            self.auth.redact(
+            self.redactor.redact(
                 f"the API answered HTTP {status} for page {number} at {self.url}: "
-                f"{_short(resp, self.auth.redact, self.auth.longest)}; check API_BASE_URL, api.endpoint and the window"
+                f"{_short(resp, self.redactor)}; check API_BASE_URL, api.endpoint and the window"
             ),
             status=status,
             page=number,
@@ -476,12 +477,12 @@ class SourceClient:
             self.stats.faults[kind] += 1
 
 
-def _short(resp: requests.Response, redact: Callable[[str], str], longest: int) -> str:
+def _short(resp: requests.Response, redactor: Redactor) -> str:
     """The first 200 characters of an error body, secrets masked before it is cut (a key that straddles
     the cut is still masked whole), read no further than that."""
     try:
-        head = resp.raw.read(4 * (200 + longest), decode_content=True) or b""
+        head = resp.raw.read(4 * (200 + redactor.longest + 64), decode_content=True) or b""
     except Exception:  # noqa: BLE001 (an error body that cannot be read is shown as such)
         head = b""
-    text = redact(head.decode("utf-8", "replace").replace("\n", " "))[:200]
+    text = redactor.redact(head.decode("utf-8", "replace").replace("\n", " "))[:200]
     return text or "(empty body)"

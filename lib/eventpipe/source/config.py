@@ -7,14 +7,12 @@ holds only those names.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from ..errors import SettingsError
-from ..settings import Settings
+from ..settings import Redactor, Settings, auth_env_names
 from .formats import FORMATS
 from .paginators import Paginator, paginator_factory
 from .window import WindowSpec
@@ -30,30 +28,14 @@ _AUTH_KEYS = {
 
 @dataclass(frozen=True)
 class Auth:
-    """What a request carries to authenticate, and the secret values to keep out of every message."""
+    """What a request carries to authenticate, and the environment variables it was read from (the settings'
+    redactor keeps their values out of every message)."""
 
     type: str
     headers: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
     basic: tuple[str, str] | None = None
-    secrets: tuple[str, ...] = ()
     env_names: tuple[str, ...] = ()
-
-    @property
-    def longest(self) -> int:
-        """The length of the longest form a secret may take in a message."""
-        return max((len(quote(s, safe="")) for s in self.secrets), default=0) + 64
-
-    def redact(self, text: str) -> str:
-        """``text`` with every secret (as sent: plain, URL-encoded, in a basic header) replaced by ``***``."""
-        forms: set[str] = set()
-        for s in self.secrets:
-            forms |= {s, quote(s, safe=""), quote(s)}
-        if self.basic:
-            forms.add(base64.b64encode(f"{self.basic[0]}:{self.basic[1]}".encode()).decode())
-        for form in sorted((f for f in forms if len(f) >= 3), key=len, reverse=True):
-            text = text.replace(form, "***")
-        return text
 
 
 def _auth(spec: Mapping[str, Any], env: Mapping[str, str]) -> Auth:
@@ -68,30 +50,21 @@ def _auth(spec: Mapping[str, Any], env: Mapping[str, str]) -> Auth:
         )
     if kind == "none":
         return Auth(kind)
+    names = auth_env_names(spec)
     if kind == "bearer":
-        name = str(spec.get("token_env", "API_KEY"))
-        token = env.get(name, "")
-        return Auth(
-            kind, {"Authorization": f"Bearer {token}"} if token else {}, secrets=(token,), env_names=(name,)
-        )
+        token = env.get(names[0], "")
+        return Auth(kind, {"Authorization": f"Bearer {token}"} if token else {}, env_names=names)
     if kind == "api_key":
-        name = str(spec.get("key_env", "API_KEY"))
-        key, param = env.get(name, ""), str(spec.get("name", "X-API-Key"))
+        key, param = env.get(names[0], ""), str(spec.get("name", "X-API-Key"))
         location = str(spec.get("location", "header"))
         if location not in ("header", "query"):
             raise SettingsError(f"source.auth.location {location!r}: use header or query")
         sent = {param: key} if key else {}
         if location == "header":
-            return Auth(kind, headers=sent, secrets=(key,), env_names=(name,))
-        return Auth(kind, query=sent, secrets=(key,), env_names=(name,))
-    user_env, pw_env = str(spec.get("username_env", "API_USER")), str(spec.get("password_env", "API_KEY"))
-    user, password = env.get(user_env, ""), env.get(pw_env, "")
-    return Auth(
-        kind,
-        basic=(user, password) if user or password else None,
-        secrets=(user, password),
-        env_names=(user_env, pw_env),
-    )
+            return Auth(kind, headers=sent, env_names=names)
+        return Auth(kind, query=sent, env_names=names)
+    user, password = env.get(names[0], ""), env.get(names[1], "")
+    return Auth(kind, basic=(user, password) if user or password else None, env_names=names)
 
 
 @dataclass(frozen=True)
@@ -105,6 +78,7 @@ class SourceConfig:
     window: WindowSpec
     auth: Auth
     params: dict[str, Any]
+    redactor: Redactor  # the settings': it knows what ``auth`` sends (both read the same environment)
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str]) -> SourceConfig:
@@ -134,4 +108,5 @@ class SourceConfig:
             WindowSpec.parse(src.window),
             _auth(src.auth, auth_env),
             dict(src.params),
+            settings.redactor,
         )
