@@ -140,9 +140,8 @@ CREATE TABLE run_locks (
 
 @pytest.mark.postgres
 def test_run_locks_that_the_window_locks_made_themselves_are_kept(pg_fresh_url, monkeypatch):
-    from eventpipe.storage import migrate
-
     from eventpipe.settings import normalise_database_url
+    from eventpipe.storage import migrate
 
     _old_database(pg_fresh_url)
     engine = create_engine(normalise_database_url(pg_fresh_url))
