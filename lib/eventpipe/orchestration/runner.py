@@ -245,9 +245,8 @@ class Runner:
     def _fail(self, run: _Execution, failure: StageFailed) -> RunOutcome:
         """A stage failed: the run is recorded ``failed`` with what its stages left, and its audit trail written."""
         run.discard_kernel()
-        run.stage_metrics.update(
-            stage_manifests(run.run_dir, run.stage_metrics)
-        )  # e.g. a failed gate's counts
+        # the stages that glued no scrap may have left a manifest (a failed gate's counts and reasons)
+        run.stage_metrics.update(stage_manifests(run.run_dir, run.stage_metrics))
         metrics = self._metrics(run, "failed")
         metrics.error = RunError(failure.stage, failure.failure_class, failure.detail)
         self.store.fail_run(run.plan.run_id, failure.stage, failure.failure_class, failure.detail)
