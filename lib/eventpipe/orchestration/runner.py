@@ -178,17 +178,26 @@ class Runner:
             seconds,
             kernel=self.kernel,
         )
+        records = self.store.records
         try:
-            if plan.resume:  # an orchestrator's next task of a run that started elsewhere
-                resumed_s = self.store.resume_run(
-                    plan.run_id, plan.kind, plan.since, plan.until, str(report_dir)
-                )
-                run.started -= resumed_s
-                run.started_at -= timedelta(seconds=resumed_s)
-            else:
-                self.store.start_run(
-                    plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id
-                )
+            with self.store.engine.begin() as conn:
+                if plan.resume:  # an orchestrator's next task of a run that started elsewhere
+                    resumed_s = records.resume(
+                        conn, plan.run_id, plan.kind, plan.since, plan.until, str(report_dir)
+                    )
+                    run.started -= resumed_s
+                    run.started_at -= timedelta(seconds=resumed_s)
+                else:
+                    records.start(
+                        conn,
+                        plan.run_id,
+                        plan.kind,
+                        plan.since,
+                        plan.until,
+                        str(report_dir),
+                        plan.parent_run_id,
+                    )
+            if not plan.resume:
                 self._lineage("START", plan.run_id, plan.kind)
         except BaseException:
             detach_file_log(file_log)

@@ -42,19 +42,16 @@ class RunRecords:
     ) -> None:
         """A new row, ``running`` (a row left by an earlier run with this id is replaced)."""
         conn.execute(self.t.delete().where(self.t.c.run_id == run_id))
-        conn.execute(
-            self.t.insert().values(
-                run_id=run_id,
-                kind=kind,
-                status="running",
-                window_since=since,
-                window_until=until,
-                started_at=utcnow(),
-                report_dir=report_dir,
-                parent_run_id=parent_run_id,
-                pid=os.getpid(),
-                host=socket.gethostname(),
-            )
+        self._insert(
+            conn,
+            run_id,
+            kind,
+            utcnow(),
+            window_since=since,
+            window_until=until,
+            report_dir=report_dir,
+            parent_run_id=parent_run_id,
+            **_this_process(),
         )
 
     def resume(
@@ -65,16 +62,8 @@ class RunRecords:
         started = self._started_at(conn, run_id)
         if started is None:  # its first stage ran somewhere that did not record it: record it now
             started = utcnow()
-            conn.execute(
-                self.t.insert().values(
-                    run_id=run_id,
-                    kind=kind,
-                    status="running",
-                    window_since=since,
-                    window_until=until,
-                    started_at=started,
-                    report_dir=report_dir,
-                )
+            self._insert(
+                conn, run_id, kind, started, window_since=since, window_until=until, report_dir=report_dir
             )
         self._set(
             conn,
@@ -85,8 +74,7 @@ class RunRecords:
             error=None,
             finished_at=None,
             duration_s=None,
-            pid=os.getpid(),
-            host=socket.gethostname(),
+            **_this_process(),
         )
         return (utcnow() - started).total_seconds()
 
@@ -98,11 +86,7 @@ class RunRecords:
         now = utcnow()
         started = self._started_at(conn, run_id)
         if started is None:
-            conn.execute(
-                self.t.insert().values(
-                    run_id=run_id, kind=vals.pop("kind", "manual"), status="running", started_at=now
-                )
-            )
+            self._insert(conn, run_id, vals.pop("kind", "manual"), now)
             started = now
         vals.update(
             status="succeeded",
@@ -160,8 +144,18 @@ class RunRecords:
                 values[k] = json.dumps(values[k], sort_keys=True, default=str)
         self._set(conn, run_id, **values)
 
+    def _insert(self, conn: Connection, run_id: str, kind: str, started: datetime, **values: Any) -> None:
+        conn.execute(
+            self.t.insert().values(run_id=run_id, kind=kind, status="running", started_at=started, **values)
+        )
+
     def _started_at(self, conn: Connection, run_id: str) -> datetime | None:
         return as_utc(conn.execute(select(self.t.c.started_at).where(self.t.c.run_id == run_id)).scalar())
 
     def _set(self, conn: Connection, run_id: str, **values: Any) -> None:
         conn.execute(update(self.t).where(self.t.c.run_id == run_id).values(**values))
+
+
+def _this_process() -> dict[str, Any]:
+    """Where a run executes now (``status`` shows it; a later task may run elsewhere)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}

@@ -101,24 +101,7 @@ class Store:
         self.engine.dispose()
         self.reader.dispose()
 
-    # -- run records (written by ``RunRecords``, each in a transaction of its own here) ----------------
-
-    def start_run(
-        self,
-        run_id: str,
-        kind: str,
-        since: datetime | None,
-        until: datetime | None,
-        report_dir: str,
-        parent_run_id: str | None = None,
-    ) -> None:
-        with self.engine.begin() as conn:
-            self.records.start(conn, run_id, kind, since, until, report_dir, parent_run_id)
-
-    def resume_run(self, run_id: str, kind: str, since: datetime, until: datetime, report_dir: str) -> float:
-        """``RunRecords.resume``: returns the seconds since the run started."""
-        with self.engine.begin() as conn:
-            return self.records.resume(conn, run_id, kind, since, until, report_dir)
+    # -- run records (``RunRecords`` writes them; these callers want a transaction of their own) ---------
 
     def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
         with self.engine.begin() as conn:
