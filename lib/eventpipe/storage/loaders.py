@@ -279,7 +279,7 @@ class Loader:
                 .values(status="replayed", replayed_run_id=run_id, last_seen=utcnow())
             )
 
-    # -- watermark ---------------------------------------------------------------------------------------
+    # -- watermark ---------------------------------------------------------------------------------
 
     def _set_watermark(
         self, conn: Connection, name: str, until: datetime, run_id: str, now: datetime
