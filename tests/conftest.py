@@ -67,7 +67,7 @@ def pg_fresh_url(pg_database: str) -> Iterator[str]:
     conn = psycopg2.connect(pg_database)
     conn.autocommit = True
     conn.cursor().execute(
-        "DROP TABLE IF EXISTS analytics, pipeline_runs, pipeline_state, dead_letter, eventpipe_schema_version CASCADE"
+        "DROP TABLE IF EXISTS analytics, pipeline_runs, pipeline_state, dead_letter, run_locks, eventpipe_schema_version CASCADE"
     )
     conn.close()
     yield pg_database

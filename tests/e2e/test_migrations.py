@@ -96,6 +96,7 @@ def test_a_database_of_the_previous_release_upgrades_in_place_with_nothing_lost(
     with store.reader.connect() as conn:
         assert migrate.current(conn) == migrate.head()
     assert "code_version" in _columns(store)["pipeline_runs"]
+    assert "window_since" in _columns(store)["run_locks"]  # migration 0004
     after = {t: query(database_url, f"SELECT * FROM {t}") for t in before}
     assert after["analytics"] == before["analytics"]
     assert after["pipeline_state"] == before["pipeline_state"]
@@ -119,6 +120,47 @@ def test_a_database_of_the_previous_release_upgrades_in_place_with_nothing_lost(
     )
     entry = store.run_entry("old-run")
     assert entry["code_version"] == "abc" and entry["params"] == {"a": 1} and entry["loaded"] == 4
+    store.dispose()
+
+
+# run_locks as storage/lock.py created it on PostgreSQL, outside the migrations, before revision 0004
+LOCKS_MADE_BY_LOCK_PY = """
+CREATE TABLE run_locks (
+    id SERIAL NOT NULL,
+    run_id TEXT NOT NULL,
+    window_since TIMESTAMP WITH TIME ZONE NOT NULL,
+    window_until TIMESTAMP WITH TIME ZONE NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    acquired_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (id)
+)
+"""
+
+
+@pytest.mark.postgres
+def test_run_locks_that_the_window_locks_made_themselves_are_kept(pg_fresh_url, monkeypatch):
+    from eventpipe.settings import normalise_database_url
+    from eventpipe.storage import migrate
+
+    _old_database(pg_fresh_url)
+    engine = create_engine(normalise_database_url(pg_fresh_url))
+    with engine.begin() as conn:
+        conn.execute(text(LOCKS_MADE_BY_LOCK_PY))
+        conn.execute(
+            text(
+                "INSERT INTO run_locks (run_id, window_since, window_until, host, pid, acquired_at) "
+                "VALUES ('old-run', :ts, :ts, 'oldhost', 1, :ts)"
+            ),
+            {"ts": "2024-05-01 10:00:00+00:00"},
+        )
+    engine.dispose()
+    store = _store(pg_fresh_url, monkeypatch)
+    store.create_schema()
+    with store.reader.connect() as conn:
+        assert migrate.current(conn) == migrate.head()
+    assert [r[1] for r in query(pg_fresh_url, "SELECT * FROM run_locks")] == ["old-run"]
+    assert _columns(store)["run_locks"] == {c.name for c in store.t.run_locks.columns}
     store.dispose()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..core.run_metrics import RunMetrics
 from . import index
 from .ledger import report_hashes
 from .notebook_html import notebook_to_html
@@ -62,7 +63,7 @@ def rebuild(
 
 
 def record_html_hashes(run: index.RunSummary) -> None:
-    ledger = run.metrics.get("ledger")
+    ledger = run.run_metrics.ledger if run.run_metrics else None
     if not ledger:
         return
     current = report_hashes(run.folder)
@@ -98,8 +99,8 @@ def stage_manifests(run_dir: Path, have: Iterable[str]) -> dict[str, dict[str, A
 
 
 def finish_run(
-    settings: Any, store: Any, metrics: dict[str, Any], report_dir: Path, source_notebooks: Iterable[Path]
-) -> dict[str, Any]:
+    settings: Any, store: Any, metrics: RunMetrics, report_dir: Path, source_notebooks: Iterable[Path]
+) -> RunMetrics:
     """Everything the audit trail adds once a run has ended, succeeded or failed: HTML of its notebooks,
     its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index.
 
@@ -111,12 +112,12 @@ def finish_run(
     if settings.reports.html:
         write_notebook_html(report_dir, with_code=settings.reports.with_code)
     entry = ledger_entry(settings, source_notebooks, report_dir)
-    metrics["ledger"] = entry
+    metrics.ledger = entry
     try:
-        store.record_ledger(metrics["run_id"], entry)
+        store.record_ledger(metrics.run_id, entry)
     except Exception as e:  # noqa: BLE001 - the metrics.json copy still holds it
         log.warning("ledger entry not stored in pipeline_runs: %s: %s", type(e).__name__, e)
-    write_json(report_dir / "metrics.json", metrics)
+    write_json(report_dir / "metrics.json", metrics.to_json())
     if settings.reports.prometheus:
         try:
             write_prom(metrics, report_dir / PROM_FILE, last_success=_last_success(store, metrics))
@@ -127,7 +128,7 @@ def finish_run(
             reports_dir = report_dir.parent
             runs = index.read_runs(reports_dir)
             for run in runs:
-                if run.run_id == metrics["run_id"]:
+                if run.run_id == metrics.run_id:
                     index.write_run_page(run)
             index.write_index(reports_dir, runs)
         except Exception as e:  # noqa: BLE001
@@ -135,13 +136,13 @@ def finish_run(
     return metrics
 
 
-def _last_success(store: Any, metrics: dict[str, Any]) -> float | None:
+def _last_success(store: Any, metrics: RunMetrics) -> float | None:
     from datetime import datetime
 
-    if metrics.get("status") == "succeeded" and metrics.get("finished_at"):
-        return datetime.fromisoformat(metrics["finished_at"].replace("Z", "+00:00")).timestamp()
+    if metrics.status == "succeeded" and metrics.finished_at:
+        return datetime.fromisoformat(metrics.finished_at.replace("Z", "+00:00")).timestamp()
     try:
-        for r in store.recent_runs(limit=100, kind=metrics.get("kind")):
+        for r in store.recent_runs(limit=100, kind=metrics.kind):
             if r["status"] == "succeeded" and r["finished_at"]:
                 from ..storage.tables import as_utc
 

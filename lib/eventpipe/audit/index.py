@@ -13,12 +13,14 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..core.counts import IDENTITIES, SUMMARY_NAMES, RunCounts, label
+from ..core.run_metrics import RunMetrics
 from . import charts
 from .ledger import code_label
 
@@ -31,15 +33,8 @@ STAGE_NOTEBOOKS = (
     ("transform_quality", "02_transform_quality"),
     ("load", "03_load"),
 )
-COUNT_COLUMNS = (
-    "extracted",
-    "rejected_transform",
-    "duplicates",
-    "transformed",
-    "passed",
-    "rejected_quality",
-    "loaded",
-)
+# the index's count columns: what came in, each way a record left before the load, what was loaded
+COUNT_COLUMNS = SUMMARY_NAMES
 
 
 @dataclass
@@ -48,19 +43,24 @@ class RunSummary:
 
     run_id: str
     folder: Path
-    metrics: dict[str, Any] = field(default_factory=dict)
+    run_metrics: RunMetrics | None = None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json`` as written (empty without one): what the pages render."""
+        return self.run_metrics.to_json() if self.run_metrics else {}
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status") or "unknown"
+        return (self.run_metrics and self.run_metrics.status) or "unknown"
 
     @property
     def kind(self) -> str:
-        return self.metrics.get("kind") or _kind_from_id(self.run_id)
+        return (self.run_metrics and self.run_metrics.kind) or _kind_from_id(self.run_id)
 
     @property
     def started(self) -> datetime | None:
-        text = self.metrics.get("started_at")
+        text = self.run_metrics and self.run_metrics.started_at
         if text:
             return datetime.fromisoformat(text.replace("Z", "+00:00"))
         try:
@@ -70,14 +70,15 @@ class RunSummary:
 
     @property
     def error(self) -> dict[str, Any]:
-        return self.metrics.get("error") or {}
+        error = self.run_metrics and self.run_metrics.error
+        return error.to_json() if error else {}
 
     @property
-    def counts(self) -> dict[str, Any]:
-        return self.metrics.get("counts") or {}
+    def counts(self) -> dict[str, int]:
+        return self.run_metrics.known_counts() if self.run_metrics else {}
 
     def stage_metrics(self, stage: str) -> dict[str, Any]:
-        return (self.metrics.get("stages") or {}).get(stage) or {}
+        return (self.run_metrics.stages.get(stage) if self.run_metrics else None) or {}
 
 
 def _kind_from_id(run_id: str) -> str:
@@ -93,11 +94,11 @@ def read_runs(reports_dir: Path) -> list[RunSummary]:
     for folder in reports_dir.iterdir():
         if not folder.is_dir() or folder.name.startswith("."):
             continue
-        metrics: dict[str, Any] = {}
+        metrics = None
         path = folder / "metrics.json"
         if path.is_file():
             try:
-                metrics = json.loads(path.read_text(encoding="utf-8"))
+                metrics = RunMetrics.read(path)
             except (OSError, ValueError):
                 log.warning("%s is not readable JSON: listed without its metrics", path)
         elif not any(folder.glob("*.ipynb")):
@@ -240,10 +241,7 @@ def index_html(runs: list[RunSummary]) -> str:
             f"<td>{run_link}</td><td>{escape(r.kind)}</td>"
             f'<td class="mono nowrap">{escape(_short_window(r.metrics.get("window")))}</td>'
             f'<td class="status-{escape(r.status)}">{escape(r.status)}</td><td class="err">{failure}</td>'
-            + "".join(
-                f'<td class="num">{_n(c.get(k))}</td>'
-                for k in ("extracted", "rejected_transform", "duplicates", "rejected_quality", "loaded")
-            )
+            + "".join(f'<td class="num">{_n(c.get(k))}</td>' for k in COUNT_COLUMNS)
             + f'<td class="num">{_pct(r.metrics.get("pass_rate"))}</td>'
             f'<td class="num">{_n(_secs(r.metrics.get("duration_s")))}</td>'
             f'<td class="mono">{escape(code_label((r.metrics.get("ledger") or {}).get("code")))}</td>'
@@ -261,8 +259,9 @@ def index_html(runs: list[RunSummary]) -> str:
         '<label>started to<input type="date" id="f-to"></label>'
         '<label>run id<input type="search" id="f-search" placeholder="search run id"></label></div>'
         '<table id="runs"><thead><tr><th>run</th><th>kind</th><th>window (UTC)</th><th>status</th>'
-        "<th>failure</th><th>extracted</th><th>rejected (transform)</th><th>duplicates</th>"
-        "<th>rejected (quality)</th><th>loaded</th><th>pass rate</th><th>seconds</th><th>code</th>"
+        "<th>failure</th>"
+        + "".join(f"<th>{escape(label(k))}</th>" for k in COUNT_COLUMNS)
+        + "<th>pass rate</th><th>seconds</th><th>code</th>"
         f"<th>reports</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
     return _page("eventpipe runs", body, INDEX_JS)
@@ -275,34 +274,17 @@ def _secs(v: Any) -> str | None:
 # -- one run's page -------------------------------------------------------------------------------
 
 
-def count_identity(c: dict[str, Any]) -> list[tuple[str, bool | None]]:
-    """The contract's three sums, each written out with this run's numbers and whether it holds."""
-    out: list[tuple[str, bool | None]] = []
-    if "extracted" in c and "transformed" in c:
-        outside = c.get("outside_window", 0)
-        rhs = c["transformed"] + c.get("rejected_transform", 0) + c.get("duplicates", 0) + outside
-        text = (
-            f"extracted {c['extracted']:,} = transformed {c['transformed']:,} + rejected (transform) "
-            f"{c.get('rejected_transform', 0):,} + duplicates {c.get('duplicates', 0):,}"
-            + (f" + outside the window {outside:,}" if outside else "")
-        )
-        out.append((text, c["extracted"] == rhs))
-    if "transformed" in c and "passed" in c:
-        out.append(
-            (
-                f"transformed {c['transformed']:,} = passed {c['passed']:,} + rejected (quality) "
-                f"{c.get('rejected_quality', 0):,}",
-                c["transformed"] == c["passed"] + c.get("rejected_quality", 0),
-            )
-        )
-    if "loaded" in c:
-        out.append(
-            (
-                f"loaded {c['loaded']:,} = passed {c.get('passed', 0):,} (inserted {c.get('inserted', 0):,} + "
-                f"updated {c.get('updated', 0):,} + unchanged {c.get('unchanged', 0):,})",
-                c["loaded"] == c.get("passed"),
-            )
-        )
+def count_identity(c: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Each sum of ``RunCounts``' identities that this run's reported counts can check, written out with its
+    numbers (``loaded 7 = passed 7 = inserted 5 + updated 2 + unchanged 0``), and whether it holds."""
+    known = RunCounts.reported(c)
+    out = []
+    for identity in IDENTITIES:
+        sums = identity.checkable(known)
+        if sums:
+            sides = [" + ".join(f"{label(p)} {known[p]:,}" for p in parts if p in known) for parts in sums]
+            text = " = ".join([f"{label(identity.total)} {known[identity.total]:,}", *sides])
+            out.append((text, all(identity.adds_up(known, parts) for parts in sums)))
     return out
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.run_metrics import RunMetrics
+
 log = logging.getLogger(__name__)
 
 PROM_FILE = "metrics.prom"
@@ -24,33 +26,32 @@ RUN_NAMESPACE = uuid.UUID("5b0f1a52-5d3e-4c1e-9a0e-6576656e7470")
 STATUSES = ("succeeded", "failed")
 
 
-def write_prom(metrics: dict[str, Any], path: Path, last_success: float | None = None) -> Path:
+def write_prom(metrics: RunMetrics, path: Path, last_success: float | None = None) -> Path:
     """Counts, durations, status, pass rate and last success time of one run, as a textfile."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     reg = CollectorRegistry()
-    labels = {"kind": str(metrics.get("kind", "")), "run_id": str(metrics.get("run_id", ""))}
+    labels = {"kind": metrics.kind, "run_id": metrics.run_id}
     names = list(labels)
     records = Gauge(
         "eventpipe_run_records", "records per stage outcome in the run", [*names, "count"], registry=reg
     )
-    for k, v in (metrics.get("counts") or {}).items():
-        if isinstance(v, (int, float)):
-            records.labels(**labels, count=k).set(v)
+    for k, v in metrics.known_counts().items():
+        records.labels(**labels, count=k).set(v)
     stage_s = Gauge("eventpipe_run_stage_seconds", "seconds per stage", [*names, "stage"], registry=reg)
-    for k, v in (metrics.get("stage_seconds") or {}).items():
+    for k, v in metrics.stage_seconds.items():
         stage_s.labels(**labels, stage=k).set(v)
     Gauge("eventpipe_run_duration_seconds", "seconds the whole run took", names, registry=reg).labels(
         **labels
-    ).set(metrics.get("duration_s") or 0)
+    ).set(metrics.duration_s or 0)
     status = Gauge("eventpipe_run_status", "1 for the run's status", [*names, "status"], registry=reg)
     for s in STATUSES:
-        status.labels(**labels, status=s).set(1 if metrics.get("status") == s else 0)
-    if metrics.get("pass_rate") is not None:
+        status.labels(**labels, status=s).set(1 if metrics.status == s else 0)
+    if metrics.pass_rate is not None:
         Gauge(
             "eventpipe_run_pass_rate", "share of distinct records that passed quality", names, registry=reg
-        ).labels(**labels).set(metrics["pass_rate"])
-    finished = metrics.get("finished_at")
+        ).labels(**labels).set(metrics.pass_rate)
+    finished = metrics.finished_at
     if finished:
         Gauge(
             "eventpipe_run_finished_timestamp_seconds",
@@ -95,7 +96,8 @@ def lineage_clients(url: str, file: str) -> list[Any]:
 
 def lineage_event(
     event_type: str,
-    metrics: dict[str, Any],
+    run_id: str,
+    kind: str,
     source_url: str,
     table: str,
     namespace: str,
@@ -105,12 +107,11 @@ def lineage_event(
     from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 
     src = urlsplit(source_url)
-    run_id = str(metrics["run_id"])
     return RunEvent(
         eventType=RunState[event_type],
         eventTime=(now or datetime.now(timezone.utc)).isoformat(),
         run=Run(runId=str(uuid.uuid5(RUN_NAMESPACE, run_id))),
-        job=Job(namespace=namespace, name=f"eventpipe.{metrics.get('kind', 'run')}"),
+        job=Job(namespace=namespace, name=f"eventpipe.{kind or 'run'}"),
         inputs=[
             InputDataset(
                 namespace=f"{src.scheme}://{src.hostname}{f':{src.port}' if src.port else ''}",

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..core.run_metrics import RunMetrics
 from ..errors import SettingsError
 
 
@@ -85,7 +86,7 @@ def _store_html_hashes(settings: Any, reports_dir: Path, run_ids: list[str]) -> 
     try:
         for rid in run_ids:
             path = reports_dir / rid / "metrics.json"
-            ledger = json.loads(path.read_text()).get("ledger") if path.is_file() else None
+            ledger = RunMetrics.read(path).ledger if path.is_file() else None
             if ledger and store.run_entry(rid) is not None:
                 store.record_ledger(rid, ledger)
     finally:
@@ -119,7 +120,7 @@ def verify(settings: Any, reports_dir: Path, run_id: str | None) -> int:
         if not folder.is_dir() or (run_id and folder.name != run_id) or folder.name in recorded:
             continue
         path = folder / "metrics.json"
-        ledger = json.loads(path.read_text()).get("ledger") if path.is_file() else None
+        ledger = RunMetrics.read(path).ledger if path.is_file() else None
         recorded[folder.name] = (ledger or {}).get("reports_sha256")
         folders[folder.name] = folder
     if run_id and run_id not in recorded:

@@ -81,9 +81,9 @@ def secs(v: Any) -> str:
 def outcome(o: RunOutcome) -> None:
     """The end-of-run summary, readable at 80 columns (``status --run`` has every field)."""
     m = o.metrics
-    c = m.get("counts", {})
-    st = m.get("stage_seconds", {})
-    table = _compact_table(escape(f"run {short_id(o.run_id)} ({m['kind']}): {o.status}"))
+    c = m.known_counts()
+    st = m.stage_seconds
+    table = _compact_table(escape(f"run {short_id(o.run_id)} ({m.kind}): {o.status}"))
     for col in ("stage", "in", "out", "rejected", "duplicates", "seconds"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     table.add_row("extract", "-", k(c.get("extracted")), "-", "-", secs(st.get("extract")))
@@ -101,16 +101,13 @@ def outcome(o: RunOutcome) -> None:
     table.add_row("load", k(c.get("passed")), k(c.get("loaded")), "-", "-", secs(st.get("load")))
     con = console()
     con.print(table)
-    w = m["window"]
-    con.print(f"window    {short_window(w['since'], w['until'])} UTC")
+    con.print(f"window    {short_window(m.since, m.until)} UTC")
     con.print(
         f"loaded    {k(c.get('loaded'))}: inserted {k(c.get('inserted'))}, updated {k(c.get('updated'))}, "
         f"unchanged {k(c.get('unchanged'))}"
     )
     con.print(f"dead      new {k(c.get('dead_letters_new'))}, seen again {k(c.get('dead_letters_seen'))}")
-    con.print(
-        f"pass rate {pct(m.get('pass_rate'))}   duration {m['duration_s']:.1f}s   run {escape(o.run_id)}"
-    )
+    con.print(f"pass rate {pct(m.pass_rate)}   duration {m.duration_s:.1f}s   run {escape(o.run_id)}")
     con.print(escape(f"report    {o.report_dir}"), soft_wrap=True)
     if o.error:
         con.print(f"[red]FAILED[/red] {escape(str(o.error))}", soft_wrap=False)

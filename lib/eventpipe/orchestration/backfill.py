@@ -17,7 +17,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from ..core.counts import RunCounts
 from ..logs import setup_cli_logging
 from ..settings import Settings, iso
 from ..storage.lock import WindowLocks
@@ -98,8 +97,8 @@ def _run_partition(
     finally:
         if own:
             runner.store.dispose()
-    c = outcome.metrics.get("counts", {})
-    rejected = RunCounts.from_mapping(c).rejected if "extracted" in c else None
+    c = outcome.metrics.known_counts()
+    rejected = outcome.metrics.counts.rejected if "extracted" in c else None
     return PartitionResult(
         since,
         until,

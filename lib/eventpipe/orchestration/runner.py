@@ -22,6 +22,7 @@ from typing import Any
 from ..audit.build import finish_run, stage_manifests
 from ..audit.metrics_export import emit_lineage, lineage_clients
 from ..core.counts import RunCounts
+from ..core.run_metrics import RunError, RunMetrics
 from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
 from ..logs import attach_file_log, detach_file_log
@@ -69,7 +70,7 @@ class RunPlan:
 class RunOutcome:
     run_id: str
     status: str
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     report_dir: Path
     error: StageFailed | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -138,11 +139,25 @@ class Runner:
     # -- execution -----------------------------------------------------------------------------
 
     def execute(self, plan: RunPlan) -> RunOutcome:
-        import papermill as pm
-        import scrapbook as sb
+        """Run ``plan.stages`` in order. A failed stage ends the run ``failed`` (the outcome says so); anything
+        else that stops it (a signal, a runner error) marks it failed and propagates."""
+        run = self._open(plan)
+        try:
+            for stage, notebook in STAGES:
+                if stage in plan.stages:
+                    self._run_stage(run, stage, notebook)
+            return self._finish(run)
+        except StageFailed as failure:
+            return self._fail(run, failure)
+        except PipelineError as e:
+            self._abort(run, e)
+            raise
+        finally:
+            self._close(run)
 
+    def _open(self, plan: RunPlan) -> _Execution:
+        """The run's report folder, its ``run.log`` and its ``pipeline_runs`` row (resumed for a later task)."""
         report_dir = self.reports_dir / plan.run_id
-        run_dir = self.runs_dir / plan.run_id
         report_dir.mkdir(parents=True, exist_ok=True)
         stage_metrics, seconds = _earlier_stages(report_dir, plan.stages) if plan.resume else ({}, {})
         file_log = attach_file_log(report_dir / "run.log", self.redact)
@@ -154,104 +169,127 @@ class Runner:
             iso(plan.until),
             self.store.masked_url,
         )
-        started = time.perf_counter()
-        started_at = datetime.now(timezone.utc)
-        if plan.resume:  # an orchestrator's next task of a run that started elsewhere
-            resumed_s = self.store.resume_run(plan.run_id, plan.kind, plan.since, plan.until, str(report_dir))
-            started -= resumed_s
-            started_at -= timedelta(seconds=resumed_s)
-        else:
-            self.store.start_run(
-                plan.run_id, plan.kind, plan.since, plan.until, str(report_dir), plan.parent_run_id
-            )
-            self._lineage("START", {"run_id": plan.run_id, "kind": plan.kind})
-        finishes = "load" in plan.stages  # the run ends with this execution
-        shared = self.settings.runner.shared_kernel
-        kernel, own_kernel = self.kernel, self.kernel is None
+        run = _Execution(
+            plan,
+            report_dir,
+            self.runs_dir / plan.run_id,
+            file_log,
+            stage_metrics,
+            seconds,
+            kernel=self.kernel,
+        )
+        records = self.store.records
         try:
-            for stage, notebook in STAGES:
-                if stage not in plan.stages:
-                    continue
-                if kernel is None:  # a run's own kernel: shared by its notebooks, or one per notebook
-                    kernel = SharedKernel.for_settings(self.settings)
-                out = report_dir / notebook
-                t0 = time.perf_counter()
-                log.info("stage %s: executing %s", stage, notebook)
-                try:
-                    pm.execute_notebook(
-                        str(self.notebooks_dir / notebook),
-                        str(out),
-                        parameters=self._parameters(plan, run_dir, stage),
-                        kernel_name=self.settings.runner.kernel_name,
-                        log_output=True,
-                        progress_bar=False,
-                        execution_timeout=self.settings.runner.cell_timeout_s,
-                        cwd=str(self.notebooks_dir),
-                        **kernel.for_next_notebook(),
+            with self.store.engine.begin() as conn:
+                if plan.resume:  # an orchestrator's next task of a run that started elsewhere
+                    resumed_s = records.resume(
+                        conn, plan.run_id, plan.kind, plan.since, plan.until, str(report_dir)
                     )
-                    scraps = sb.read_notebook(str(out)).scraps  # its report folder may be gone meanwhile
-                except Terminated:
-                    raise
-                except Exception as e:  # papermill, nbclient and kernel failures all end the run here
-                    seconds[stage] = round(time.perf_counter() - t0, 3)
-                    raise self._stage_failure(stage, out, e) from None
-                finally:
-                    if not shared:
-                        kernel.shutdown()
-                        kernel = None
-                seconds[stage] = round(time.perf_counter() - t0, 3)
-                stage_metrics[stage] = scraps[SCRAP].data
-                log.info("stage %s: done in %.2fs", stage, seconds[stage])
-            metrics = self._metrics(
-                plan, report_dir, stage_metrics, seconds, started, "succeeded", started_at
-            )
-            if finishes:
-                RunCounts.from_mapping(metrics["counts"]).check()
-                write_json_atomic(report_dir / "metrics.json", metrics)
-                self._audit(metrics, report_dir, "COMPLETE")
-                if not self.settings.runner.keep_runs:
-                    shutil.rmtree(run_dir, ignore_errors=True)  # kept after a failure, for inspection
-            return RunOutcome(plan.run_id, "succeeded", metrics, report_dir, stage_seconds=seconds)
-        except StageFailed as failure:
-            if kernel:
-                kernel.discard()  # it may still be busy (a timed-out cell) or hold a half-done stage's state
-            stage_metrics.update(stage_manifests(run_dir, stage_metrics))  # e.g. a failed gate's counts
-            metrics = self._metrics(plan, report_dir, stage_metrics, seconds, started, "failed", started_at)
-            metrics["error"] = {
-                "stage": failure.stage,
-                "class": failure.failure_class,
-                "detail": failure.detail,
-            }
-            self.store.fail_run(plan.run_id, failure.stage, failure.failure_class, failure.detail)
-            write_json_atomic(report_dir / "metrics.json", metrics)
-            self._audit(metrics, report_dir, "FAIL")
-            log.error("%s", failure)
-            return RunOutcome(plan.run_id, "failed", metrics, report_dir, failure, seconds)
-        except PipelineError as e:
-            cls = "terminated" if isinstance(e, Terminated) else "runner error"
-            stage = next((s for s, _ in STAGES if s in plan.stages and s not in seconds), None)
-            if stage:
-                stamp_failure(report_dir / dict(STAGES)[stage], stage, cls, str(e), self.redact)
-            self.store.fail_run(plan.run_id, stage, cls, self.redact(str(e)))
-            if kernel:
-                kernel.discard()
-            raise
-        finally:
-            if own_kernel and kernel is not None:
-                kernel.shutdown()
+                    run.started -= resumed_s
+                    run.started_at -= timedelta(seconds=resumed_s)
+                else:
+                    records.start(
+                        conn,
+                        plan.run_id,
+                        plan.kind,
+                        plan.since,
+                        plan.until,
+                        str(report_dir),
+                        plan.parent_run_id,
+                    )
+            if not plan.resume:
+                self._lineage("START", plan.run_id, plan.kind)
+        except BaseException:
             detach_file_log(file_log)
+            raise
+        return run
 
-    def _audit(self, metrics: dict[str, Any], report_dir: Path, event: str) -> None:
+    def _run_stage(self, run: _Execution, stage: str, notebook: str) -> None:
+        """One stage's notebook executed by papermill; its ``metrics`` scrap and its seconds join the run's."""
+        import papermill as pm
+        import scrapbook as sb
+
+        if run.kernel is None:  # a run's own kernel: shared by its notebooks, or one per notebook
+            run.kernel = SharedKernel.for_settings(self.settings)
+        out = run.report_dir / notebook
+        t0 = time.perf_counter()
+        log.info("stage %s: executing %s", stage, notebook)
+        try:
+            pm.execute_notebook(
+                str(self.notebooks_dir / notebook),
+                str(out),
+                parameters=self._parameters(run.plan, run.run_dir, stage),
+                kernel_name=self.settings.runner.kernel_name,
+                log_output=True,
+                progress_bar=False,
+                execution_timeout=self.settings.runner.cell_timeout_s,
+                cwd=str(self.notebooks_dir),
+                **run.kernel.for_next_notebook(),
+            )
+            scraps = sb.read_notebook(str(out)).scraps  # its report folder may be gone meanwhile
+        except Terminated:
+            raise
+        except Exception as e:  # papermill, nbclient and kernel failures all end the run here
+            run.seconds[stage] = round(time.perf_counter() - t0, 3)
+            raise self._stage_failure(stage, out, e) from None
+        finally:
+            if not self.settings.runner.shared_kernel:
+                run.kernel.shutdown()
+                run.kernel = None
+        run.seconds[stage] = round(time.perf_counter() - t0, 3)
+        run.stage_metrics[stage] = scraps[SCRAP].data
+        log.info("stage %s: done in %.2fs", stage, run.seconds[stage])
+
+    def _finish(self, run: _Execution) -> RunOutcome:
+        """The stages ran. When the last one did, the counts are checked and the audit trail written."""
+        metrics = self._metrics(run, "succeeded")
+        if "load" in run.plan.stages:  # the run ends with this execution
+            metrics.counts.check()
+            write_json_atomic(run.report_dir / "metrics.json", metrics.to_json())
+            self._audit(metrics, run.report_dir, "COMPLETE")
+            if not self.settings.runner.keep_runs:
+                shutil.rmtree(run.run_dir, ignore_errors=True)  # kept after a failure, for inspection
+        return RunOutcome(run.plan.run_id, "succeeded", metrics, run.report_dir, stage_seconds=run.seconds)
+
+    def _fail(self, run: _Execution, failure: StageFailed) -> RunOutcome:
+        """A stage failed: the run is recorded ``failed`` with what its stages left, and its audit trail written."""
+        run.discard_kernel()
+        # the stages that glued no scrap may have left a manifest (a failed gate's counts and reasons)
+        run.stage_metrics.update(stage_manifests(run.run_dir, run.stage_metrics))
+        metrics = self._metrics(run, "failed")
+        metrics.error = RunError(failure.stage, failure.failure_class, failure.detail)
+        self.store.fail_run(run.plan.run_id, failure.stage, failure.failure_class, failure.detail)
+        write_json_atomic(run.report_dir / "metrics.json", metrics.to_json())
+        self._audit(metrics, run.report_dir, "FAIL")
+        log.error("%s", failure)
+        return RunOutcome(run.plan.run_id, "failed", metrics, run.report_dir, failure, run.seconds)
+
+    def _abort(self, run: _Execution, e: PipelineError) -> None:
+        """Something other than a stage stopped the run (a signal, a runner error): the notebook it was in is
+        stamped and the run marked failed; the caller re-raises."""
+        cls = "terminated" if isinstance(e, Terminated) else "runner error"
+        stage = next((s for s, _ in STAGES if s in run.plan.stages and s not in run.seconds), None)
+        if stage:
+            stamp_failure(run.report_dir / dict(STAGES)[stage], stage, cls, str(e), self.redact)
+        self.store.fail_run(run.plan.run_id, stage, cls, self.redact(str(e)))
+        run.discard_kernel()
+
+    def _close(self, run: _Execution) -> None:
+        if self.kernel is None and run.kernel is not None:  # the run's own kernel
+            run.kernel.shutdown()
+        detach_file_log(run.file_log)
+
+    def _audit(self, metrics: RunMetrics, report_dir: Path, event: str) -> None:
         """The audit trail of a finished run (HTML, ledger, metrics.prom, index) and its lineage event."""
         finish_run(
             self.settings, self.store, metrics, report_dir, [self.notebooks_dir / nb for _, nb in STAGES]
         )
-        self._lineage(event, metrics)
+        self._lineage(event, metrics.run_id, metrics.kind)
 
-    def _lineage(self, event: str, metrics: dict[str, Any]) -> None:
+    def _lineage(self, event: str, run_id: str, kind: str) -> None:
         api = self.settings.api
         source = (api.base_url or "http://demo-api.local").rstrip("/") + api.endpoint
-        emit_lineage(self.lineage, event, metrics, source, "analytics", self.settings.lineage.namespace)
+        emit_lineage(self.lineage, event, run_id, kind, source, "analytics", self.settings.lineage.namespace)
 
     def _parameters(self, plan: RunPlan, run_dir: Path, stage: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -279,35 +317,47 @@ class Runner:
         stamp_failure(out, stage, failure.failure_class, detail, self.redact)
         return StageFailed(stage, failure.failure_class, detail, str(out) if out.exists() else None)
 
-    def _metrics(
-        self,
-        plan: RunPlan,
-        report_dir: Path,
-        stages: dict[str, dict[str, Any]],
-        seconds: dict[str, float],
-        started: float,
-        status: str,
-        started_at: datetime,
-    ) -> dict[str, Any]:
-        counts: dict[str, Any] = {}
+    def _metrics(self, run: _Execution, status: str) -> RunMetrics:
+        stages = run.stage_metrics
+        reported: dict[str, Any] = {}
         for m in stages.values():
-            counts.update({k: m[k] for k in RunCounts.names() if k in m})
-        return {
-            "run_id": plan.run_id,
-            "kind": plan.kind,
-            "status": status,
-            "window": {"since": iso(plan.since), "until": iso(plan.until)},
-            "counts": counts,
-            "pass_rate": stages.get("transform_quality", {}).get("pass_rate"),
-            "stage_seconds": seconds,
-            "duration_s": round(time.perf_counter() - started, 3),
-            "started_at": iso(started_at),
-            "finished_at": iso(datetime.now(timezone.utc)),
-            "stages": stages,
-            "report_dir": str(report_dir),
-            "database": self.store.masked_url,
-            "watermark": stages.get("load", {}).get("watermark"),
-        }
+            reported.update(RunCounts.reported(m))
+        return RunMetrics.with_counts(
+            reported,
+            run_id=run.plan.run_id,
+            kind=run.plan.kind,
+            status=status,
+            since=iso(run.plan.since),
+            until=iso(run.plan.until),
+            pass_rate=stages.get("transform_quality", {}).get("pass_rate"),
+            stage_seconds=run.seconds,
+            duration_s=round(time.perf_counter() - run.started, 3),
+            started_at=iso(run.started_at),
+            finished_at=iso(datetime.now(timezone.utc)),
+            stages=stages,
+            report_dir=str(run.report_dir),
+            database=self.store.masked_url,
+            watermark=stages.get("load", {}).get("watermark"),
+        )
+
+
+@dataclass
+class _Execution:
+    """One execution of a plan under way: where it writes, what its stages reported, the kernel it runs in."""
+
+    plan: RunPlan
+    report_dir: Path
+    run_dir: Path
+    file_log: logging.Handler
+    stage_metrics: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+    started: float = field(default_factory=time.perf_counter)
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    kernel: SharedKernel | None = None
+
+    def discard_kernel(self) -> None:
+        if self.kernel:
+            self.kernel.discard()  # it may still be busy (a timed-out cell) or hold a half-done stage's state
 
 
 def _earlier_stages(

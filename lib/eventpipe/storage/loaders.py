@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, DateTime, bindparam, select, text, update
+from sqlalchemy import Connection, DateTime, bindparam, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -34,7 +34,7 @@ from ..core.records import record_hash
 from ..errors import CountsMismatch
 from ..testing.inject import checkpoint
 from .store import Store
-from .tables import as_utc, utcnow
+from .tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Loader:
                 self._set_watermark(conn, watermark[0], watermark[1], run_id, loaded_at)
             seconds = time.perf_counter() - started
             checkpoint("load.before_commit", conn)
-            self._finish_run(conn, run_id, {**(run_values or {}), **c.load_counts()})
+            self.store.records.finish(conn, run_id, {**(run_values or {}), **c.load_counts()})
         log.info(
             "loaded %d rows (%d inserted, %d updated, %d unchanged), %d new dead letters in %.2fs",
             c.loaded,
@@ -279,7 +279,7 @@ class Loader:
                 .values(status="replayed", replayed_run_id=run_id, last_seen=utcnow())
             )
 
-    # -- run record and watermark --------------------------------------------------------------
+    # -- watermark ---------------------------------------------------------------------------------
 
     def _set_watermark(
         self, conn: Connection, name: str, until: datetime, run_id: str, now: datetime
@@ -292,30 +292,6 @@ class Loader:
                 set_={"watermark": stmt.excluded.watermark, "run_id": run_id, "updated_at": now},
             )
         )
-
-    def _finish_run(self, conn: Connection, run_id: str, values: dict[str, Any]) -> None:
-        runs = self.t.runs
-        cols = {c.name for c in runs.columns}
-        vals = {k: v for k, v in values.items() if k in cols and k != "run_id"}
-        now = utcnow()
-        started = conn.execute(select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar()
-        if started is None:
-            # a notebook run by hand, outside the runner: record it all the same
-            conn.execute(
-                runs.insert().values(
-                    run_id=run_id, kind=vals.pop("kind", "manual"), status="running", started_at=now
-                )
-            )
-            started = now
-        vals.update(
-            status="succeeded",
-            finished_at=now,
-            error=None,
-            failure_class=None,
-            stage=None,
-            duration_s=(now - as_utc(started)).total_seconds(),
-        )
-        conn.execute(update(runs).where(runs.c.run_id == run_id).values(**vals))
 
 
 class PostgresLoader(Loader):

@@ -30,21 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Integer,
-    MetaData,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from ..errors import RunInProgress
@@ -145,29 +131,12 @@ class WindowLocks:
 
     def _mark_interrupted(self, alive: set[str]) -> list[str]:
         """Runs left ``running`` by a process that holds no claim any more died before they finished."""
-        runs = self.store.t.runs
+        records = self.store.records
         with self.store.reader.connect() as conn:  # a read first: on SQLite a write would wait for any load
-            ids = [
-                r
-                for r in conn.execute(
-                    select(runs.c.run_id).where(
-                        runs.c.status == "running", runs.c.kind.not_in(ORCHESTRATED_KINDS)
-                    )
-                ).scalars()
-                if r not in alive
-            ]
+            ids = [r for r in records.running(conn, except_kinds=ORCHESTRATED_KINDS) if r not in alive]
         if ids:
             with self.store.engine.begin() as conn:
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.run_id.in_(ids), runs.c.status == "running")
-                    .values(
-                        status="failed",
-                        failure_class="interrupted",
-                        finished_at=utcnow(),
-                        error="interrupted: the process running it died before it finished",
-                    )
-                )
+                records.interrupt(conn, ids)
         for rid in ids:
             log.warning("run %s was left running by a dead process: marked failed (interrupted)", rid)
         return ids
@@ -188,21 +157,6 @@ class _Backend(Protocol):
 # -- PostgreSQL: a row per claim, alive while its holder's session holds the row's advisory lock ----------------
 
 
-def claims_table(schema: str | None) -> Table:
-    ts = DateTime(timezone=True)
-    return Table(
-        "run_locks",
-        MetaData(schema=schema or None),
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("run_id", Text, nullable=False),
-        Column("window_since", ts, nullable=False),
-        Column("window_until", ts, nullable=False),
-        Column("host", Text, nullable=False),
-        Column("pid", Integer, nullable=False),
-        Column("acquired_at", ts, nullable=False),
-    )
-
-
 @dataclass
 class _PgHeld:
     conn: Connection
@@ -212,16 +166,12 @@ class _PgHeld:
 class _AdvisoryClaims:
     def __init__(self, store: Store):
         self.store = store
-        self.table = claims_table(store.schema)
-        self._created = False
+        self.table = store.t.run_locks
 
     @contextmanager
     def critical_section(self) -> Iterator[_PgSection]:
         with self.store.engine.begin() as conn:
             conn.execute(select(func.pg_advisory_xact_lock(MANAGER_KEY)))  # released at commit
-            if not self._created:
-                self.table.create(conn, checkfirst=True)
-                self._created = True
             section = _PgSection(self, conn)
             try:
                 yield section

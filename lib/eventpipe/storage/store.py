@@ -1,4 +1,4 @@
-"""Store: the engine, run records, watermark and what ``status`` shows (SQLAlchemy 2 Core).
+"""Store: the engine, the run records' transactions, watermark and what ``status`` shows (SQLAlchemy 2 Core).
 
 PostgreSQL is the production target and SQLite the embedded default; the pipeline creates its own
 tables on both. Dialect differences live in the engine set-up here, in ``lock`` and in ``loaders``.
@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.records import reason_code
 from ..errors import DatabaseUnavailable
 from ..settings import Settings, mask_url, redact
 from .migrate import upgrade
-from .tables import as_utc, define_tables, utcnow
+from .runs import LEDGER_JSON, RunRecords
+from .tables import as_utc, define_tables
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +80,7 @@ class Store:
             self.reader = self.engine
         self.schema = settings.load.schema if not self.is_sqlite else ""
         self.t = define_tables(self.schema or None)
+        self.records = RunRecords(self.t.runs)
 
     def ping(self) -> None:
         """Fail fast (exit 2) when the database cannot be reached."""
@@ -101,106 +101,16 @@ class Store:
         self.engine.dispose()
         self.reader.dispose()
 
-    # -- run records -------------------------------------------------------------------------
-
-    def start_run(
-        self,
-        run_id: str,
-        kind: str,
-        since: datetime | None,
-        until: datetime | None,
-        report_dir: str,
-        parent_run_id: str | None = None,
-    ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(self.t.runs.delete().where(self.t.runs.c.run_id == run_id))
-            conn.execute(
-                self.t.runs.insert().values(
-                    run_id=run_id,
-                    kind=kind,
-                    status="running",
-                    window_since=since,
-                    window_until=until,
-                    started_at=utcnow(),
-                    report_dir=report_dir,
-                    parent_run_id=parent_run_id,
-                    pid=os.getpid(),
-                    host=socket.gethostname(),
-                )
-            )
-
-    def resume_run(self, run_id: str, kind: str, since: datetime, until: datetime, report_dir: str) -> float:
-        """A run's next stage starts (in another process, maybe on another host): ``running`` again, the
-        failure of an earlier try cleared. Returns the seconds since the run started."""
-        r = self.t.runs
-        with self.engine.begin() as conn:
-            started = as_utc(conn.execute(select(r.c.started_at).where(r.c.run_id == run_id)).scalar())
-            if started is None:  # its first stage ran somewhere that did not record it: record it now
-                started = utcnow()
-                conn.execute(
-                    r.insert().values(
-                        run_id=run_id,
-                        kind=kind,
-                        status="running",
-                        window_since=since,
-                        window_until=until,
-                        started_at=started,
-                        report_dir=report_dir,
-                    )
-                )
-            conn.execute(
-                update(r)
-                .where(r.c.run_id == run_id)
-                .values(
-                    status="running",
-                    stage=None,
-                    failure_class=None,
-                    error=None,
-                    finished_at=None,
-                    duration_s=None,
-                    pid=os.getpid(),
-                    host=socket.gethostname(),
-                )
-            )
-        return (utcnow() - started).total_seconds()
+    # -- run records (``RunRecords`` writes them; these callers want a transaction of their own) ---------
 
     def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
         with self.engine.begin() as conn:
-            started = conn.execute(
-                select(self.t.runs.c.started_at).where(self.t.runs.c.run_id == run_id)
-            ).scalar()
-            now = utcnow()
-            conn.execute(
-                update(self.t.runs)
-                .where(self.t.runs.c.run_id == run_id)
-                .values(
-                    status="failed",
-                    stage=stage,
-                    failure_class=failure_class,
-                    error=redact(error, self.settings)[:4000],
-                    finished_at=now,
-                    duration_s=(now - as_utc(started)).total_seconds() if started else None,
-                )
-            )
+            self.records.fail(conn, run_id, stage, failure_class, redact(error, self.settings))
 
     def record_ledger(self, run_id: str, entry: dict[str, Any]) -> None:
         """Store a run's ledger entry (``audit.ledger.ledger_entry``) in its ``pipeline_runs`` row."""
-        code = entry.get("code") or {}
-        values = dict(
-            code_version=code.get("git_commit") or code.get("package_version"),
-            code_dirty=code.get("dirty"),
-            notebooks_sha256=entry.get("notebooks_sha256"),
-            reports_sha256=entry.get("reports_sha256"),
-            params=entry.get("params"),
-            params_sha256=entry.get("params_sha256"),
-            run_user=entry.get("user"),
-            host=entry.get("host"),
-        )
-        if self.is_sqlite:  # JSON columns are text there
-            for k in ("notebooks_sha256", "reports_sha256", "params"):
-                values[k] = json.dumps(values[k], sort_keys=True, default=str)
         with self.engine.begin() as conn:
-            conn.execute(update(self.t.runs).where(self.t.runs.c.run_id == run_id).values(**values))
+            self.records.ledger(conn, run_id, entry)
 
     def run_entry(self, run_id: str) -> dict[str, Any] | None:
         """One run's row, ledger columns decoded, times as ISO text; None when there is no such run."""
@@ -209,7 +119,7 @@ class Store:
         if row is None:
             return None
         out = dict(row)
-        for k in ("notebooks_sha256", "reports_sha256", "params"):
+        for k in LEDGER_JSON:
             if isinstance(out.get(k), str):
                 out[k] = json.loads(out[k])
         for k in ("window_since", "window_until", "started_at", "finished_at"):

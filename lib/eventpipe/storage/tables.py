@@ -1,4 +1,7 @@
-"""The pipeline's tables: ``analytics``, ``pipeline_runs``, ``pipeline_state`` and ``dead_letter``."""
+"""The pipeline's tables: ``analytics``, ``pipeline_runs``, ``pipeline_state``, ``dead_letter`` and ``run_locks``.
+
+Every one is created and altered by the migrations (``storage/migrations/versions/``) only.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class Tables:
     runs: Table
     state: Table
     dead_letter: Table
+    run_locks: Table
 
 
 def define_tables(schema: str | None = None) -> Tables:
@@ -118,4 +122,16 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("replayed_run_id", Text),
         UniqueConstraint("record_hash", name="dead_letter_record_hash_key"),
     )
-    return Tables(md, analytics, runs, state, dead_letter)
+    # the window claims on PostgreSQL (``storage/lock.py``; SQLite keeps them as files); migration 0004
+    run_locks = Table(
+        "run_locks",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", Text, nullable=False),
+        Column("window_since", ts, nullable=False),
+        Column("window_until", ts, nullable=False),
+        Column("host", Text, nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("acquired_at", ts, nullable=False),
+    )
+    return Tables(md, analytics, runs, state, dead_letter, run_locks)

@@ -10,6 +10,7 @@ from eventpipe.audit import charts, index
 from eventpipe.audit.ledger import verify_run
 from eventpipe.audit.metrics_export import lineage_clients, lineage_event, write_prom
 from eventpipe.audit.notebook_html import failure_banner
+from eventpipe.core.run_metrics import RunMetrics
 
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)></td>\"'"
 
@@ -146,15 +147,17 @@ def test_prometheus_textfile_for_a_failed_run(tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
     path = write_prom(
-        {
-            "run_id": "r1",
-            "kind": "backfill",
-            "status": "failed",
-            "counts": {"extracted": 5},
-            "stage_seconds": {"extract": 1.0},
-            "duration_s": 2.0,
-            "finished_at": "2026-12-02T00:00:00Z",
-        },
+        RunMetrics.from_json(
+            {
+                "run_id": "r1",
+                "kind": "backfill",
+                "status": "failed",
+                "counts": {"extracted": 5},
+                "stage_seconds": {"extract": 1.0},
+                "duration_s": 2.0,
+                "finished_at": "2026-12-02T00:00:00Z",
+            }
+        ),
         tmp_path / "metrics.prom",
         last_success=1700000000.0,
     )
@@ -162,16 +165,24 @@ def test_prometheus_textfile_for_a_failed_run(tmp_path):
     assert {s.labels["status"]: s.value for s in fams["eventpipe_run_status"].samples}["failed"] == 1.0
     assert fams["eventpipe_last_success_timestamp_seconds"].samples[0].value == 1700000000.0
     assert "eventpipe_run_pass_rate" not in fams  # no pass rate before the transform ran
+    assert {s.labels["count"] for s in fams["eventpipe_run_records"].samples} == {"extracted"}
     assert list(tmp_path.iterdir()) == [path]  # written by rename: no temporary file left
 
 
 def test_openlineage_events_go_to_the_file_with_input_api_and_output_table(tmp_path):
     path = tmp_path / "ol" / "events.jsonl"
     (client,) = lineage_clients("", str(path))
-    m = {"run_id": "20261202T000000-incremental-abcdef", "kind": "incremental"}
-    for kind in ("START", "COMPLETE"):
+    run_id = "20261202T000000-incremental-abcdef"
+    for event in ("START", "COMPLETE"):
         client.emit(
-            lineage_event(kind, m, "https://user:pw@api.example.com:8443/analytics", "analytics", "ns")
+            lineage_event(
+                event,
+                run_id,
+                "incremental",
+                "https://user:pw@api.example.com:8443/analytics",
+                "analytics",
+                "ns",
+            )
         )
     events = [json.loads(line) for line in path.read_text().splitlines()]
     assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
@@ -208,12 +219,22 @@ def test_openlineage_events_are_posted_to_the_http_endpoint():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         (client,) = lineage_clients(f"http://127.0.0.1:{server.server_address[1]}", "")
-        client.emit(
-            lineage_event(
-                "FAIL", {"run_id": "r", "kind": "backfill"}, "http://api/analytics", "analytics", "ns"
-            )
-        )
+        client.emit(lineage_event("FAIL", "r", "backfill", "http://api/analytics", "analytics", "ns"))
     finally:
         server.shutdown()
         server.server_close()
     assert [(path, e["eventType"]) for path, e in received] == [("/api/v1/lineage", "FAIL")]
+
+
+def test_count_identity_checks_only_the_sums_a_run_reached():
+    assert index.count_identity({"extracted": 5}) == []  # stopped after the extract
+    [line] = index.count_identity({"extracted": 5, "transformed": 3, "duplicates": 1, "outside_window": 1})
+    assert line == ("extracted 5 = transformed 3 + duplicates 1 + outside the window 1", True)
+    load = index.count_identity({"loaded": 7, "passed": 7, "inserted": 5, "updated": 1, "unchanged": 0})
+    assert load[-1] == ("loaded 7 = passed 7 = inserted 5 + updated 1 + unchanged 0", False)
+
+
+def test_the_index_has_a_column_for_each_way_a_record_leaves_a_run(tmp_path):
+    _run_folder(tmp_path, "20261202T000000-incremental-aaaaaa", "succeeded")
+    page = index.write_index(tmp_path).read_text()
+    assert "<th>outside the window</th>" in page and "<th>rejected (quality)</th>" in page
