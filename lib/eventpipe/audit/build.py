@@ -137,16 +137,11 @@ def finish_run(
 
 
 def _last_success(store: Any, metrics: RunMetrics) -> float | None:
+    """This run's finish when it succeeded, else the newest successful run of its kind's (None: never)."""
     from datetime import datetime
 
     if metrics.status == "succeeded" and metrics.finished_at:
         return datetime.fromisoformat(metrics.finished_at.replace("Z", "+00:00")).timestamp()
-    try:
-        for r in store.recent_runs(limit=100, kind=metrics.kind):
-            if r["status"] == "succeeded" and r["finished_at"]:
-                from ..storage.tables import as_utc
-
-                return as_utc(r["finished_at"]).timestamp()
-    except Exception:  # noqa: BLE001
-        return None
+    finished = store.last_success(metrics.kind)
+    return finished.timestamp() if finished else None
     return None

@@ -131,6 +131,13 @@ class Store:
         with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
+    def last_success(self, kind: str) -> datetime | None:
+        """When the newest successful run of ``kind`` finished (``metrics.prom``'s last-success gauge)."""
+        r = self.t.runs
+        q = select(func.max(r.c.finished_at)).where(r.c.kind == kind, r.c.status == "succeeded")
+        with self.reader.connect() as conn:
+            return as_utc(conn.execute(q).scalar())
+
     # -- watermark ---------------------------------------------------------------------------
 
     def watermark(self, name: str = "incremental") -> datetime | None:

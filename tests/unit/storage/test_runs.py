@@ -110,3 +110,19 @@ def test_a_ledger_entry_reads_back_as_it_was_stored(store):
     row = _row(store, "r1")
     assert (row["code_version"], row["code_dirty"], row["run_user"]) == ("abc", True, "me")
     assert row["params"] == {"a": [1, 2]} and row["notebooks_sha256"] == {"01_extract.ipynb": "f" * 64}
+
+
+def test_last_success_is_the_newest_succeeded_run_of_that_kind(store):
+    assert store.last_success("incremental") is None
+    for run_id in ("old", "new"):
+        _start(store, run_id, "incremental")
+        with store.engine.begin() as conn:
+            store.records.finish(conn, run_id, {})
+    _start(store, "other-kind", "backfill")
+    with store.engine.begin() as conn:
+        store.records.finish(conn, "other-kind", {})
+    _start(store, "failed", "incremental")
+    store.fail_run("failed", "load", "cell error", "boom")
+    newest = _row(store, "new")["finished_at"]
+    assert store.last_success("incremental").isoformat() == newest
+    assert store.last_success("replay") is None
