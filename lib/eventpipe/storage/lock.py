@@ -291,6 +291,8 @@ class _PgSection:
 
 
 # -- SQLite: a file per claim in <db>.windows/, alive while its holder process keeps an flock on it -------------
+# (plain flock, not a lock library: the claim's file carries the JSON that others read while it is held, and a
+# lock that could fall back to a marker file would outlive a killed holder)
 
 
 @dataclass
