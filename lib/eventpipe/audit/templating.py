@@ -22,7 +22,7 @@ ENV = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
-    keep_trailing_newline=True,
+    keep_trailing_newline=False,
 )
 ENV.filters.update(number=number, percent=percent)
 
