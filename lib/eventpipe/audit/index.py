@@ -1,9 +1,10 @@
 """``reports/index.html`` (every run, filterable) and ``reports/<run_id>/run.html`` (one run's page).
 
 Both are single files with inline CSS and JavaScript: they work opened straight from
-the file system, offline. Every value from a run (ids, errors, parameters, reasons)
-is escaped, and a Content-Security-Policy lets only the page's own script run, so
-markup in event data shows as text and never executes.
+the file system, offline. This module gathers what they show; their markup is in
+``templates/index.html.j2`` and ``templates/run.html.j2``. Every value from a run (ids,
+errors, parameters, reasons) is autoescaped, and a Content-Security-Policy lets only the
+page's own script run, so markup in event data shows as text and never executes.
 """
 
 from __future__ import annotations
