@@ -291,8 +291,9 @@ class _PgSection:
 
 
 # -- SQLite: a file per claim in <db>.windows/, alive while its holder process keeps an flock on it -------------
-# (plain flock, not a lock library: the claim's file carries the JSON that others read while it is held, and a
-# lock that could fall back to a marker file would outlive a killed holder)
+# (fcntl.flock itself, not a lock package: a claim is a file of JSON that others read while it is held and probe
+# with one non-blocking flock; a package's in-process reentrancy or soft-lock fallback would break the rule that a
+# claim dies with its holder's process)
 
 
 @dataclass
