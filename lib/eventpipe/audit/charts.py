@@ -1,7 +1,7 @@
 """SVG bar charts for the run pages, drawn when a report is built (never in the pipeline's hot path).
 
-Plain SVG text, no plotting library: every label is escaped, so an event name or a
-reject reason carrying markup renders as text.
+Plain SVG from templates (``templates/*.svg.j2``), no plotting library: every label is
+escaped, so an event name or a reject reason carrying markup renders as text.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from html import escape
+
+from .templating import render
 
 HOURLY_LIMIT = 72  # windows longer than three days are drawn per day
 BAR = "#4c78a8"
+REJECTED = "#e45756"
 
 
 def events_over_time(per_hour: Mapping[str, int]) -> tuple[list[str], list[int], str]:
@@ -45,28 +47,40 @@ def column_chart(
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max(max(values), 1)
     step = plot_w / len(values)
-    parts = [_frame(title, width, height)]
-    for frac in (0, 0.5, 1):
-        y = top + plot_h * (1 - frac)
-        parts.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{_k(peak * frac)}</text>'
-        )
     every = max(1, len(values) // 12)
+    grid = [
+        {"y": f"{y:.1f}", "text_y": f"{y + 4:.1f}", "value": _k(peak * frac)}
+        for frac in (0, 0.5, 1)
+        for y in [top + plot_h * (1 - frac)]
+    ]
+    bars = []
     for i, (label, v) in enumerate(zip(labels, values)):
         h = plot_h * v / peak
         x = left + i * step
-        parts.append(
-            f'<rect x="{x + step * 0.1:.1f}" y="{top + plot_h - h:.1f}" width="{max(step * 0.8, 1):.1f}" '
-            f'height="{h:.1f}" fill="{BAR}"><title>{escape(label)}: {v:,} {escape(unit)}</title></rect>'
+        bars.append(
+            {
+                "label": label,
+                "value": v,
+                "x": f"{x + step * 0.1:.1f}",
+                "y": f"{top + plot_h - h:.1f}",
+                "width": f"{max(step * 0.8, 1):.1f}",
+                "height": f"{h:.1f}",
+                "tick_x": f"{x + step / 2:.1f}" if i % every == 0 else None,
+            }
         )
-        if i % every == 0:
-            parts.append(
-                f'<text x="{x + step / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
-                f'font-size="10">{escape(label)}</text>'
-            )
-    parts.append("</svg>")
-    return "".join(parts)
+    return render(
+        "column_chart.svg.j2",
+        title=title,
+        width=width,
+        height=height,
+        left=left,
+        right=width - right,
+        tick_y=height - bottom + 16,
+        grid=grid,
+        bars=bars,
+        unit=unit,
+        color=BAR,
+    )
 
 
 def bar_chart(items: Iterable[tuple[str, int]], title: str, width: int = 900, limit: int = 15) -> str:
@@ -75,37 +89,35 @@ def bar_chart(items: Iterable[tuple[str, int]], title: str, width: int = 900, li
     if not rows:
         return _empty(title, width)
     label_w, row_h, top = 300, 22, 28
-    height = top + row_h * len(rows) + 10
     peak = max(v for _, v in rows) or 1
     bar_w = width - label_w - 90
-    parts = [_frame(title, width, height)]
+    bars = []
     for i, (label, v) in enumerate(rows):
-        y = top + i * row_h
-        shown = label if len(label) <= 44 else label[:43] + "…"
         w = bar_w * v / peak
-        parts.append(
-            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="12">'
-            f"<title>{escape(label)}</title>{escape(shown)}</text>"
-            f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row_h - 6}" fill="#e45756"/>'
-            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" font-size="12">{v:,}</text>'
+        bars.append(
+            {
+                "label": label,
+                "shown": label if len(label) <= 44 else label[:43] + "…",
+                "value": v,
+                "y": top + i * row_h,
+                "width": f"{max(w, 1):.1f}",
+                "value_x": f"{label_w + w + 6:.1f}",
+            }
         )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _frame(title: str, width: int, height: int) -> str:
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" aria-label="{escape(title)}">'
-        f'<text x="4" y="16" font-size="13" font-weight="bold">{escape(title)}</text>'
+    return render(
+        "bar_chart.svg.j2",
+        title=title,
+        width=width,
+        height=top + row_h * len(rows) + 10,
+        label_width=label_w,
+        row_height=row_h,
+        bars=bars,
+        color=REJECTED,
     )
 
 
 def _empty(title: str, width: int) -> str:
-    return (
-        _frame(title, width, 44)
-        + '<text x="4" y="36" font-size="12" fill="#666">nothing to draw</text></svg>'
-    )
+    return render("chart.svg.j2", title=title, width=width, height=44)
 
 
 def _k(v: float) -> str:

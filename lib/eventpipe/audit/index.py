@@ -1,9 +1,10 @@
 """``reports/index.html`` (every run, filterable) and ``reports/<run_id>/run.html`` (one run's page).
 
 Both are single files with inline CSS and JavaScript: they work opened straight from
-the file system, offline. Every value from a run (ids, errors, parameters, reasons)
-is escaped, and a Content-Security-Policy lets only the page's own script run, so
-markup in event data shows as text and never executes.
+the file system, offline. This module gathers what they show; their markup is in
+``templates/index.html.j2`` and ``templates/run.html.j2``. Every value from a run (ids,
+errors, parameters, reasons) is autoescaped, and a Content-Security-Policy lets only the
+page's own script run, so markup in event data shows as text and never executes.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from ..core.counts import IDENTITIES, SUMMARY_NAMES, RunCounts, label
 from ..core.run_metrics import RunMetrics
 from . import charts
 from .ledger import code_label
+from .templating import render
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,6 @@ def read_runs(reports_dir: Path) -> list[RunSummary]:
 # -- formatting -----------------------------------------------------------------------------------
 
 
-def _n(v: Any) -> str:
-    return "-" if v is None else f"{v:,}" if isinstance(v, int) else escape(str(v))
-
-
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{v:.2%}"
-
-
 def _short_window(w: dict[str, Any] | None) -> str:
     if not w or not w.get("since"):
         return "-"
@@ -136,139 +128,72 @@ def _clip(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _links(run: RunSummary, prefix: str) -> str:
-    """Links to the run's files; ``prefix`` is the path from the page to the run folder."""
-    items = []
-    for _stage, stem in STAGE_NOTEBOOKS:
-        nb = run.folder / f"{stem}.ipynb"
-        if nb.is_file():
-            html_link = (
-                f'<a href="{escape(prefix + stem)}.html">{escape(stem)}</a> '
-                if (run.folder / f"{stem}.html").is_file()
-                else escape(stem) + " "
-            )
-            items.append(f'{html_link}(<a href="{escape(prefix + stem)}.ipynb">.ipynb</a>)')
-    for name in ("metrics.json", "run.log", "metrics.prom"):
-        if (run.folder / name).is_file():
-            items.append(f'<a href="{escape(prefix + name)}">{escape(name)}</a>')
-    return " · ".join(items)
+def _secs(v: Any) -> str | None:
+    return None if v is None else f"{v:.1f}"
 
 
-PAGE_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.5em;margin:0 0 .4em} h2{font-size:1.15em;margin:1.4em 0 .4em}
-table{border-collapse:collapse;font-size:.9em} th,td{border-bottom:1px solid #ddd;padding:.3em .55em;
-text-align:left;vertical-align:top} th{background:#f4f4f4;position:sticky;top:0}
-td.num{text-align:right;font-variant-numeric:tabular-nums} code,.mono{font-family:ui-monospace,monospace}
-.status-succeeded{color:#1a7f37;font-weight:600}.status-failed{color:#b00020;font-weight:600}
-.status-running,.status-unknown{color:#9a6700;font-weight:600}
-.filters{display:flex;gap:1em;flex-wrap:wrap;align-items:end;margin:.8em 0}
-.filters label{display:flex;flex-direction:column;font-size:.85em;gap:.2em}
-.banner{border:2px solid #b00020;background:#fdecee;color:#7a0012;padding:.7em 1em;margin:0 0 1em;font-size:1.05em}
-.ok{color:#1a7f37}.bad{color:#b00020} .muted{color:#666} .err{min-width:16em;max-width:30em;overflow-wrap:anywhere} .nowrap{white-space:nowrap}
-"""
+@dataclass(frozen=True)
+class _Report:
+    """A file of the run that its pages link to (a stage notebook, with its HTML when there is one)."""
+
+    name: str
+    notebook: bool = False
+    html: bool = False
 
 
-def _page(title: str, body: str, script: str = "") -> str:
-    nonce = secrets.token_urlsafe(16)
-    csp = (
-        f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'nonce-{nonce}'; "
-        "base-uri 'none'; form-action 'none'"
-    )
-    js = f'<script nonce="{nonce}">{script}</script>' if script else ""
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{PAGE_CSS}</style></head>"
-        f"<body>{body}{js}</body></html>\n"
-    )
+def _reports(run: RunSummary) -> list[_Report]:
+    out = [
+        _Report(stem, notebook=True, html=(run.folder / f"{stem}.html").is_file())
+        for _stage, stem in STAGE_NOTEBOOKS
+        if (run.folder / f"{stem}.ipynb").is_file()
+    ]
+    return out + [
+        _Report(name) for name in ("metrics.json", "run.log", "metrics.prom") if (run.folder / name).is_file()
+    ]
+
+
+def _page(template: str, **context: Any) -> str:
+    """A page from ``templates/``; the nonce, new for each page, is what lets its own script run."""
+    return render(template, nonce=secrets.token_urlsafe(16), **context)
 
 
 # -- the index ------------------------------------------------------------------------------------
 
-INDEX_JS = """
-(function(){
-  var rows = Array.prototype.slice.call(document.querySelectorAll('#runs tbody tr'));
-  var q = function(id){ return document.getElementById(id); };
-  function apply(){
-    var st = q('f-status').value, kd = q('f-kind').value, s = q('f-search').value.trim().toLowerCase();
-    var from = q('f-from').value, to = q('f-to').value, shown = 0;
-    rows.forEach(function(r){
-      var d = r.getAttribute('data-date');
-      var ok = (!st || r.getAttribute('data-status') === st) && (!kd || r.getAttribute('data-kind') === kd)
-        && (!s || r.getAttribute('data-run').toLowerCase().indexOf(s) >= 0)
-        && (!from || d >= from) && (!to || d <= to);
-      r.hidden = !ok; if (ok) shown++;
-    });
-    q('shown').textContent = String(shown);
-  }
-  ['f-status','f-kind','f-search','f-from','f-to'].forEach(function(id){
-    q(id).addEventListener('input', apply); q(id).addEventListener('change', apply);
-  });
-  apply();
-})();
-"""
 
-
-def _options(values: Iterable[str]) -> str:
-    return "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in sorted(set(values)))
+def _index_row(r: RunSummary) -> dict[str, Any]:
+    err = r.error
+    started = r.started
+    return {
+        "run_id": r.run_id,
+        "status": r.status,
+        "kind": r.kind,
+        "date": f"{started:%Y-%m-%d}" if started else "",
+        "page": f"{r.run_id}/{RUN_PAGE}" if (r.folder / RUN_PAGE).is_file() else None,
+        "window": _short_window(r.metrics.get("window")),
+        "error": err
+        and {
+            "class": err.get("class") or "",
+            "stage": err.get("stage") or "-",
+            "detail": _clip(_first_line(err.get("detail"))),
+        },
+        "counts": r.counts,
+        "pass_rate": r.metrics.get("pass_rate"),
+        "seconds": _secs(r.metrics.get("duration_s")),
+        "code": code_label((r.metrics.get("ledger") or {}).get("code")),
+        "reports": _reports(r),
+    }
 
 
 def index_html(runs: list[RunSummary]) -> str:
-    rows = []
-    for r in runs:
-        c = r.counts
-        err = r.error
-        failure = ""
-        if err:
-            failure = (
-                f"<b>{escape(err.get('class') or '')}</b> in {escape(err.get('stage') or '-')}: "
-                f"{escape(_clip(_first_line(err.get('detail'))))}"
-            )
-        started = r.started
-        prefix = r.run_id + "/"
-        run_link = (
-            f'<a href="{escape(prefix + RUN_PAGE)}" class="mono">{escape(r.run_id)}</a>'
-            if (r.folder / RUN_PAGE).is_file()
-            else f'<span class="mono">{escape(r.run_id)}</span>'
-        )
-        rows.append(
-            f'<tr data-run="{escape(r.run_id)}" data-status="{escape(r.status)}" '
-            f'data-kind="{escape(r.kind)}" data-date="{f"{started:%Y-%m-%d}" if started else ""}">'
-        )
-        rows.append(
-            f"<td>{run_link}</td><td>{escape(r.kind)}</td>"
-            f'<td class="mono nowrap">{escape(_short_window(r.metrics.get("window")))}</td>'
-            f'<td class="status-{escape(r.status)}">{escape(r.status)}</td><td class="err">{failure}</td>'
-            + "".join(f'<td class="num">{_n(c.get(k))}</td>' for k in COUNT_COLUMNS)
-            + f'<td class="num">{_pct(r.metrics.get("pass_rate"))}</td>'
-            f'<td class="num">{_n(_secs(r.metrics.get("duration_s")))}</td>'
-            f'<td class="mono">{escape(code_label((r.metrics.get("ledger") or {}).get("code")))}</td>'
-            f"<td>{_links(r, prefix)}</td></tr>"
-        )
-    body = (
-        "<h1>eventpipe runs</h1>"
-        f'<p class="muted">{len(runs)} run(s); <span id="shown">{len(runs)}</span> shown. Built '
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Times are UTC.</p>"
-        '<div class="filters">'
-        f'<label>status<select id="f-status"><option value="">all</option>{_options(r.status for r in runs)}'
-        "</select></label>"
-        f'<label>kind<select id="f-kind"><option value="">all</option>{_options(r.kind for r in runs)}</select></label>'
-        '<label>started from<input type="date" id="f-from"></label>'
-        '<label>started to<input type="date" id="f-to"></label>'
-        '<label>run id<input type="search" id="f-search" placeholder="search run id"></label></div>'
-        '<table id="runs"><thead><tr><th>run</th><th>kind</th><th>window (UTC)</th><th>status</th>'
-        "<th>failure</th>"
-        + "".join(f"<th>{escape(label(k))}</th>" for k in COUNT_COLUMNS)
-        + "<th>pass rate</th><th>seconds</th><th>code</th>"
-        f"<th>reports</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return _page(
+        "index.html.j2",
+        rows=[_index_row(r) for r in runs],
+        statuses=sorted({r.status for r in runs}),
+        kinds=sorted({r.kind for r in runs}),
+        built=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+        COUNT_COLUMNS=COUNT_COLUMNS,
+        label=label,
     )
-    return _page("eventpipe runs", body, INDEX_JS)
-
-
-def _secs(v: Any) -> str | None:
-    return None if v is None else f"{v:.1f}"
 
 
 # -- one run's page -------------------------------------------------------------------------------
@@ -288,95 +213,53 @@ def count_identity(c: dict[str, Any]) -> list[tuple[str, bool]]:
     return out
 
 
+def _ledger(ledger: dict[str, Any]) -> dict[str, Any] | None:
+    if not ledger:
+        return None
+    return {
+        "code": json.dumps(ledger.get("code") or {}),
+        "user": str(ledger.get("user")),
+        "host": str(ledger.get("host")),
+        "params_sha256": str(ledger.get("params_sha256")),
+        "notebooks": ledger.get("notebooks_sha256") or {},
+        "reports": ledger.get("reports_sha256") or {},
+        "params": {k: json.dumps(v, default=str) for k, v in (ledger.get("params") or {}).items()},
+    }
+
+
 def run_html(run: RunSummary) -> str:
     m = run.metrics
     err = run.error
-    parts = [
-        f'<p><a href="../{INDEX}">← all runs</a></p><h1>run <span class="mono">{escape(run.run_id)}</span></h1>'
-    ]
-    if run.status == "failed":
-        parts.append(
-            f'<div class="banner" id="failure-banner"><b>This run FAILED'
-            f"{' in stage ' + escape(err['stage']) if err.get('stage') else ''}: "
-            f"{escape(err.get('class') or 'failed')}.</b><br>{escape(err.get('detail') or '')}</div>"
-        )
     w = m.get("window") or {}
-    parts.append(
-        "<table>"
-        + "".join(
-            f"<tr><th>{escape(k)}</th><td>{v}</td></tr>"
-            for k, v in (
-                ("status", f'<span class="status-{escape(run.status)}">{escape(run.status)}</span>'),
-                ("kind", escape(run.kind)),
-                (
-                    "window (UTC)",
-                    f'<span class="mono">[{escape(str(w.get("since", "-")))}, '
-                    f"{escape(str(w.get('until', '-')))})</span>",
-                ),
-                (
-                    "started",
-                    escape(str(m.get("started_at") or (run.started.isoformat() if run.started else "-"))),
-                ),
-                ("duration", f"{_n(_secs(m.get('duration_s')))} s"),
-                ("pass rate", _pct(m.get("pass_rate"))),
-                ("watermark after", escape(str(m.get("watermark") or "not moved"))),
-                ("reports", _links(run, "")),
-            )
-        )
-        + "</table>"
-    )
-
-    c = run.counts
-    parts.append("<h2>Counts</h2>")
-    if c:
-        parts.append(
-            "<table>"
-            + "".join(f'<tr><th>{escape(k)}</th><td class="num">{_n(v)}</td></tr>' for k, v in c.items())
-            + "</table><ul>"
-        )
-        for text, ok in count_identity(c):
-            mark = '<span class="ok">✓ holds</span>' if ok else '<span class="bad">✗ does not add up</span>'
-            parts.append(f'<li class="mono">{escape(text)} {mark}</li>')
-        parts.append("</ul>")
-    else:
-        parts.append('<p class="muted">no counts: the run stopped before its stages reported any.</p>')
-
     tq = run.stage_metrics("transform_quality")
-    parts.append("<h2>Charts</h2>")
     labels, values, unit = charts.events_over_time(tq.get("per_hour") or {})
-    parts.append(charts.column_chart(labels, values, f"clean events per {unit} (UTC)"))
-    parts.append(charts.bar_chart((tq.get("reasons") or {}).items(), "reject reasons (records per reason)"))
-
-    ledger = m.get("ledger") or {}
-    parts.append("<h2>Ledger</h2>")
-    if ledger:
-        code = ledger.get("code") or {}
-        rows = [
-            ("code version", escape(json.dumps(code))),
-            ("user", escape(str(ledger.get("user")))),
-            ("host", escape(str(ledger.get("host")))),
-            ("parameters SHA-256", f'<span class="mono">{escape(str(ledger.get("params_sha256")))}</span>'),
-        ]
-        rows += [
-            (f"notebook {escape(k)}", f'<span class="mono">{escape(v)}</span>')
-            for k, v in (ledger.get("notebooks_sha256") or {}).items()
-        ]
-        rows += [
-            (f"report {escape(k)}", f'<span class="mono">{escape(v)}</span>')
-            for k, v in (ledger.get("reports_sha256") or {}).items()
-        ]
-        parts.append("<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>")
-        parts.append(
-            "<h2>Parameters</h2><table>"
-            + "".join(
-                f'<tr><th class="mono">{escape(k)}</th><td class="mono">{escape(json.dumps(v, default=str))}</td></tr>'
-                for k, v in (ledger.get("params") or {}).items()
-            )
-            + "</table>"
-        )
-    else:
-        parts.append('<p class="muted">no ledger entry (a run from before the ledger).</p>')
-    return _page(f"run {run.run_id}", "".join(parts))
+    return _page(
+        "run.html.j2",
+        INDEX=INDEX,
+        run_id=run.run_id,
+        failure=run.status == "failed"
+        and {
+            "stage": err.get("stage"),
+            "class": err.get("class") or "failed",
+            "detail": err.get("detail") or "",
+        },
+        status=run.status,
+        kind=run.kind,
+        since=str(w.get("since", "-")),
+        until=str(w.get("until", "-")),
+        started=str(m.get("started_at") or (run.started.isoformat() if run.started else "-")),
+        seconds=_secs(m.get("duration_s")),
+        pass_rate=m.get("pass_rate"),
+        watermark=str(m.get("watermark") or "not moved"),
+        reports=_reports(run),
+        counts=run.counts,
+        identities=count_identity(run.counts),
+        events_chart=charts.column_chart(labels, values, f"clean events per {unit} (UTC)"),
+        reasons_chart=charts.bar_chart(
+            (tq.get("reasons") or {}).items(), "reject reasons (records per reason)"
+        ),
+        ledger=_ledger(m.get("ledger") or {}),
+    )
 
 
 def write_run_page(run: RunSummary) -> Path:

@@ -8,25 +8,20 @@ event data that slipped into an output as markup could not run even if it were l
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
-from jinja2 import DictLoader
+from jinja2 import PackageLoader
+
+from .templating import render
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
     "base-uri 'none'; form-action 'none'"
 )
 
-# extends nbconvert's lab template: no require.js, MathJax or Mermaid from a CDN, and a CSP meta tag
-TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js -%}<meta http-equiv="Content-Security-Policy" content="{{ resources.eventpipe_csp }}">{%- endblock html_head_js -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
-
-
+# nbconvert/eventpipe.html.j2 extends its lab template (see the module docstring)
+NBCONVERT_TEMPLATES = PackageLoader("eventpipe.audit", "templates/nbconvert")
 FAILURE_CLASS = "eventpipe-failure"
 SCRAP_MIME = "application/scrapbook.scrap."
 
@@ -37,13 +32,12 @@ def failure_banner(stage: str | None, failure_class: str, detail: str) -> str:
     The detail can quote event data (an error about a record), so it is escaped: it
     renders as text in JupyterLab, in nbconvert's HTML and on the run pages.
     """
-    where = f" in stage <code>{html.escape(stage)}</code>" if stage else ""
-    text = "<br>".join(html.escape(line) for line in (detail or failure_class).splitlines())
-    return (
-        f'<div class="{FAILURE_CLASS}" style="border:2px solid #b00020;background:#fdecee;color:#7a0012;'
-        f'padding:0.6em 1em;font-size:1.1em">\n'
-        f"<strong>This run FAILED{where}: {html.escape(failure_class)}.</strong><br>\n{text}\n</div>\n\n"
-        "The cells below show how far the stage got; the run is marked `failed` and the watermark did not move."
+    return render(
+        "failure_banner.md.j2",
+        css_class=FAILURE_CLASS,
+        stage=stage,
+        failure_class=failure_class,
+        lines=(detail or failure_class).splitlines(),
     )
 
 
@@ -68,9 +62,7 @@ def notebook_to_html(notebook: Path, with_code: bool = False, title: str | None 
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(
-        extra_loaders=[DictLoader({"eventpipe.html.j2": TEMPLATE})], template_file="eventpipe.html.j2"
-    )
+    exporter = HTMLExporter(extra_loaders=[NBCONVERT_TEMPLATES], template_file="eventpipe.html.j2")
     exporter.exclude_input = not with_code
     exporter.exclude_input_prompt = not with_code
     exporter.exclude_output_prompt = True

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.run_metrics import RunMetrics
 from ..errors import SettingsError
+from .serve import serve_until_interrupted
 
 
 def add_report_parser(sub: Any, common: Any) -> None:
@@ -52,16 +53,9 @@ def cmd_report(args: argparse.Namespace, settings: Any) -> int:
             raise SettingsError(
                 f"report --serve cannot listen on 127.0.0.1:{args.port} ({e.strerror}): pick another --port"
             ) from None
-        print(
-            f"serving {reports_dir} at http://127.0.0.1:{server.server_address[1]}/index.html; Ctrl-C stops it",
-            flush=True,
+        serve_until_interrupted(
+            server, f"serving {reports_dir} at http://127.0.0.1:{server.server_address[1]}/index.html"
         )
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
     return 0
 
 

@@ -32,6 +32,7 @@ from ..settings import (
     parse_window,
 )
 from .audit import add_report_parser, cmd_report, status_run
+from .serve import serve_until_interrupted
 
 if TYPE_CHECKING:  # imported lazily at run time (see "Heavy modules" below)
     from ..orchestration.kernel import SharedKernel
@@ -418,16 +419,9 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     key_note = "the key in API_KEY" if os.environ.get("API_KEY") else f"key {DEMO_KEY!r}"
-    print(
-        f"demo API ({args.style}) at {server.url}{ENDPOINTS[args.style]} ({key_note}); Ctrl-C stops it",
-        flush=True,
+    serve_until_interrupted(
+        server, f"demo API ({args.style}) at {server.url}{ENDPOINTS[args.style]} ({key_note})"
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
     return 0
 
 

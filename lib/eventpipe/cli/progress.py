@@ -19,25 +19,35 @@ def on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def _shown(enabled: bool | None) -> bool:
+    return on_terminal() if enabled is None else enabled
+
+
+def _progress(*columns: Any, transient: bool) -> Any:
+    """A rich progress display on stderr, so it never mixes with what the command prints on stdout."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(*columns, console=Console(stderr=True), transient=transient)
+
+
 @contextmanager
 def backfill_bar(total: int, enabled: bool | None = None) -> Iterator[Callable[[Any], None] | None]:
     """A bar of partitions (done, failed, remaining, ETA); yields the ``on_result`` callback, or None."""
-    if not (on_terminal() if enabled is None else enabled):
+    if not _shown(enabled):
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    with Progress(
+    columns = (
         TextColumn("partitions"),
         BarColumn(bar_width=24),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    ) as bar:
+    )
+    with _progress(*columns, transient=False) as bar:
         task = bar.add_task("backfill", total=total, detail="")
 
         def on_result(result: Any) -> None:
@@ -54,20 +64,14 @@ def backfill_bar(total: int, enabled: bool | None = None) -> Iterator[Callable[[
 @contextmanager
 def extract_bar(progress_file: Path, enabled: bool | None = None, every_s: float = 0.2) -> Iterator[None]:
     """While the block runs, show the extract stage's pages and records from ``progress_file``."""
-    if not (on_terminal() if enabled is None else enabled):
+    if not _shown(enabled):
         yield
         return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     stop = threading.Event()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("extract: {task.fields[pages]} pages, {task.fields[records]} records"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+    text = TextColumn("extract: {task.fields[pages]} pages, {task.fields[records]} records")
+    with _progress(SpinnerColumn(), text, TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("extract", total=None, pages=0, records=0)
 
         def poll() -> None:

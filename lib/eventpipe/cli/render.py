@@ -58,9 +58,12 @@ def pct(v: Any) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
-def _compact_table(title: str | None = None) -> Table:
+def _compact_table(
+    title: str | None = None, text: tuple[str, ...] = (), numbers: tuple[str, ...] = ()
+) -> Table:
+    """A table without a box; ``text`` columns (left-aligned), then ``numbers`` (right-aligned), never wrapped."""
     # no box: its edges and dividers cost a column each, and these tables must fit 80 columns
-    return Table(
+    table = Table(
         title=title,
         box=None,
         pad_edge=False,
@@ -68,6 +71,11 @@ def _compact_table(title: str | None = None) -> Table:
         title_justify="left",
         header_style="bold underline",
     )
+    for col in text:
+        table.add_column(col, justify="left", no_wrap=True)
+    for col in numbers:
+        table.add_column(col, justify="right", no_wrap=True)
+    return table
 
 
 SHORT_KIND = {"incremental": "incr"}
@@ -116,18 +124,11 @@ def outcome(o: RunOutcome) -> None:
 def status(data: dict[str, Any]) -> None:
     """Last runs at 80 columns: compact id, window and counts; errors listed below the table."""
     con = console()
-    table = _compact_table(escape(f"last runs, times UTC ({data['database']})"))
-    for col, right in (
-        ("run", False),
-        ("kind", False),
-        ("status", False),
-        ("window", False),
-        ("read", True),
-        ("load", True),
-        ("rej", True),
-        ("pass", True),
-    ):
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    table = _compact_table(
+        escape(f"last runs, times UTC ({data['database']})"),
+        text=("run", "kind", "status", "window"),
+        numbers=("read", "load", "rej", "pass"),
+    )
     failures = []
     for r in data["runs"]:
         rejected = RunCounts.from_mapping(r).rejected if r["extracted"] is not None else None
@@ -163,16 +164,11 @@ def _clip(text: str, width: int = 79) -> str:
 
 def partitions(results: list[PartitionResult]) -> None:
     """The backfill's partitions at 80 columns; errors listed below the table."""
-    table = _compact_table("backfill partitions")
-    for col, right in (
-        ("partition (UTC)", False),
-        ("result", False),
-        ("run", False),
-        ("extracted", True),
-        ("loaded", True),
-        ("rejected", True),
-    ):
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    table = _compact_table(
+        "backfill partitions",
+        text=("partition (UTC)", "result", "run"),
+        numbers=("extracted", "loaded", "rejected"),
+    )
     failures = []
     for r in results:
         table.add_row(

@@ -59,14 +59,14 @@ class Paginator(ABC):
     has_next: bool = True
 
     @property
-    def needs_body(self) -> bool:
-        """Whether it reads the JSON body (so it cannot follow a JSON Lines or zip export)."""
-        return False
-
-    @property
     def body_paths(self) -> tuple[str, ...]:
         """The paths of the body it reads (all a large body streamed past needs to keep for it)."""
         return ()
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether it reads the JSON body (so it cannot follow a JSON Lines or zip export)."""
+        return bool(self.body_paths)
 
     def init_request(self, request: Request) -> None:  # noqa: B027 (most strategies send nothing extra)
         """Shape the first request."""
@@ -122,10 +122,6 @@ class PageNumberPaginator(Paginator):
 
     page: int = 0
 
-    @property
-    def needs_body(self) -> bool:
-        return bool(self.has_more_path or self.total_path)
-
     def init_request(self, request: Request) -> None:
         self.page = self.base_page
         request.params[self.page_param] = self.page
@@ -171,10 +167,6 @@ class OffsetPaginator(Paginator):
     offset: int = 0
 
     @property
-    def needs_body(self) -> bool:
-        return bool(self.total_path)
-
-    @property
     def body_paths(self) -> tuple[str, ...]:
         return (self.total_path,) if self.total_path else ()
 
@@ -213,10 +205,6 @@ class CursorPaginator(Paginator):
     cursor: str | None = None
 
     @property
-    def needs_body(self) -> bool:
-        return True
-
-    @property
     def body_paths(self) -> tuple[str, ...]:
         return (self.cursor_path,)
 
@@ -238,10 +226,6 @@ class JSONLinkPaginator(Paginator):
 
     next_url_path: str = "next"
     next_url: str | None = None
-
-    @property
-    def needs_body(self) -> bool:
-        return True
 
     @property
     def body_paths(self) -> tuple[str, ...]:

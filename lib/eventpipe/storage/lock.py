@@ -241,6 +241,9 @@ class _PgSection:
 
 
 # -- SQLite: a file per claim in <db>.windows/, alive while its holder process keeps an flock on it -------------
+# (fcntl.flock itself, not a lock package: a claim is a file of JSON that others read while it is held and probe
+# with one non-blocking flock; a package's in-process reentrancy or soft-lock fallback would break the rule that a
+# claim dies with its holder's process)
 
 
 @dataclass

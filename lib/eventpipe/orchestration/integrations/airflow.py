@@ -77,10 +77,7 @@ def _operator_class() -> type:
             self._proc: subprocess.Popen[str] | None = None
 
         def command(self, run_id: str, since: datetime, until: datetime) -> list[str]:
-            cmd = [
-                self.python,
-                "-m",
-                "eventpipe.cli.task",
+            return self._task_command(
                 self.stage,
                 "--run-id",
                 run_id,
@@ -90,7 +87,11 @@ def _operator_class() -> type:
                 _iso(until),
                 "--kind",
                 RUN_KIND,
-            ]
+            )
+
+        def _task_command(self, *args: str) -> list[str]:
+            """``python -m eventpipe.cli.task ARGS`` with this task's params file and ``-p`` overrides."""
+            cmd = [self.python, "-m", "eventpipe.cli.task", *args]
             if self.params_file:
                 cmd += ["--params", self.params_file]
             for o in self.overrides:
@@ -133,22 +134,9 @@ def _operator_class() -> type:
             return run_id
 
         def _mark_failed(self, run_id: str, detail: str) -> None:
-            cmd = [
-                self.python,
-                "-m",
-                "eventpipe.cli.task",
-                "mark-failed",
-                "--run-id",
-                run_id,
-                "--failed-stage",
-                self.stage,
-                "--detail",
-                detail,
-            ]
-            if self.params_file:
-                cmd += ["--params", self.params_file]
-            for o in self.overrides:
-                cmd += ["-p", o]
+            cmd = self._task_command(
+                "mark-failed", "--run-id", run_id, "--failed-stage", self.stage, "--detail", detail
+            )
             subprocess.run(cmd, cwd=self.project, env=os.environ.copy(), check=False, timeout=120)
 
         def on_kill(self) -> None:
