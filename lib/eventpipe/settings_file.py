@@ -146,11 +146,14 @@ class RunSettings:
         if env is None:
             load_dotenv_once()
             env = os.environ
+        # the environment without its API base URL, so that the file's (even an empty one) is the one used
         secrets_env = {k: v for k, v in env.items() if k != "API_BASE_URL"}
         env_url = env.get("API_BASE_URL", "")
         if env_url and mask_url(env_url) != env_url and mask_url(env_url) == params.get("api.base_url"):
             secrets_env["API_BASE_URL"] = env_url
             del params["api.base_url"]
+        # every setting (a "section.key"; "database", "params_file" and "overrides" only say where they came
+        # from) as a -p override, so the file is checked exactly as a command line is
         settings = load_settings(
             None, [_as_override(k, v) for k, v in params.items() if "." in k], env=secrets_env
         )
