@@ -96,6 +96,11 @@ class RunDir:
         write_json_atomic(self.manifest_path(stage), data)
 
     @property
+    def settings_file(self) -> Path:
+        """The run's resolved settings, no secret (``settings_file.RunSettings``): what every stage reads."""
+        return self.path / "settings.json"
+
+    @property
     def progress(self) -> Path:
         """The extract stage's pages and records so far (the CLI's progress bar reads it)."""
         return self.path / "extract.progress.json"

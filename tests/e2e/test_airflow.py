@@ -104,7 +104,9 @@ def test_dag_test_loads_one_data_interval_like_a_cli_run(deployment, history, pg
     assert set(metrics["stage_seconds"]) == {"extract", "transform_quality", "load"}
     for name in NOTEBOOKS:
         nb = nbformat.read(report / name, as_version=4)
-        assert nb.metadata.papermill.parameters["run_id"] == run["run_id"]
+        # every task, in a process of its own, gave its notebook the run's one settings file
+        settings_file = tmp_path / "runs" / run["run_id"] / "settings.json"
+        assert nb.metadata.papermill.parameters == {"settings_file": str(settings_file)}
         assert not any(FAILURE_BANNER in c.metadata.get("tags", []) for c in nb.cells)
     assert not (tmp_path / "runs" / run["run_id"]).exists()  # removed after success, as after a CLI run
     assert history.key not in (report / "run.log").read_text()

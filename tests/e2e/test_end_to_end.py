@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 import nbformat
 import pytest
 
+from eventpipe.demo.api import DEMO_KEY
+from eventpipe.settings import parse_instant
 from support import API_KEY, ROOT, expected_table, query, runs, table_rows
 
 
@@ -134,6 +136,32 @@ def test_status_shows_runs_and_dead_letters_as_json(project, api, capsys):
     assert data["dead_letters"]["pending_by_stage_reason"]
 
 
+def test_run_demo_gives_each_notebook_the_runs_settings_file(project, monkeypatch):
+    """``run --demo`` serves its API from the CLI's process; the notebooks find it in the run's resolved settings
+    file, not in their environment (which names an API that is not there)."""
+    monkeypatch.setenv("API_BASE_URL", "http://127.0.0.1:9")
+    since = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    args = ("-p", f"window.initial_since={since:%Y-%m-%dT%H:%M:%SZ}", "-p", "runner.keep_runs=true")
+    assert project.cli("run", "--demo", *args) == 0
+    run = last_run(project.database_url)
+    assert run["status"] == "succeeded" and run["loaded"] > 0
+    path = project.runs / run["run_id"] / "settings.json"
+    resolved = json.loads(path.read_text())
+    assert resolved["settings"]["api.base_url"].startswith("http://127.0.0.1:")
+    assert resolved["settings"]["api.base_url"] != "http://127.0.0.1:9"
+    assert (resolved["run_id"], resolved["kind"], resolved["advance_watermark"]) == (
+        run["run_id"],
+        "incremental",
+        True,
+    )
+    assert parse_instant(resolved["since"]) == run["window_since"] == since
+    assert parse_instant(resolved["until"]) == run["window_until"]
+    assert DEMO_KEY not in path.read_text() and API_KEY not in path.read_text()
+    for nb_path in (project.reports / run["run_id"]).glob("*.ipynb"):
+        nb = nbformat.read(str(nb_path), as_version=4)
+        assert nb.metadata.papermill.parameters == {"settings_file": str(path)}
+
+
 def test_papermill_runs_a_notebook_with_date_parameters(tmp_path):
     out = tmp_path / "out.ipynb"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite"}
@@ -179,7 +207,16 @@ def test_papermill_help_lists_parameters_with_types_and_help():
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    for name in ("since", "until", "run_id", "run_dir", "params_file", "overrides", "advance_watermark"):
+    for name in (
+        "since",
+        "until",
+        "run_id",
+        "run_dir",
+        "params_file",
+        "overrides",
+        "advance_watermark",
+        "settings_file",
+    ):
         assert name in proc.stdout
     assert "str" in proc.stdout and "bool" in proc.stdout
     assert "window start, inclusive" in proc.stdout

@@ -222,6 +222,9 @@ def test_recognisable_secrets_appear_in_nothing_written(project, api, monkeypatc
         url = url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")  # trust auth
         monkeypatch.setenv("DATABASE_URL", url)
     assert project.cli("run", "-p", "runner.keep_runs=true") == 0
+    assert list(
+        project.runs.glob("*/settings.json")
+    )  # the resolved settings the notebooks read are searched too
     monkeypatch.setenv("EVENTPIPE_INJECT", "load.before_commit=raise")
     assert project.cli("run") == 1  # a failed run's report and error too
     out, err = capfd.readouterr()

@@ -9,7 +9,6 @@ recomputes the report hashes and names each report edited or deleted since.
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import hashlib
 import json
@@ -21,7 +20,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..settings import PROJECT_ROOT, SECTIONS, Settings, _to_plain, mask_url
+from ..settings import PROJECT_ROOT, Settings
+from ..settings_file import public_parameters
 
 REPORT_SUFFIXES = (".ipynb", ".html")
 DERIVED_PAGES = {"run.html"}  # the run page is rebuilt from metrics.json whenever the index is
@@ -76,24 +76,6 @@ def code_label(code: Mapping[str, Any] | None) -> str:
     if code.get("git_commit"):
         return code["git_commit"][:7] + ("+dirty" if code.get("dirty") else "")
     return str(code.get("package_version", "-"))
-
-
-def public_parameters(settings: Settings) -> dict[str, Any]:
-    """Every resolved parameter as ``section.key`` -> plain value, plus where they came from; no secret.
-
-    Secrets live only in ``api_key`` and ``database_url``: the first is left out, the
-    second is shown masked; URLs that carry a password in their user info are masked too.
-    """
-    out: dict[str, Any] = {}
-    for section in SECTIONS:
-        values = getattr(settings, section)
-        for f in dataclasses.fields(values):
-            v = _to_plain(getattr(values, f.name))
-            out[f"{section}.{f.name}"] = mask_url(v) if isinstance(v, str) and "://" in v else v
-    out["database"] = mask_url(settings.database_url.reveal())
-    out["params_file"] = settings.params_file
-    out["overrides"] = [mask_url(o) for o in settings.overrides]
-    return out
 
 
 def notebook_hashes(notebooks: Iterable[Path]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from ..logs import redact_console
 from ..logs import setup_logging as _setup_logging
 from ..rundir import RunDir, check_run_id
 from ..settings import Settings, iso, load_settings, parse_window, redact, resolve_path, shown
+from ..settings_file import RunSettings
 from ..source.client import SourceClient
 from ..source.config import SourceConfig
 from ..source.extract import extract_window
@@ -73,7 +74,7 @@ def run_folder(settings: Settings, run_id: str, run_dir: str = "") -> Path:
 
 @dataclass
 class StageContext:
-    """What every stage needs: settings, the window, the run id and its working folder."""
+    """What every stage needs: settings, the window, the run id, its working folder and what kind of run it is."""
 
     settings: Settings
     run_id: str
@@ -81,6 +82,8 @@ class StageContext:
     until: datetime
     run: RunDir
     kind: str = "manual"
+    replay: bool = False
+    advance_watermark: bool = False
 
     @classmethod
     def from_parameters(
@@ -92,7 +95,14 @@ class StageContext:
         params_file: str = "",
         overrides: list[str] | tuple[str, ...] = (),
         kind: str = "manual",
+        replay: bool = False,
+        advance_watermark: bool = False,
+        settings_file: str = "",
     ) -> StageContext:
+        """The context a notebook's parameters describe. With ``settings_file`` (the runner sets it), the run's
+        resolved settings file is the whole description and the other parameters are not used."""
+        if settings_file:
+            return cls.from_settings_file(settings_file)
         settings = load_settings(params_file or None, list(overrides or ()))
         redact_console(lambda text: redact(text, settings))
         try:
@@ -100,7 +110,29 @@ class StageContext:
         except ValueError as e:
             raise SettingsError(f"window: {e}") from None
         rid = check_run_id(str(run_id))  # papermill -p guesses types: an id like 123 must stay text
-        return cls(settings, rid, s, u, RunDir(run_folder(settings, rid, run_dir)), kind)
+        run = RunDir(run_folder(settings, rid, run_dir))
+        return cls(settings, rid, s, u, run, kind, replay, advance_watermark)
+
+    @classmethod
+    def from_settings_file(cls, path: str | Path) -> StageContext:
+        """The context of a run the runner resolved: its settings file (``RunDir.settings_file``) and this
+        kernel's environment, which holds the secrets; the run's folder is the one the file is in."""
+        file = resolve_path(path)
+        resolved = RunSettings.read(file)
+        settings = resolved.settings
+        redact_console(lambda text: redact(text, settings))
+        rid = check_run_id(resolved.run_id)
+        run = RunDir(run_folder(settings, rid, str(file.parent)))
+        return cls(
+            settings,
+            rid,
+            resolved.since,
+            resolved.until,
+            run,
+            resolved.kind,
+            resolved.replay,
+            resolved.advance_watermark,
+        )
 
     @property
     def run_dir(self) -> Path:

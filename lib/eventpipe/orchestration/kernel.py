@@ -34,7 +34,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
-from ..settings import Settings
+from ..settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,13 @@ def check_kernel_name(name: str) -> None:
 
 
 def kernel_env(settings: Settings) -> dict[str, str]:
-    """The environment a notebook kernel starts with: this process's, plus the API the settings resolved.
+    """The environment a notebook kernel starts with: this process's, plus the secrets the settings resolved.
 
-    This is the only way a secret reaches a kernel (never a notebook parameter), and it leaves this
+    This is the only way a secret reaches a kernel (the run's settings file holds none), and it leaves this
     process's own ``os.environ`` as it is.
     """
     env = dict(os.environ)
-    if settings.api.base_url:
+    if mask_url(settings.api.base_url) != settings.api.base_url:  # a password in its query: the file masks it
         env["API_BASE_URL"] = settings.api.base_url
     if settings.api_key:
         env["API_KEY"] = settings.api_key.reveal()

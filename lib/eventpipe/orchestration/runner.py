@@ -26,7 +26,9 @@ from ..core.run_metrics import RunError, RunMetrics
 from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
 from ..logs import attach_file_log, detach_file_log
+from ..rundir import RunDir
 from ..settings import Settings, iso, parse_instant, redact
+from ..settings_file import RunSettings, with_overrides
 from ..storage.store import Store
 from .failures import classify, stamp_failure
 from .kernel import SharedKernel, check_kernel_name
@@ -292,20 +294,17 @@ class Runner:
         emit_lineage(self.lineage, event, run_id, kind, source, "analytics", self.settings.lineage.namespace)
 
     def _parameters(self, plan: RunPlan, run_dir: Path, stage: str) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "since": iso(plan.since),
-            "until": iso(plan.until),
-            "run_id": plan.run_id,
-            "run_dir": str(run_dir),
-            "params_file": self.settings.params_file or "",
-            "overrides": [*self.settings.overrides, *plan.extra_overrides],
-            "kind": plan.kind,
-        }
-        if stage in ("transform_quality", "load"):
-            params["replay"] = plan.kind == "replay"
-        if stage == "load":
-            params["advance_watermark"] = plan.advance_watermark
-        return params
+        """The notebook's one parameter: the run's resolved settings file, (re)written in its folder."""
+        resolved = RunSettings(
+            with_overrides(self.settings, plan.extra_overrides),
+            plan.run_id,
+            plan.kind,
+            plan.since,
+            plan.until,
+            replay=plan.kind == "replay",
+            advance_watermark=plan.advance_watermark,
+        )
+        return {"settings_file": str(resolved.write(RunDir(run_dir).settings_file))}
 
     def redact(self, text: str) -> str:
         """``text`` without this run's secrets: every message the runner stores or prints passes here."""

@@ -41,3 +41,29 @@ def test_a_symlink_inside_runs_that_points_outside_is_refused(tmp_path, monkeypa
 
 def test_an_absolute_run_dir_is_the_analysts_choice(tmp_path):
     assert context(tmp_path, run_dir=str(tmp_path / "mine")).run_dir == tmp_path / "mine"
+
+
+def test_a_runs_settings_file_is_the_whole_context(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from eventpipe.settings import load_settings
+    from eventpipe.settings_file import RunSettings
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}", "API_KEY": "key-in-the-kernel"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("API_BASE_URL", raising=False)
+    settings = load_settings(
+        None, [f"paths.runs_dir={tmp_path / 'runs'}", "api.base_url=http://127.0.0.1:9"], env=env
+    )
+    since, until = datetime(2024, 5, 1, 6, tzinfo=timezone.utc), datetime(2024, 5, 1, 7, tzinfo=timezone.utc)
+    path = RunSettings(settings, "r7", "replay", since, until, replay=True).write(
+        tmp_path / "runs" / "r7" / "settings.json"
+    )
+    # the other parameters are a notebook's defaults: the file is what counts
+    ctx = StageContext.from_parameters("2024-01-01", "2024-01-02", "notebook", settings_file=str(path))
+    assert (ctx.run_id, ctx.kind, ctx.since, ctx.until) == ("r7", "replay", since, until)
+    assert ctx.replay and not ctx.advance_watermark
+    assert ctx.run_dir == path.parent
+    assert ctx.settings.api.base_url == "http://127.0.0.1:9"
+    assert ctx.settings.api_key.reveal() == "key-in-the-kernel"

@@ -1,4 +1,5 @@
-"""Where the shared kernel listens: Unix sockets in a private, short folder, else loopback TCP."""
+"""The shared kernel: it listens on Unix sockets in a private, short folder (else loopback TCP), and its
+environment adds the run's secrets to this process's."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def test_a_folder_others_can_enter_or_a_path_too_long_for_a_socket_means_tcp(tmp
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(deep))
     km = kernel.SharedKernel("python3", tmp_path, {})._manager()
     assert km.transport == "tcp" and km.ip == "127.0.0.1"
+
+
+def test_the_kernels_environment_adds_secrets_only(monkeypatch):
+    from eventpipe.settings import load_settings
+
+    monkeypatch.delenv("API_BASE_URL", raising=False)
+    plain = load_settings(None, ["api.base_url=http://127.0.0.1:9"], env={"API_KEY": "k-1234"})
+    env = kernel.kernel_env(plain)
+    assert env["API_KEY"] == "k-1234" and "API_BASE_URL" not in env  # the run's settings file names the API
+    with_password = load_settings(None, ["api.base_url=http://127.0.0.1:9/?password=pw-5678"], env={})
+    assert kernel.kernel_env(with_password)["API_BASE_URL"] == "http://127.0.0.1:9/?password=pw-5678"
