@@ -220,7 +220,7 @@ class Runner:
             pm.execute_notebook(
                 str(self.notebooks_dir / notebook),
                 str(out),
-                parameters=self._parameters(run.plan, run.run_dir, stage),
+                parameters=self._parameters(run.plan, run.run_dir),
                 kernel_name=self.settings.runner.kernel_name,
                 log_output=True,
                 progress_bar=False,
@@ -293,7 +293,7 @@ class Runner:
         source = (api.base_url or "http://demo-api.local").rstrip("/") + api.endpoint
         emit_lineage(self.lineage, event, run_id, kind, source, "analytics", self.settings.lineage.namespace)
 
-    def _parameters(self, plan: RunPlan, run_dir: Path, stage: str) -> dict[str, Any]:
+    def _parameters(self, plan: RunPlan, run_dir: Path) -> dict[str, Any]:
         """The notebook's one parameter: the run's resolved settings file, (re)written in its folder."""
         resolved = RunSettings(
             with_overrides(self.settings, plan.extra_overrides),

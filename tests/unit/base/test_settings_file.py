@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from eventpipe.errors import SettingsError
-from eventpipe.settings import SECTIONS, load_settings, secret_forms
+from eventpipe.settings import SECTIONS, load_settings
 from eventpipe.settings_file import RunSettings, public_parameters, with_overrides
 
 PASSWORD = "pg-p@ss:word/42"
@@ -60,7 +60,7 @@ def test_the_file_round_trip_keeps_every_setting_and_the_runs_facts(tmp_path):
 def test_no_secret_is_in_the_file(tmp_path):
     run = resolved()
     text = run.write(tmp_path / "settings.json").read_text()
-    for form in [*secret_forms(run.settings), TOKEN, "hunter2-lineage"]:
+    for form in [*run.settings.redactor.forms, TOKEN, "hunter2-lineage"]:
         assert form not in text
     assert json.loads(text)["settings"]["database"] == "postgresql+psycopg2://etl:***@127.0.0.1:5432/events"
 
