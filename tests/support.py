@@ -15,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from eventpipe.demo.api import DemoConfig, DemoData, DemoServer, FaultPlan
+from eventpipe.demo.data import DemoConfig, DemoData
+from eventpipe.demo.faults import FaultPlan
+from eventpipe.demo.server import DemoServer
 from eventpipe.settings import ApiSettings, Secret, SourceSettings, load_settings, normalise_database_url
 from eventpipe.source.client import SourceClient
 from eventpipe.source.config import SourceConfig

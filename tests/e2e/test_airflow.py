@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from airflow_harness import AIRFLOW_PY, ROOT, Airflow
-from eventpipe.demo.api import DemoConfig
+from eventpipe.demo.data import DemoConfig
 from eventpipe.orchestration.failures import FAILURE_BANNER
 from support import IN_CI, expected_table, query, runs, start_api, table_rows
 

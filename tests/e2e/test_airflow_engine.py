@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_harness import AIRFLOW_PY, Airflow, create_pg_database, drop_pg_database
-from eventpipe.demo.api import DemoConfig
+from eventpipe.demo.data import DemoConfig
 from support import IN_CI, PG_ADMIN, expected_table, runs, start_api, table_rows
 
 pytestmark = pytest.mark.airflow_engine

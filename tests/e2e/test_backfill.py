@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from eventpipe.demo.api import DemoConfig, FaultPlan
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.faults import FaultPlan
 from support import Project, expected_table, query, runs, start_api, table_rows
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg2
 import pytest
 
-from eventpipe.demo.api import DemoConfig, FaultPlan
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.faults import FaultPlan
 from support import Project, expected_table, query, runs, start_api, table_rows, wait_for_mark
 
 HOUR = timedelta(hours=1)

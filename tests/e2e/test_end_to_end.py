@@ -198,7 +198,7 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
 def test_hostile_values_are_stored_byte_for_byte(project, api):
     from datetime import timedelta
 
-    from eventpipe.demo.api import Truth
+    from eventpipe.demo.data import Truth
 
     at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
     nested: dict = {"leaf": "end"}

@@ -10,7 +10,7 @@ import nbformat
 import psutil
 import pytest
 
-from eventpipe.demo.api import FaultPlan
+from eventpipe.demo.faults import FaultPlan
 from support import API_KEY, expected_table, query, runs, table_rows, wait_for_mark
 
 FIXED_SINCE = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from eventpipe.demo.api import Truth
+from eventpipe.demo.data import Truth
 from support import expected_table, query, runs, table_rows, wait_for_mark
 
 

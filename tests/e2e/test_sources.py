@@ -10,7 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from eventpipe.demo import styles
-from eventpipe.demo.api import DEMO_USER, DemoConfig, FaultPlan
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.faults import FaultPlan
+from eventpipe.demo.server import DEMO_USER
 from support import API_KEY, ROOT, Api, Project, expected_table, query, runs, start_api, table_rows
 
 SECRET_ENV = {

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from eventpipe.demo.api import DemoConfig
+from eventpipe.demo.data import DemoConfig
 from eventpipe.errors import RunInProgress
 from eventpipe.storage.lock import WindowLocks
 from eventpipe.storage.store import Store

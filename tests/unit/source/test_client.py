@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from eventpipe.demo.api import DemoConfig, FaultPlan
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.faults import FaultPlan
 from eventpipe.errors import RetriesExhausted, SourceError
 from eventpipe.settings import ApiSettings
 from eventpipe.source.retry import parse_retry_after
