@@ -1,4 +1,4 @@
-"""Helpers the tests share: the demo API on loopback, a project folder, reading the tables back."""
+"""Helpers the tests share: a pinned clock, the demo API on loopback, a project folder, reading the tables back."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
+from eventpipe import clock
 from eventpipe.demo.data import DemoConfig, DemoData
 from eventpipe.demo.faults import FaultPlan
 from eventpipe.demo.server import DemoServer
@@ -28,6 +30,27 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 API_KEY = "sk-test-KEY-7f3a9c0d1e2b"
 RUN_PIPELINE = str(ROOT / "run_pipeline.py")
 UNSET = object()
+# the instant every test runs at: the demo API's data and the pipeline's windows are the same in any hour
+NOW = datetime(2025, 6, 2, 12, 30, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Clock:
+    """The tests' "now", pinned through ``EVENTPIPE_NOW``: the demo API, in-process runs and every child
+    process (CLI runs, kernels, scheduler ticks) read it, so a test sees the same events in any hour."""
+
+    monkeypatch: pytest.MonkeyPatch
+    now: datetime = NOW
+
+    def set(self, at: datetime) -> datetime:
+        self.now = at
+        self.monkeypatch.setenv(clock.ENV, at.isoformat())
+        return at
+
+    def advance(self, by: timedelta) -> datetime:
+        """Time passes (the next run's window ends later): only when the test says so."""
+        return self.set(self.now + by)
 
 
 def pg_unavailable() -> str | None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import nbformat
 import psutil
 import pytest
 
 from eventpipe.demo.faults import FaultPlan
-from support import API_KEY, expected_table, query, runs, table_rows, wait_for_mark
+from support import API_KEY, NOW, expected_table, query, runs, table_rows, wait_for_mark
 
-FIXED_SINCE = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
+FIXED_SINCE = (NOW - timedelta(hours=7)).isoformat()
 FAST_RETRY = ["-p", "api.backoff_initial_s=0.01", "-p", "api.backoff_max_s=0.5", "-p", "api.per_page=25"]
 
 

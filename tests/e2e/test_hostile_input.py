@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from support import (
+    NOW,
     ROOT,
     Project,
     assert_one_line_usage_error,
@@ -183,7 +184,7 @@ def test_a_run_id_or_run_dir_outside_runs_is_refused_and_touches_nothing(tmp_pat
 
 
 def add_scroll_events(api, n: int) -> None:
-    at = datetime.now(timezone.utc) - timedelta(minutes=30)
+    at = NOW - timedelta(minutes=30)
     for i in range(n):
         t = at + timedelta(seconds=i)
         event = {"user_id": f"scroller{i}", "event": "Scroll", "timestamp": t.isoformat(), "properties": {}}
@@ -310,7 +311,7 @@ def test_a_report_folder_deleted_mid_run_fails_the_run_without_a_traceback(proje
 
 
 def test_a_thousand_backfill_workers_are_clamped_and_said_so(project, api):
-    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    start = NOW.replace(minute=0) - timedelta(hours=4)
     proc = spawn_and_wait(
         project,
         "backfill",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import signal
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -19,15 +18,14 @@ def late_event(user: str, at: datetime) -> tuple[dict, Truth]:
     return item, Truth(user, ms, "purchase", {"late": True}, None)
 
 
-def test_two_incremental_runs_load_every_row_once(project, api):
+def test_two_incremental_runs_load_every_row_once(project, api, clock):
     assert project.cli("run") == 0
     first = runs(project.database_url)[-1]
     # new events arrive after the first run's window
-    now = datetime.now(timezone.utc)
     for i in range(5):
-        item, truth = late_event(f"new{i}", now + timedelta(milliseconds=i))
-        api.data.append(item, now + timedelta(milliseconds=i), truth)
-    time.sleep(1.1)  # the next window ends later than the appended events
+        item, truth = late_event(f"new{i}", clock.now + timedelta(milliseconds=i))
+        api.data.append(item, clock.now + timedelta(milliseconds=i), truth)
+    clock.advance(timedelta(seconds=1))  # the next window ends later than the appended events
     assert project.cli("run") == 0
     second = runs(project.database_url)[-1]
     assert second["window_since"] == first["window_until"] - timedelta(hours=1)
@@ -102,11 +100,11 @@ def test_wait_makes_the_second_run_wait_for_the_first(project, api, tmp_path):
 
 
 @pytest.mark.parametrize("point", ["extract.page", "transform.chunk", "load.before_commit"])
-def test_killed_run_is_marked_interrupted_and_the_rerun_converges(project, api, tmp_path, point):
+def test_killed_run_is_marked_interrupted_and_the_rerun_converges(project, api, tmp_path, point, clock):
     import os
 
     mark = tmp_path / "reached"
-    first_since = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
+    first_since = (clock.now - timedelta(hours=7)).isoformat()
     fixed = ("-p", f"window.initial_since={first_since}")
     victim = project.spawn(
         "run", *fixed, env={"EVENTPIPE_INJECT": f"{point}=sleep:60", "EVENTPIPE_INJECT_MARK": str(mark)}
