@@ -17,7 +17,19 @@ from typing import Any
 
 import pytest
 
-from support import HOUR, IN_CI, NOW, PG_ADMIN, Api, Clock, DemoConfig, Project, pg_unavailable, start_api
+from support import (
+    HISTORY_START,
+    HOUR,
+    IN_CI,
+    NOW,
+    PG_ADMIN,
+    Api,
+    Clock,
+    DemoConfig,
+    Project,
+    pg_unavailable,
+    start_api,
+)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -87,6 +99,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def api(clock: Clock) -> Iterator[Api]:
     """The demo API on loopback with recent data only (6.5 hours before "now"), so incremental runs stay small."""
     a = start_api(DemoConfig(start=clock.now.replace(minute=0) - 6 * HOUR, events_per_hour=60))
+    yield a
+    a.server.stop()
+
+
+@pytest.fixture
+def history(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """A demo API with history from ``HISTORY_START`` (2024-05-01) on, 20 events an hour; the project points at it."""
+    a = start_api(DemoConfig(start=HISTORY_START, events_per_hour=20))
+    monkeypatch.setenv("API_BASE_URL", a.url)
     yield a
     a.server.stop()
 

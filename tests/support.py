@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,6 +35,7 @@ UNSET = object()
 # the instant every test runs at: the demo API's data and the pipeline's windows are the same in any hour
 NOW = datetime(2025, 6, 2, 12, 30, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
+HISTORY_START = datetime(2024, 5, 1, tzinfo=timezone.utc)  # the ``history`` fixture's first event
 
 
 @dataclass
@@ -140,6 +143,21 @@ class Project:
             text=True,
             **kw,
         )
+
+    def spawn_held(self, inject: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """``spawn``, with the run held at an injection point (``EVENTPIPE_INJECT``, e.g.
+        ``load.before_commit=sleep:6``); returns once the run got there."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        mark = self.root / f"reached-{uuid.uuid4().hex[:8]}"
+        proc = self.spawn(
+            *args, env={**(env or {}), "EVENTPIPE_INJECT": inject, "EVENTPIPE_INJECT_MARK": str(mark)}
+        )
+        try:
+            wait_for_mark(mark, proc)
+        except AssertionError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        return proc
 
     def settings(self, *extra: str) -> Any:
         return load_settings(None, [*self.overrides(), *extra])

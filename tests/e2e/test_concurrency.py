@@ -12,7 +12,7 @@ import pytest
 
 from eventpipe.demo.data import DemoConfig
 from eventpipe.demo.faults import FaultPlan
-from support import HOUR, Clock, Project, expected_table, query, runs, start_api, table_rows, wait_for_mark
+from support import HOUR, Clock, Project, expected_table, query, runs, start_api, table_rows
 
 FAST = ["-p", "api.backoff_initial_s=0.02", "-p", "api.backoff_max_s=0.2", "-p", "api.per_page=20"]
 FAULTS = ("429", "503", "drop", "truncate", "429", "500", "missing_has_more")
@@ -87,11 +87,7 @@ def test_a_run_killed_during_a_concurrent_extract_converges_on_rerun(dup_api, st
     params.write_text("source:\n  window: {step: 30m}\n")
     args = ["backfill", "--start", since.isoformat(), "--end", until.isoformat(), "--params", str(params)]
     args += [*FAST, "-p", "api.concurrency=8"]
-    mark = tmp_path / "reached"
-    victim = project.spawn(
-        *args, env={**env, "EVENTPIPE_INJECT": "extract.page=sleep:60", "EVENTPIPE_INJECT_MARK": str(mark)}
-    )
-    wait_for_mark(mark, victim)
+    victim = project.spawn_held("extract.page=sleep:60", *args, env=env)
     os.killpg(victim.pid, signal.SIGKILL)  # the runner, its kernel and every worker thread, at once
     victim.communicate(timeout=60)
     assert runs(pg_fresh_url)[-1]["status"] == "running"  # what a kill leaves behind

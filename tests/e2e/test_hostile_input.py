@@ -29,7 +29,6 @@ from support import (
     query,
     run_cli,
     runs,
-    wait_for_mark,
 )
 
 # -- items 6, 7, 8: secrets never stored or printed --------------------------------------------------
@@ -202,13 +201,7 @@ def test_a_replay_waiting_for_another_never_replays_its_records_again(tmp_path, 
     assert pending >= 12
     allow = ("-p", "quality.allowed_events=page_view,click,sign_up,purchase,logout,scroll")
 
-    mark = tmp_path / "a-holds"
-    a = project.spawn(
-        "replay-dlq",
-        *allow,
-        env={**env, "EVENTPIPE_INJECT": "load.before_commit=sleep:6", "EVENTPIPE_INJECT_MARK": str(mark)},
-    )
-    wait_for_mark(mark, a)
+    a = project.spawn_held("load.before_commit=sleep:6", "replay-dlq", *allow, env=env)
     b = project.spawn("replay-dlq", "--wait", *allow, env=env)
     a_out, a_err = a.communicate(timeout=300)
     b_out, b_err = b.communicate(timeout=300)
@@ -292,12 +285,8 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     assert_one_line_usage_error(proc, "bomb.yaml", "aliases")
 
 
-def test_a_report_folder_deleted_mid_run_fails_the_run_without_a_traceback(project, api, tmp_path):
-    mark = tmp_path / "at-page"
-    proc = project.spawn(
-        "run", env={"EVENTPIPE_INJECT": "extract.page=sleep:3", "EVENTPIPE_INJECT_MARK": str(mark)}
-    )
-    wait_for_mark(mark, proc)
+def test_a_report_folder_deleted_mid_run_fails_the_run_without_a_traceback(project, api):
+    proc = project.spawn_held("extract.page=sleep:3", "run")
     shutil.rmtree(project.reports)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
