@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "lib"), str(ROOT / "tests")]
 
 from airflow_harness import Airflow, create_pg_database, drop_pg_database  # noqa: E402
-from eventpipe.demo.api import DemoConfig, DemoData, DemoServer  # noqa: E402
+from eventpipe.demo.data import DemoConfig, DemoData  # noqa: E402
+from eventpipe.demo.server import DemoServer  # noqa: E402
 
 PG_ADMIN = os.environ.get("EVENTPIPE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)

@@ -20,9 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from support import IN_CI
+
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_VENV = ROOT / ".airflow-venv"
 AIRFLOW_PY = AIRFLOW_VENV / "bin" / "python"
+
+
+def airflow_python(tests: str) -> Path:
+    """The Airflow venv's python; without it (``make airflow``) these tests skip, or fail in CI."""
+    if not AIRFLOW_PY.exists():
+        msg = f"{AIRFLOW_PY} is missing: run `make airflow`"
+        if IN_CI:
+            pytest.fail(f"{msg} (CI must run {tests})")
+        pytest.skip(msg)
+    return AIRFLOW_PY
+
+
 AIRFLOW_BIN = AIRFLOW_VENV / "bin" / "airflow"
 DAG_ID = "eventpipe"
 

@@ -1,5 +1,8 @@
 """Fixtures for real resources: a PostgreSQL database per session, the demo API on loopback, a project dir.
 
+Every test runs at one pinned instant (``support.NOW``, through ``EVENTPIPE_NOW``), so its data and
+windows do not depend on the hour it runs in; a test moves time on with ``clock.advance``.
+
 On a machine without PostgreSQL the PostgreSQL tests skip with the reason;
 in CI (``CI=true``) any skipped test fails the session instead.
 """
@@ -9,13 +12,24 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support import IN_CI, PG_ADMIN, Api, DemoConfig, Project, pg_unavailable, start_api
+from support import (
+    HISTORY_START,
+    HOUR,
+    IN_CI,
+    NOW,
+    PG_ADMIN,
+    Api,
+    Clock,
+    DemoConfig,
+    Project,
+    pg_unavailable,
+    start_api,
+)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -73,11 +87,27 @@ def pg_fresh_url(pg_database: str) -> Iterator[str]:
     yield pg_database
 
 
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """ "Now" pinned at ``NOW`` for the test and every process it starts."""
+    c = Clock(monkeypatch)
+    c.set(NOW)
+    return c
+
+
 @pytest.fixture
-def api() -> Iterator[Api]:
-    """The demo API on loopback with recent data only (the last 6 hours), so incremental runs stay small."""
-    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    a = start_api(DemoConfig(start=now - timedelta(hours=6), events_per_hour=60))
+def api(clock: Clock) -> Iterator[Api]:
+    """The demo API on loopback with recent data only (6.5 hours before "now"), so incremental runs stay small."""
+    a = start_api(DemoConfig(start=clock.now.replace(minute=0) - 6 * HOUR, events_per_hour=60))
+    yield a
+    a.server.stop()
+
+
+@pytest.fixture
+def history(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """A demo API with history from ``HISTORY_START`` (2024-05-01) on, 20 events an hour; the project points at it."""
+    a = start_api(DemoConfig(start=HISTORY_START, events_per_hour=20))
+    monkeypatch.setenv("API_BASE_URL", a.url)
     yield a
     a.server.stop()
 

@@ -1,4 +1,7 @@
-"""A small hostile HTTP server on loopback: each test says how it answers (loops, bombs, trickles, lies)."""
+"""A small hostile HTTP server on loopback: each test says how it answers (loops, bombs, trickles, lies).
+
+Also the hostile bodies more than one test sends: JSON nested deeper than the parser allows, in a page.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+import orjson
 
 Answer = Callable[["Handler", dict[str, str]], None]
 
@@ -52,3 +57,20 @@ class Hostile(ThreadingHTTPServer):
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
         self.server_close()
+
+
+def nested_too_deep(depth: int = 1100) -> bytes:
+    """A JSON value nested ``depth`` levels: deeper than the JSON parser allows."""
+    return b'{"a": ' * depth + b"1" + b"}" * depth
+
+
+def deep_record(user: str, timestamp: int) -> bytes:
+    """A click whose properties nest too deep (as bytes: no JSON library would write it)."""
+    head = b'{"user_id": "%s", "event": "click", "timestamp": %d, "properties": ' % (user.encode(), timestamp)
+    return head + nested_too_deep() + b"}"
+
+
+def contract_page(*items: dict | bytes) -> bytes:
+    """The last page of the contract holding these items (dicts, or bytes sent as they are)."""
+    body = b",".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items)
+    return b'{"items": [' + body + b'], "has_more": false}'

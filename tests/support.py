@@ -1,21 +1,27 @@
-"""Helpers the tests share: the demo API on loopback, a project folder, reading the tables back."""
+"""Helpers the tests share: a pinned clock, the demo API on loopback, a project folder, reading the tables back."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
-from eventpipe.demo.api import DemoConfig, DemoData, DemoServer, FaultPlan
+from eventpipe import clock
+from eventpipe.demo.data import DemoConfig, DemoData
+from eventpipe.demo.faults import FaultPlan
+from eventpipe.demo.server import DemoServer
 from eventpipe.settings import (
     ApiSettings,
     Secret,
@@ -33,6 +39,28 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 API_KEY = "sk-test-KEY-7f3a9c0d1e2b"
 RUN_PIPELINE = str(ROOT / "run_pipeline.py")
 UNSET = object()
+# the instant every test runs at: the demo API's data and the pipeline's windows are the same in any hour
+NOW = datetime(2025, 6, 2, 12, 30, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+HISTORY_START = datetime(2024, 5, 1, tzinfo=timezone.utc)  # the ``history`` fixture's first event
+
+
+@dataclass
+class Clock:
+    """The tests' "now", pinned through ``EVENTPIPE_NOW``: the demo API, in-process runs and every child
+    process (CLI runs, kernels, scheduler ticks) read it, so a test sees the same events in any hour."""
+
+    monkeypatch: pytest.MonkeyPatch
+    now: datetime = NOW
+
+    def set(self, at: datetime) -> datetime:
+        self.now = at
+        self.monkeypatch.setenv(clock.ENV, at.isoformat())
+        return at
+
+    def advance(self, by: timedelta) -> datetime:
+        """Time passes (the next run's window ends later): only when the test says so."""
+        return self.set(self.now + by)
 
 
 def pg_unavailable() -> str | None:
@@ -127,6 +155,21 @@ class Project:
             text=True,
             **kw,
         )
+
+    def spawn_held(self, inject: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """``spawn``, with the run held at an injection point (``EVENTPIPE_INJECT``, e.g.
+        ``load.before_commit=sleep:6``); returns once the run got there."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        mark = self.root / f"reached-{uuid.uuid4().hex[:8]}"
+        proc = self.spawn(
+            *args, env={**(env or {}), "EVENTPIPE_INJECT": inject, "EVENTPIPE_INJECT_MARK": str(mark)}
+        )
+        try:
+            wait_for_mark(mark, proc)
+        except AssertionError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        return proc
 
     def settings(self, *extra: str) -> Any:
         return load_settings(None, [*self.overrides(), *extra])

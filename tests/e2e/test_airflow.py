@@ -15,10 +15,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from airflow_harness import AIRFLOW_PY, ROOT, Airflow
-from eventpipe.demo.api import DemoConfig
+from airflow_harness import AIRFLOW_PY, ROOT, Airflow, airflow_python
+from eventpipe.demo.data import DemoConfig
 from eventpipe.orchestration.failures import FAILURE_BANNER
-from support import IN_CI, expected_table, query, runs, start_api, table_rows
+from support import expected_table, query, runs, start_api, table_rows
 
 DAY = datetime(2024, 5, 2, tzinfo=timezone.utc)  # dag.test(logical_date=DAY) loads [DAY - 1 day, DAY)
 NOTEBOOKS = ("01_extract.ipynb", "02_transform_quality.ipynb", "03_load.ipynb")
@@ -34,12 +34,7 @@ print("DAG RUN STATE", run.state)
 
 @pytest.fixture(scope="session")
 def airflow_venv() -> Path:
-    if not AIRFLOW_PY.exists():
-        msg = f"{AIRFLOW_PY} is missing: run `make airflow`"
-        if IN_CI:
-            pytest.fail(msg + " (CI must run the Airflow tests)")
-        pytest.skip(msg)
-    return AIRFLOW_PY
+    return airflow_python("the Airflow tests")
 
 
 @pytest.fixture

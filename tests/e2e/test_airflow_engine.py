@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_harness import AIRFLOW_PY, Airflow, create_pg_database, drop_pg_database
-from eventpipe.demo.api import DemoConfig
-from support import IN_CI, PG_ADMIN, expected_table, runs, start_api, table_rows
+from airflow_harness import Airflow, airflow_python, create_pg_database, drop_pg_database
+from eventpipe.demo.data import DemoConfig
+from support import PG_ADMIN, expected_table, runs, start_api, table_rows
 
 pytestmark = pytest.mark.airflow_engine
 
@@ -28,12 +28,7 @@ BACKFILL_TIMEOUT = 600
 
 @pytest.fixture(scope="module")
 def airflow_venv() -> Path:
-    if not AIRFLOW_PY.exists():
-        msg = f"{AIRFLOW_PY} is missing: run `make airflow`"
-        if IN_CI:
-            pytest.fail(msg + " (CI must run the Airflow engine tier)")
-        pytest.skip(msg)
-    return AIRFLOW_PY
+    return airflow_python("the Airflow engine tier")
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from eventpipe.demo.api import DemoConfig, FaultPlan
-from support import Project, expected_table, query, runs, start_api, table_rows
+from eventpipe.demo.faults import FaultPlan
+from support import HISTORY_START, expected_table, query, runs, table_rows
 
-START = datetime(2024, 5, 1, tzinfo=timezone.utc)
+START = HISTORY_START
 END = datetime(2024, 5, 3, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def history(project: Project, monkeypatch: pytest.MonkeyPatch):
-    """A demo API with two days of history (2024-05-01 .. 05-03); the project points at it."""
-    api = start_api(DemoConfig(start=START, events_per_hour=20))
-    monkeypatch.setenv("API_BASE_URL", api.url)
-    yield api
-    api.server.stop()
 
 
 def test_backfill_by_day_loads_the_exact_range_and_leaves_the_watermark(project, history, capsys):

@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import nbformat
 import pytest
 
-from eventpipe.demo.api import DEMO_KEY
+from eventpipe.demo.server import DEMO_KEY
 from eventpipe.settings import parse_instant
 from support import API_KEY, ROOT, expected_table, query, runs, table_rows
 
@@ -70,14 +70,13 @@ def test_run_loads_exactly_the_generated_table(project, api):
 
 
 @pytest.mark.parametrize("workers, used", [("1", 0), ("3", 2)])
-def test_chunk_boundaries_change_nothing(project, api, workers, used):
+def test_chunk_boundaries_change_nothing(project, api, clock, workers, used):
     """Chunks of 20 items (pages of 10): duplicates are superseded across chunks (last one wins), and a dirty
     record sent again in another chunk is one dead letter. The table must be exactly the generator's, with
     the chunks parsed in the kernel alone and in the kernel and two worker processes."""
-    now = datetime.now(timezone.utc)
     dirty = {"user_id": None, "event": "click", "timestamp": "2024-05-01T00:00:00Z"}
-    api.data.append(dirty, now - timedelta(hours=3))
-    api.data.append(dirty, now - timedelta(hours=1))
+    api.data.append(dirty, clock.now - timedelta(hours=3))
+    api.data.append(dirty, clock.now - timedelta(hours=1))
     args = ("-p", "load.batch_size=20", "-p", "api.per_page=10", "-p", f"runner.transform_workers={workers}")
     assert project.cli("run", *args) == 0
     run = last_run(project.database_url)
@@ -94,9 +93,9 @@ def test_chunk_boundaries_change_nothing(project, api, workers, used):
     assert run["extracted"] == run["transformed"] + run["rejected_transform"] + run["duplicates"]
 
 
-def test_full_run_over_unchanged_data_changes_nothing(project, api):
+def test_full_run_over_unchanged_data_changes_nothing(project, api, clock):
     # a source that stopped changing a minute ago
-    api.data.config = replace(api.data.config, end=datetime.now(timezone.utc) - timedelta(minutes=1))
+    api.data.config = replace(api.data.config, end=clock.now - timedelta(minutes=1))
     assert project.cli("run") == 0
     first = table_rows(project.database_url)
     first_run = last_run(project.database_url)["run_id"]
@@ -232,12 +231,10 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
         )
 
 
-def test_hostile_values_are_stored_byte_for_byte(project, api):
-    from datetime import timedelta
+def test_hostile_values_are_stored_byte_for_byte(project, api, clock):
+    from eventpipe.demo.data import Truth
 
-    from eventpipe.demo.api import Truth
-
-    at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
+    at = clock.now - timedelta(minutes=30)
     nested: dict = {"leaf": "end"}
     for i in range(50):
         nested = {f"level{i}": nested}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import nbformat
 import psutil
 import pytest
 
-from eventpipe.demo.api import FaultPlan
-from support import API_KEY, expected_table, query, runs, table_rows, wait_for_mark
+from eventpipe.demo.faults import FaultPlan
+from support import API_KEY, NOW, expected_table, query, runs, table_rows
 
-FIXED_SINCE = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
+FIXED_SINCE = (NOW - timedelta(hours=7)).isoformat()
 FAST_RETRY = ["-p", "api.backoff_initial_s=0.01", "-p", "api.backoff_max_s=0.5", "-p", "api.per_page=25"]
 
 
@@ -143,17 +143,12 @@ def test_database_unreachable_at_start_exits_2_and_writes_nothing(
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_connection_lost_during_load_rolls_back_and_the_rerun_is_exact(project, api, tmp_path):
+def test_connection_lost_during_load_rolls_back_and_the_rerun_is_exact(project, api):
     import psycopg2
 
-    mark = tmp_path / "reached"
-    proc = project.spawn(
-        "run",
-        "-p",
-        f"window.initial_since={FIXED_SINCE}",
-        env={"EVENTPIPE_INJECT": "load.before_commit=sleep:6", "EVENTPIPE_INJECT_MARK": str(mark)},
+    proc = project.spawn_held(
+        "load.before_commit=sleep:6", "run", "-p", f"window.initial_since={FIXED_SINCE}"
     )
-    wait_for_mark(mark, proc)
     conn = psycopg2.connect(project.database_url)
     conn.autocommit = True
     cur = conn.cursor()
@@ -195,15 +190,8 @@ def test_unwritable_reports_folder_fails_before_any_fetch(project, api, capsys, 
     assert api.server.requests == requests_before
 
 
-def test_sigterm_marks_the_run_failed_and_the_rerun_is_exact(project, api, tmp_path):
-    mark = tmp_path / "reached"
-    proc = project.spawn(
-        "run",
-        "-p",
-        f"window.initial_since={FIXED_SINCE}",
-        env={"EVENTPIPE_INJECT": "transform.chunk=sleep:20", "EVENTPIPE_INJECT_MARK": str(mark)},
-    )
-    wait_for_mark(mark, proc)
+def test_sigterm_marks_the_run_failed_and_the_rerun_is_exact(project, api):
+    proc = project.spawn_held("transform.chunk=sleep:20", "run", "-p", f"window.initial_since={FIXED_SINCE}")
     proc.send_signal(signal.SIGTERM)  # the runner only; it shuts its kernel down
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
@@ -246,19 +234,13 @@ def _transform_workers(pid: int) -> list[psutil.Process]:
     ]
 
 
-def test_a_killed_kernel_leaves_no_transform_worker_behind(project, api, tmp_path):
+def test_a_killed_kernel_leaves_no_transform_worker_behind(project, api):
     """The transform's worker processes end with the kernel that started them, however it ends; the rerun
     is exact."""
-    mark = tmp_path / "reached"
     small = ["-p", "load.batch_size=20", "-p", "api.per_page=10", "-p", "runner.transform_workers=3"]
-    proc = project.spawn(
-        "run",
-        "-p",
-        f"window.initial_since={FIXED_SINCE}",
-        *small,
-        env={"EVENTPIPE_INJECT": "transform.chunk=sleep:30", "EVENTPIPE_INJECT_MARK": str(mark)},
+    proc = project.spawn_held(
+        "transform.chunk=sleep:30", "run", "-p", f"window.initial_since={FIXED_SINCE}", *small
     )
-    wait_for_mark(mark, proc)
     workers = _transform_workers(proc.pid)
     assert len(workers) >= 2, [w.cmdline() for w in workers]
     kernel = workers[0].parent()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
@@ -22,13 +22,13 @@ from urllib.parse import quote
 import pytest
 
 from support import (
+    NOW,
     ROOT,
     Project,
     assert_one_line_usage_error,
     query,
     run_cli,
     runs,
-    wait_for_mark,
 )
 
 # -- items 6, 7, 8: secrets never stored or printed --------------------------------------------------
@@ -183,7 +183,7 @@ def test_a_run_id_or_run_dir_outside_runs_is_refused_and_touches_nothing(tmp_pat
 
 
 def add_scroll_events(api, n: int) -> None:
-    at = datetime.now(timezone.utc) - timedelta(minutes=30)
+    at = NOW - timedelta(minutes=30)
     for i in range(n):
         t = at + timedelta(seconds=i)
         event = {"user_id": f"scroller{i}", "event": "Scroll", "timestamp": t.isoformat(), "properties": {}}
@@ -201,13 +201,7 @@ def test_a_replay_waiting_for_another_never_replays_its_records_again(tmp_path, 
     assert pending >= 12
     allow = ("-p", "quality.allowed_events=page_view,click,sign_up,purchase,logout,scroll")
 
-    mark = tmp_path / "a-holds"
-    a = project.spawn(
-        "replay-dlq",
-        *allow,
-        env={**env, "EVENTPIPE_INJECT": "load.before_commit=sleep:6", "EVENTPIPE_INJECT_MARK": str(mark)},
-    )
-    wait_for_mark(mark, a)
+    a = project.spawn_held("load.before_commit=sleep:6", "replay-dlq", *allow, env=env)
     b = project.spawn("replay-dlq", "--wait", *allow, env=env)
     a_out, a_err = a.communicate(timeout=300)
     b_out, b_err = b.communicate(timeout=300)
@@ -291,12 +285,8 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     assert_one_line_usage_error(proc, "bomb.yaml", "aliases")
 
 
-def test_a_report_folder_deleted_mid_run_fails_the_run_without_a_traceback(project, api, tmp_path):
-    mark = tmp_path / "at-page"
-    proc = project.spawn(
-        "run", env={"EVENTPIPE_INJECT": "extract.page=sleep:3", "EVENTPIPE_INJECT_MARK": str(mark)}
-    )
-    wait_for_mark(mark, proc)
+def test_a_report_folder_deleted_mid_run_fails_the_run_without_a_traceback(project, api):
+    proc = project.spawn_held("extract.page=sleep:3", "run")
     shutil.rmtree(project.reports)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
@@ -310,7 +300,7 @@ def test_a_report_folder_deleted_mid_run_fails_the_run_without_a_traceback(proje
 
 
 def test_a_thousand_backfill_workers_are_clamped_and_said_so(project, api):
-    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=4)
+    start = NOW.replace(minute=0) - timedelta(hours=4)
     proc = spawn_and_wait(
         project,
         "backfill",

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import signal
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
-from eventpipe.demo.api import Truth
-from support import expected_table, query, runs, table_rows, wait_for_mark
+from eventpipe.demo.data import Truth
+from support import expected_table, query, runs, table_rows
 
 
 def late_event(user: str, at: datetime) -> tuple[dict, Truth]:
@@ -19,15 +18,14 @@ def late_event(user: str, at: datetime) -> tuple[dict, Truth]:
     return item, Truth(user, ms, "purchase", {"late": True}, None)
 
 
-def test_two_incremental_runs_load_every_row_once(project, api):
+def test_two_incremental_runs_load_every_row_once(project, api, clock):
     assert project.cli("run") == 0
     first = runs(project.database_url)[-1]
     # new events arrive after the first run's window
-    now = datetime.now(timezone.utc)
     for i in range(5):
-        item, truth = late_event(f"new{i}", now + timedelta(milliseconds=i))
-        api.data.append(item, now + timedelta(milliseconds=i), truth)
-    time.sleep(1.1)  # the next window ends later than the appended events
+        item, truth = late_event(f"new{i}", clock.now + timedelta(milliseconds=i))
+        api.data.append(item, clock.now + timedelta(milliseconds=i), truth)
+    clock.advance(timedelta(seconds=1))  # the next window ends later than the appended events
     assert project.cli("run") == 0
     second = runs(project.database_url)[-1]
     assert second["window_since"] == first["window_until"] - timedelta(hours=1)
@@ -66,13 +64,9 @@ def test_late_event_inside_the_overlap_is_picked_up_and_older_needs_full(project
     )
 
 
-def test_a_second_run_while_one_is_in_progress_exits_with_a_clear_message(project, api, tmp_path):
-    mark = tmp_path / "reached"
-    slow = project.spawn(
-        "run", env={"EVENTPIPE_INJECT": "load.before_commit=sleep:8", "EVENTPIPE_INJECT_MARK": str(mark)}
-    )
+def test_a_second_run_while_one_is_in_progress_exits_with_a_clear_message(project, api):
+    slow = project.spawn_held("load.before_commit=sleep:8", "run")
     try:
-        wait_for_mark(mark, slow)
         second = project.spawn("run")
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0
@@ -87,12 +81,8 @@ def test_a_second_run_while_one_is_in_progress_exits_with_a_clear_message(projec
     assert table_rows(project.database_url) == expected_table(api, r["window_since"], r["window_until"])
 
 
-def test_wait_makes_the_second_run_wait_for_the_first(project, api, tmp_path):
-    mark = tmp_path / "reached"
-    slow = project.spawn(
-        "run", env={"EVENTPIPE_INJECT": "load.before_commit=sleep:4", "EVENTPIPE_INJECT_MARK": str(mark)}
-    )
-    wait_for_mark(mark, slow)
+def test_wait_makes_the_second_run_wait_for_the_first(project, api):
+    slow = project.spawn_held("load.before_commit=sleep:4", "run")
     second = project.spawn("run", "--wait")
     assert slow.wait(timeout=120) == 0
     assert second.wait(timeout=180) == 0
@@ -102,16 +92,12 @@ def test_wait_makes_the_second_run_wait_for_the_first(project, api, tmp_path):
 
 
 @pytest.mark.parametrize("point", ["extract.page", "transform.chunk", "load.before_commit"])
-def test_killed_run_is_marked_interrupted_and_the_rerun_converges(project, api, tmp_path, point):
+def test_killed_run_is_marked_interrupted_and_the_rerun_converges(project, api, point, clock):
     import os
 
-    mark = tmp_path / "reached"
-    first_since = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
+    first_since = (clock.now - timedelta(hours=7)).isoformat()
     fixed = ("-p", f"window.initial_since={first_since}")
-    victim = project.spawn(
-        "run", *fixed, env={"EVENTPIPE_INJECT": f"{point}=sleep:60", "EVENTPIPE_INJECT_MARK": str(mark)}
-    )
-    wait_for_mark(mark, victim)
+    victim = project.spawn_held(f"{point}=sleep:60", "run", *fixed)
     os.killpg(victim.pid, signal.SIGKILL)  # the runner and its kernel, at once
     victim.wait(timeout=30)
     dead = runs(project.database_url)[-1]

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import requests
 
-from eventpipe.demo.api import DemoConfig, DemoData, Generated
+from eventpipe.demo.data import DemoConfig, DemoData, Generated
 from support import IN_CI, ROOT, Project, query, runs, table_rows
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)

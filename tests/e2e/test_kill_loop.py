@@ -9,18 +9,18 @@ import os
 import random
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from support import expected_table, query, runs, table_rows, wait_for_mark
+from support import NOW, expected_table, query, runs, table_rows, wait_for_mark
 
 POINTS = ("extract.page", "transform.chunk", "load.before_commit", None)  # None: a random moment
 
 
 def kill_loop(project, api, tmp_path, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    since = (datetime.now(timezone.utc) - timedelta(hours=7)).replace(microsecond=0).isoformat()
+    since = (NOW - timedelta(hours=7)).isoformat()
     fixed = ("-p", f"window.initial_since={since}")
     for i in range(kills):
         point = rng.choice(POINTS)

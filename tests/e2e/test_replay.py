@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-from support import query, runs, table_rows
+from support import NOW, query, runs, table_rows
 
 
 def add_scroll_events(api, n: int = 3) -> list[str]:
     """Events with a type the default rules reject, inside the next run's window."""
-    at = datetime.now(timezone.utc) - timedelta(minutes=20)
+    at = NOW - timedelta(minutes=20)
     users = []
     for i in range(n):
         t = at + timedelta(seconds=i)
@@ -73,7 +73,7 @@ def test_replay_loads_records_that_pass_under_new_rules(project, api, capsys):
 
 
 def test_rerun_over_the_same_window_bumps_attempts_instead_of_adding_rows(project, api):
-    fixed = ("-p", f"window.initial_since={(datetime.now(timezone.utc) - timedelta(hours=7)).isoformat()}")
+    fixed = ("-p", f"window.initial_since={(NOW - timedelta(hours=7)).isoformat()}")
     assert project.cli("run", *fixed) == 0
     first = dead_letters(project.database_url)
     assert (

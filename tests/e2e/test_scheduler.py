@@ -9,8 +9,7 @@ from support import runs
 
 
 def test_scheduler_runs_ticks_and_stops_on_sigterm(project, api):
-    # each tick re-reads an hour (~60 events): three dirty ones, drawn at random per hour, fail the 95% gate
-    proc = project.spawn("schedule", "--every", "2s", "-p", "quality.min_pass_rate=0.5")
+    proc = project.spawn("schedule", "--every", "2s")
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

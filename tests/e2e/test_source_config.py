@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from eventpipe.settings import normalise_database_url
-from hostile import Hostile
+from hostile import Hostile, contract_page, deep_record
 from support import Project, assert_one_line_usage_error, query, run_cli, runs, table_rows
 
 SINCE, UNTIL = "2024-05-01T00:00:00+00:00", "2024-05-01T06:00:00+00:00"
@@ -101,22 +101,8 @@ def test_a_records_path_that_matches_nothing_fails_the_run_with_the_reason(hosti
 
 
 def test_a_record_nested_too_deep_is_a_dead_letter_and_the_next_run_proceeds(hostile_project):
-    deep = (
-        b'{"user_id": "u9", "event": "click", "timestamp": 1714521600, "properties": '
-        + b'{"a": ' * 1100
-        + b"1"
-        + b"}" * 1100
-        + b"}"
-    )
-    body = (
-        b'{"items": ['
-        + orjson.dumps(record(1))
-        + b","
-        + deep
-        + b","
-        + orjson.dumps(record(2))
-        + b'], "has_more": false}'
-    )
+    deep = deep_record("u9", T0)
+    body = contract_page(record(1), deep, record(2))
     api, project = hostile_project(lambda h, q: h.send(body))
     with api:
         for _ in range(2):  # the same bad record again: still one dead letter, and the run still succeeds

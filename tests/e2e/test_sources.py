@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
 from eventpipe.demo import styles
-from eventpipe.demo.api import DEMO_USER, DemoConfig, FaultPlan
-from support import API_KEY, ROOT, Api, Project, expected_table, query, runs, start_api, table_rows
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.faults import FaultPlan
+from eventpipe.demo.server import DEMO_USER
+from support import (
+    API_KEY,
+    HOUR,
+    ROOT,
+    Api,
+    Clock,
+    Project,
+    expected_table,
+    query,
+    runs,
+    start_api,
+    table_rows,
+)
 
 SECRET_ENV = {
     "contract": {"API_KEY": API_KEY},
@@ -22,7 +36,6 @@ SECRET_ENV = {
     "offset": {"EVENTS_API_KEY": API_KEY},
     "cursor": {"EVENTS_TOKEN": API_KEY},
 }
-HOUR = timedelta(hours=1)
 FAST_RETRY = ["-p", "api.backoff_initial_s=0.05", "-p", "api.backoff_max_s=0.2", "-p", "api.per_page=50"]
 # the presets that fix their page size in source.params (api.per_page fills only page_number and offset)
 SMALL_PAGES = {
@@ -33,8 +46,8 @@ SMALL_PAGES = {
 
 
 @pytest.fixture
-def start() -> datetime:
-    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - 8 * HOUR
+def start(clock: Clock) -> datetime:
+    return clock.now.replace(minute=0) - 8 * HOUR
 
 
 @pytest.fixture(params=styles.STYLES)

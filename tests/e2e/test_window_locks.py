@@ -12,23 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from eventpipe.demo.api import DemoConfig
 from eventpipe.errors import RunInProgress
 from eventpipe.storage.lock import WindowLocks
 from eventpipe.storage.store import Store
-from support import Project, expected_table, query, runs, start_api, table_rows, wait_for_mark
+from support import HISTORY_START, expected_table, query, runs, table_rows
 
-START = datetime(2024, 5, 1, tzinfo=timezone.utc)
+START = HISTORY_START
 SLOW_LOAD = {"EVENTPIPE_INJECT": "load.before_commit=sleep:4"}
-
-
-@pytest.fixture
-def history(project: Project, monkeypatch: pytest.MonkeyPatch):
-    """Two days of 2024 history, and live events up to now, from one demo API."""
-    api = start_api(DemoConfig(start=START, events_per_hour=20))
-    monkeypatch.setenv("API_BASE_URL", api.url)
-    yield api
-    api.server.stop()
+DAY_ONE = ("backfill", "--start", "2024-05-01", "--end", "2024-05-02")
 
 
 def _finished(proc, timeout: float = 180) -> tuple[int, str]:
@@ -58,7 +49,7 @@ def _together(a: tuple[datetime, datetime], b: tuple[datetime, datetime]) -> boo
 
 
 def test_runs_over_disjoint_windows_write_at_the_same_time(project, history):
-    first = project.spawn("backfill", "--start", "2024-05-01", "--end", "2024-05-02", env=SLOW_LOAD)
+    first = project.spawn(*DAY_ONE, env=SLOW_LOAD)
     second = project.spawn("backfill", "--start", "2024-05-02", "--end", "2024-05-03", env=SLOW_LOAD)
     for proc in (first, second):
         code, err = _finished(proc)
@@ -69,7 +60,7 @@ def test_runs_over_disjoint_windows_write_at_the_same_time(project, history):
 
 
 def test_runs_over_overlapping_windows_never_write_together(project, history):
-    first = project.spawn("backfill", "--start", "2024-05-01", "--end", "2024-05-02", "--wait", env=SLOW_LOAD)
+    first = project.spawn(*DAY_ONE, "--wait", env=SLOW_LOAD)
     second = project.spawn(
         "backfill", "--start", "2024-05-01T12:00:00", "--end", "2024-05-02T12:00:00", "--wait", env=SLOW_LOAD
     )
@@ -80,18 +71,9 @@ def test_runs_over_overlapping_windows_never_write_together(project, history):
     assert table_rows(project.database_url) == expected_table(history, START, end)
 
 
-def test_an_overlapping_run_without_wait_names_the_holder(project, history, tmp_path):
-    mark = tmp_path / "mark"
-    slow = project.spawn(
-        "backfill",
-        "--start",
-        "2024-05-01",
-        "--end",
-        "2024-05-02",
-        env={**SLOW_LOAD, "EVENTPIPE_INJECT_MARK": str(mark)},
-    )
+def test_an_overlapping_run_without_wait_names_the_holder(project, history):
+    slow = project.spawn_held(SLOW_LOAD["EVENTPIPE_INJECT"], *DAY_ONE)
     try:
-        wait_for_mark(mark, slow)
         store = Store(project.settings())
         [holder] = WindowLocks(store).live_claims()
         with pytest.raises(RunInProgress) as caught:
@@ -105,23 +87,12 @@ def test_an_overlapping_run_without_wait_names_the_holder(project, history, tmp_
         assert _finished(slow)[0] == 0
 
 
-def test_an_incremental_run_completes_while_a_backfill_of_older_windows_runs(project, history, tmp_path):
-    mark = tmp_path / "mark"
+def test_an_incremental_run_completes_while_a_backfill_of_older_windows_runs(project, history, clock):
     # held in its transform stage: outside any transaction (SQLite itself lets one transaction write at a time)
-    backfill = project.spawn(
-        "backfill",
-        "--start",
-        "2024-05-01",
-        "--end",
-        "2024-05-02",
-        env={"EVENTPIPE_INJECT": "transform.chunk=sleep:25", "EVENTPIPE_INJECT_MARK": str(mark)},
-    )
+    backfill = project.spawn_held("transform.chunk=sleep:25", *DAY_ONE)
     try:
-        wait_for_mark(mark, backfill)
-        since = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(microsecond=0)
-        # two hours hold ~40 events: two dirty ones, drawn at random per hour, would fail the 95% gate
-        loose = ("-p", "quality.min_pass_rate=0.5")
-        assert project.cli("run", "-p", f"window.initial_since={since.isoformat()}", *loose) == 0
+        since = clock.now - timedelta(hours=2)
+        assert project.cli("run", "-p", f"window.initial_since={since.isoformat()}") == 0
         assert backfill.poll() is None, "the backfill should still be loading"
         kinds = {r["kind"]: r["status"] for r in runs(project.database_url)}
         assert kinds == {"backfill": "running", "incremental": "succeeded"}
@@ -135,20 +106,11 @@ def test_an_incremental_run_completes_while_a_backfill_of_older_windows_runs(pro
     assert len(mark_at) == 1  # only the incremental run moved it
 
 
-def test_a_killed_holder_never_blocks_the_next_run(project, history, tmp_path):
-    mark = tmp_path / "mark"
-    victim = project.spawn(
-        "backfill",
-        "--start",
-        "2024-05-01",
-        "--end",
-        "2024-05-02",
-        env={"EVENTPIPE_INJECT": "load.before_commit=sleep:60", "EVENTPIPE_INJECT_MARK": str(mark)},
-    )
-    wait_for_mark(mark, victim)
+def test_a_killed_holder_never_blocks_the_next_run(project, history):
+    victim = project.spawn_held("load.before_commit=sleep:60", *DAY_ONE)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
-    assert project.cli("backfill", "--start", "2024-05-01", "--end", "2024-05-02") == 0
+    assert project.cli(*DAY_ONE) == 0
     statuses = [(r["status"], r["failure_class"]) for r in runs(project.database_url)]
     assert statuses == [("failed", "interrupted"), ("succeeded", None)]
     assert table_rows(project.database_url) == expected_table(history, START, START + timedelta(days=1))
@@ -189,7 +151,7 @@ def same_event_api(project, monkeypatch) -> Iterator[str]:
 
 
 def test_two_writers_of_different_windows_that_receive_the_same_event_leave_one_row(project, same_event_api):
-    first = project.spawn("backfill", "--start", "2024-05-01", "--end", "2024-05-02", env=SLOW_LOAD)
+    first = project.spawn(*DAY_ONE, env=SLOW_LOAD)
     second = project.spawn("backfill", "--start", "2024-05-03", "--end", "2024-05-04", env=SLOW_LOAD)
     assert _finished(first)[0] == 0 and _finished(second)[0] == 0
     spans = list(_spans(project.database_url).values())

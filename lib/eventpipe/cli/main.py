@@ -14,9 +14,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import clock
 from ..errors import PipelineError, SettingsError, Terminated
 from ..logs import redact_console, setup_cli_logging
 from ..settings import (
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--dirty-share", type=float, default=demo.dirty_share)
     api.add_argument("--duplicate-share", type=float, default=demo.duplicate_share)
     api.add_argument("--start", default="2024-01-01", help="first instant with events (default 2024-01-01)")
+    api.add_argument(
+        "--now",
+        default="",
+        help="the server's clock, pinned: no events after this instant (default: the clock, EVENTPIPE_NOW if set)",
+    )
     api.add_argument(
         "--style",
         default="contract",
@@ -220,7 +226,7 @@ def _with_demo(settings: Settings, demo: bool) -> AbstractContextManager[Setting
     """With ``--demo``: the bundled demo API served from this process, and the settings pointed at it."""
     if not demo:
         return nullcontext(settings)
-    from ..demo.api import serving
+    from ..demo.server import serving
 
     return serving(settings)
 
@@ -236,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.preflight()
             # the window is decided under the lock manager, so it starts from the current watermark
             with WindowLocks(runner.store).claim(
-                lambda: runner.incremental_plan(full=args.full), wait=args.wait
+                lambda: runner.incremental_plan(full=args.full, now=clock.now()), wait=args.wait
             ) as plan:
                 if plan is None:
                     print("nothing to do: the window is empty")
@@ -373,13 +379,19 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_api(args: argparse.Namespace) -> int:
-    from ..demo.api import DEMO_KEY, DemoConfig, DemoData, DemoServer, FaultPlan, parse_faults
+    from ..demo.data import DemoConfig, DemoData
+    from ..demo.faults import FaultPlan, parse_faults
+    from ..demo.server import DEMO_KEY, DemoServer
     from ..demo.styles import ENDPOINTS
 
     try:
         start = parse_instant(args.start)
     except ValueError as e:
         raise SettingsError(f"demo-api --start: {e}") from None
+    try:
+        now = parse_instant(args.now) if args.now else None
+    except ValueError as e:
+        raise SettingsError(f"demo-api --now: {e}") from None
     if args.fault_every < 1:
         raise SettingsError("demo-api --fault-every must be at least 1")
     if not 0 <= args.latency_ms <= 60_000:
@@ -393,6 +405,7 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
             dirty_share=args.dirty_share,
             duplicate_share=args.duplicate_share,
             start=start,
+            now=now,
         )
     )
     faults = FaultPlan(
@@ -443,7 +456,7 @@ def cmd_source(args: argparse.Namespace) -> int:
     from ..orchestration.source_check import first_page
     from .render import source_check
 
-    until = parse_instant(args.until) if args.until else datetime.now(timezone.utc)
+    until = parse_instant(args.until) if args.until else clock.now()
     since = parse_instant(args.since) if args.since else until - timedelta(days=1)
     if until <= since:
         raise SettingsError("source check: --until must be after --since")

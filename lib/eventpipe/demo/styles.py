@@ -1,6 +1,6 @@
 """Wire formats of the demo API: the same seeded events as each preset's real API would send them.
 
-A style renders one event of the contract (``api.Generated.body``) in its API's field names and says
+A style renders one event of the contract (``data.Generated.body``) in its API's field names and says
 how a request names its window and page. Each preset under ``params/sources/`` reads one style back,
 so a test can ask for the exact table whatever the wire format.
 """

@@ -14,16 +14,17 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .. import clock
 from ..core.counts import RunCounts
 from ..core.process import Rules, process, transform_workers
 from ..core.quality import gate
-from ..demo import api as demo
+from ..demo import server as demo
 from ..errors import CountsMismatch, SettingsError
 from ..jsonio import gc_paused
 from ..logs import redact_console
@@ -197,9 +198,7 @@ def transform_quality(
     Raises ``QualityGateFailed`` (after writing the manifest) when the pass rate is too low.
     """
     q = ctx.settings.quality
-    rules = Rules.of(
-        ctx.settings, now or datetime.now(timezone.utc), None if replay else (ctx.since, ctx.until)
-    )
+    rules = Rules.of(ctx.settings, now or clock.now(), None if replay else (ctx.since, ctx.until))
     workers = transform_workers(ctx.settings.runner.transform_workers, len(ctx.run.parts("raw")))
     result = process(ctx.run, rules, replay=replay, workers=workers)
     c = result.counts

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import clock
 from ..core.process import Rules, process
 from ..rundir import RunDir, part_name, write_raw_items
 from ..settings import Settings
@@ -44,7 +45,7 @@ def dry_run(settings: Settings) -> DryRun:
         return DryRun(0, 0, 0, {})
     with tempfile.TemporaryDirectory() as tmp:
         _write_raw(pending, Path(tmp))
-        result = process(RunDir(Path(tmp)), Rules.of(settings, datetime.now(timezone.utc)), replay=True)
+        result = process(RunDir(Path(tmp)), Rules.of(settings, clock.now()), replay=True)
     return DryRun(
         len(pending), result.counts.passed, result.counts.duplicates, dict(result.reasons.most_common())
     )

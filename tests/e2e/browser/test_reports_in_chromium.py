@@ -20,7 +20,7 @@ HOSTILE = [
 
 
 def _hostile_events(api) -> None:
-    from eventpipe.demo.api import Truth
+    from eventpipe.demo.data import Truth
 
     first = api.data.config.start + timedelta(seconds=1)  # the very first events: they lead every sample
     for i, text in enumerate(HOSTILE):

@@ -11,7 +11,9 @@ import orjson
 import pytest
 import yaml
 
-from eventpipe.demo.api import DEMO_USER, DemoConfig, FaultPlan
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.faults import FaultPlan
+from eventpipe.demo.server import DEMO_USER
 from eventpipe.errors import RetriesExhausted
 from eventpipe.settings import ApiSettings
 from eventpipe.source.concurrent import MEMORY_PAGES, Gate, SliceBuffer

@@ -15,7 +15,7 @@ from eventpipe.errors import RetriesExhausted, SettingsError, SourceError
 from eventpipe.rundir import UNPARSED
 from eventpipe.settings import ApiSettings, load_settings
 from eventpipe.source.extract import extract_window
-from hostile import Hostile
+from hostile import Hostile, contract_page, deep_record, nested_too_deep
 from support import API_KEY, make_client
 
 SINCE = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -177,16 +177,8 @@ def test_a_body_larger_than_max_response_mb_fails_the_page():
         fetch(api.url, ApiSettings(**FAST, max_response_mb=1))
 
 
-def test_a_server_trickling_one_byte_a_second_fails_within_timeout_s():
-    def answer(h, q):
-        h.send_response(200)
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
-        for b in b'{"items": [' + b" " * 900:
-            h.wfile.write(bytes([b]))
-            h.wfile.flush()
-            time.sleep(0.25)
-
+def _fails_within_timeout_s(answer) -> None:
+    """A 1.5 s ``api.timeout_s`` stops a request to a server answering this way, well before 3.5 s."""
     with Hostile(answer) as api:
         started = time.monotonic()
         with pytest.raises(RetriesExhausted, match="not complete within api.timeout_s"):
@@ -194,23 +186,26 @@ def test_a_server_trickling_one_byte_a_second_fails_within_timeout_s():
         assert time.monotonic() - started < 3.5
 
 
+def _trickle(h, data: bytes) -> None:
+    for b in data:
+        h.wfile.write(bytes([b]))
+        h.wfile.flush()
+        time.sleep(0.25)
+
+
+def test_a_server_trickling_one_byte_a_second_fails_within_timeout_s():
+    def answer(h, q):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        _trickle(h, b'{"items": [' + b" " * 900)
+
+    _fails_within_timeout_s(answer)
+
+
 def test_a_record_nested_too_deep_is_kept_as_unparsed_and_the_rest_of_the_page_loads():
-    deep = (
-        b'{"user_id": "u0", "event": "click", "timestamp": 1714557600, "properties": '
-        + b'{"a": ' * 1100
-        + b"1"
-        + b"}" * 1100
-        + b"}"
-    )
-    body = (
-        b'{"items": ['
-        + orjson.dumps(item(1))
-        + b","
-        + deep
-        + b","
-        + orjson.dumps(item(2))
-        + b'], "has_more": false}'
-    )
+    deep = deep_record("u0", 1714557600)
+    body = contract_page(item(1), deep, item(2))
     with Hostile(lambda h, q: h.send(body)) as api:
         records = fetch(api.url)
     assert [r.get("user_id") for r in records] == ["u1", None, "u2"]
@@ -218,7 +213,7 @@ def test_a_record_nested_too_deep_is_kept_as_unparsed_and_the_rest_of_the_page_l
 
 
 def test_a_deep_record_in_json_lines_is_kept_as_unparsed():
-    deep = b'{"a": ' * 1100 + b"1" + b"}" * 1100
+    deep = nested_too_deep()
     body = orjson.dumps(item(1)) + b"\n" + deep + b"\n" + orjson.dumps(item(2)) + b"\n"
     with Hostile(lambda h, q: h.send(body)) as api:
         records = fetch(api.url, format="jsonl", records="$", paginator={"type": "single_page"})
@@ -285,16 +280,9 @@ def test_a_huge_page_is_split_into_parts_of_batch_size(tmp_path):
 
 def test_a_server_trickling_its_headers_fails_within_timeout_s():
     def answer(h, q):  # the status line and headers one byte at a time: every read gets a byte in time
-        for b in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200:
-            h.wfile.write(bytes([b]))
-            h.wfile.flush()
-            time.sleep(0.25)
+        _trickle(h, b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200)
 
-    with Hostile(answer) as api:
-        started = time.monotonic()
-        with pytest.raises(RetriesExhausted, match="not complete within api.timeout_s"):
-            fetch(api.url, ApiSettings(**FAST, timeout_s=1.5, max_retries=0))
-        assert time.monotonic() - started < 3.5
+    _fails_within_timeout_s(answer)
 
 
 def _big_page(n: int, **rest) -> bytes:

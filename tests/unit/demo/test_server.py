@@ -10,7 +10,8 @@ import time
 import pytest
 import requests
 
-from eventpipe.demo.api import DEMO_KEY, DemoConfig, DemoData, DemoServer
+from eventpipe.demo.data import DemoConfig, DemoData
+from eventpipe.demo.server import DEMO_KEY, DemoServer
 
 
 @pytest.fixture
