@@ -13,7 +13,7 @@ import pytest
 
 from eventpipe.demo.server import DEMO_KEY
 from eventpipe.settings import parse_instant
-from support import API_KEY, ROOT, expected_table, query, runs, table_rows
+from support import API_KEY, NOW, ROOT, expected_table, query, runs, table_rows
 
 
 def last_run(url: str) -> dict:
@@ -139,7 +139,7 @@ def test_run_demo_gives_each_notebook_the_runs_settings_file(project, monkeypatc
     """``run --demo`` serves its API from the CLI's process; the notebooks find it in the run's resolved settings
     file, not in their environment (which names an API that is not there)."""
     monkeypatch.setenv("API_BASE_URL", "http://127.0.0.1:9")
-    since = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    since = NOW.replace(minute=0) - timedelta(hours=2)
     args = ("-p", f"window.initial_since={since:%Y-%m-%dT%H:%M:%SZ}", "-p", "runner.keep_runs=true")
     assert project.cli("run", "--demo", *args) == 0
     run = last_run(project.database_url)
