@@ -35,7 +35,6 @@ from .settings import (
     parse_window,
 )
 
-
 SCRATCH_DATABASE = "scratch.sqlite"
 
 

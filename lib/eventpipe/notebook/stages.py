@@ -85,6 +85,17 @@ def run_folder(settings: Settings, run_id: str, run_dir: str = "") -> Path:
     return path
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A notebook's bool parameter: papermill's ``-p`` passes ``True``/``False`` as bools, ``false`` as text."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise SettingsError(
+        f"{name} {shown(str(value))} is not true or false: pass -p {name} True or -p {name} False"
+    )
+
+
 def _runs_root() -> Path:
     """``paths.runs_dir`` as the defaults have it: where 02 and 03 look for runs by id, by hand."""
     return resolve_path(PathSettings().runs_dir).resolve()
@@ -167,6 +178,7 @@ class StageContext:
             s, u = parse_window(since, until)
         except ValueError as e:
             raise SettingsError(f"window: {e}") from None
+        scratch = _flag("scratch", scratch)
         if not scratch:
             check_demo_database(resolved)
         # papermill -p guesses types: an id like 123 must stay text
@@ -188,8 +200,7 @@ class StageContext:
         if settings_file:
             return cls.from_settings_file(settings_file)
         if run_dir:
-            folder = Path(run_dir).expanduser()
-            folder = folder if folder.is_absolute() else resolve_path(run_dir)
+            folder = resolve_path(run_dir)
         elif run_id != "":
             folder = _runs_root() / check_run_id(str(run_id))
         else:
@@ -206,8 +217,9 @@ class StageContext:
 
     @classmethod
     def from_settings_file(cls, path: str | Path) -> StageContext:
-        """The context of a run the runner resolved: its settings file (``RunDir.settings_file``) and this
-        kernel's environment, which holds the secrets; the run's folder is the one the file is in."""
+        """The context of a run whose settings were resolved once (by the runner, or by 01 opened by hand): its
+        settings file (``RunDir.settings_file``) and this kernel's environment, which holds the secrets; the
+        run's folder is the one the file is in."""
         file = resolve_path(path)
         resolved = RunSettings.read(file)
         settings = resolved.settings
