@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,12 @@ def check_run_id(run_id: str) -> str:
             "(at most 128, no '..' or '/')"
         )
     return run_id
+
+
+def new_run_id(kind: str, now: datetime | None = None) -> str:
+    """A fresh run id, ``<UTC time>-<kind>-<6 hex>``: sorts by start time, and two runs never share one."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{kind}-{secrets.token_hex(3)}"
 
 
 def part_name(index: int) -> str:

@@ -4,6 +4,9 @@ The runner resolves the settings once and writes every one of them (no secret), 
 run's facts; each stage notebook rebuilds ``Settings`` from that file plus its kernel's environment,
 the only place the secrets (``API_KEY``, the password in ``DATABASE_URL``, ``source.auth``'s
 variables) ever are. ``public_parameters`` is also what the run ledger records.
+
+A run started by hand (``01_extract`` with no settings file) writes the same file, so that 02 and 03 take
+its window and id from it; such a run can load into a scratch database, ``scratch.sqlite`` in its folder.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from .settings import (
     mask_url,
     parse_window,
 )
+
+SCRATCH_DATABASE = "scratch.sqlite"
+
+
+def scratch_database_url(run_folder: Path) -> str:
+    """The scratch database of the run whose folder is ``run_folder``: a SQLite file of its own, in that folder."""
+    return f"sqlite:///{run_folder.resolve() / SCRATCH_DATABASE}"
 
 
 def public_parameters(settings: Settings) -> dict[str, Any]:
@@ -105,6 +115,8 @@ class RunSettings:
     until: datetime
     replay: bool = False
     advance_watermark: bool = False
+    # a hand run's choice: load into ``scratch_database_url(<the file's folder>)``, whatever DATABASE_URL says
+    scratch: bool = False
 
     def write(self, path: Path) -> Path:
         """Write the file (atomically: a stage of another process may be reading it); return its path."""
@@ -117,6 +129,7 @@ class RunSettings:
                 "until": iso(self.until),
                 "replay": self.replay,
                 "advance_watermark": self.advance_watermark,
+                "scratch": self.scratch,
                 "settings": public_parameters(self.settings),
             },
         )
@@ -127,7 +140,8 @@ class RunSettings:
         """The file at ``path`` with the secrets of ``env`` (default: this process's environment and ``.env``).
 
         The file's API base URL wins over ``API_BASE_URL`` (``run --demo`` serves its own API), except when
-        the file holds it masked (a password in its query): then it is the environment's, unmasked.
+        the file holds it masked (a password in its query): then it is the environment's, unmasked. A scratch
+        run's database is the scratch file in ``path``'s folder, not ``DATABASE_URL``.
         """
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -138,6 +152,7 @@ class RunSettings:
                 str(data["kind"]),
                 bool(data["replay"]),
                 bool(data["advance_watermark"]),
+                bool(data.get("scratch", False)),  # a file written before the scratch fact existed has none
             )
         except OSError as e:
             raise SettingsError(f"settings file {path} cannot be read ({e.strerror})") from None
@@ -152,13 +167,16 @@ class RunSettings:
         if env_url and mask_url(env_url) != env_url and mask_url(env_url) == params.get("api.base_url"):
             secrets_env["API_BASE_URL"] = env_url
             del params["api.base_url"]
+        run_id, kind, replay, advance_watermark, scratch = facts
+        if scratch:
+            secrets_env["DATABASE_URL"] = scratch_database_url(path.parent)
         # every setting (a "section.key"; "database", "params_file" and "overrides" only say where they came
         # from) as a -p override, so the file is checked exactly as a command line is
         settings = load_settings(
             None, [_as_override(k, v) for k, v in params.items() if "." in k], env=secrets_env
         )
         database = mask_url(settings.database_url.reveal())
-        if params.get("database") and database != params["database"]:
+        if params.get("database") and database != params["database"] and not scratch:
             raise SettingsError(
                 f"settings file {path}: the run writes to {params['database']}, but DATABASE_URL here names "
                 f"{database}: execute the notebook in the environment of the run"
@@ -166,5 +184,4 @@ class RunSettings:
         settings = dataclasses.replace(
             settings, params_file=params.get("params_file"), overrides=tuple(params.get("overrides") or ())
         )
-        run_id, kind, replay, advance_watermark = facts
-        return cls(settings, run_id, kind, since, until, replay, advance_watermark)
+        return cls(settings, run_id, kind, since, until, replay, advance_watermark, scratch)

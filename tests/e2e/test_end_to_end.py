@@ -200,7 +200,7 @@ def test_papermill_runs_a_notebook_with_date_parameters(tmp_path):
 
 def test_papermill_help_lists_parameters_with_types_and_help():
     proc = subprocess.run(
-        [sys.executable, "-m", "papermill", "--help-notebook", str(ROOT / "notebooks" / "03_load.ipynb")],
+        [sys.executable, "-m", "papermill", "--help-notebook", str(ROOT / "notebooks" / "01_extract.ipynb")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -213,7 +213,7 @@ def test_papermill_help_lists_parameters_with_types_and_help():
         "run_dir",
         "params_file",
         "overrides",
-        "advance_watermark",
+        "scratch",
         "settings_file",
     ):
         assert name in proc.stdout

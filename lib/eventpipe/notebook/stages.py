@@ -7,6 +7,7 @@ here, and a few cells that show the result (``views``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,9 +30,21 @@ from ..errors import CountsMismatch, SettingsError
 from ..jsonio import gc_paused
 from ..logs import redact_console
 from ..logs import setup_logging as _setup_logging
-from ..rundir import RunDir, check_run_id
-from ..settings import Settings, iso, load_settings, parse_window, redact, resolve_path, shown
-from ..settings_file import RunSettings
+from ..rundir import RunDir, check_run_id, new_run_id
+from ..settings import (
+    PathSettings,
+    Secret,
+    Settings,
+    default_database_url,
+    iso,
+    load_settings,
+    mask_url,
+    parse_window,
+    redact,
+    resolve_path,
+    shown,
+)
+from ..settings_file import RunSettings, scratch_database_url
 from ..source.client import SourceClient
 from ..source.config import SourceConfig
 from ..source.extract import extract_window
@@ -73,6 +86,58 @@ def run_folder(settings: Settings, run_id: str, run_dir: str = "") -> Path:
     return path
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A notebook's bool parameter: papermill's ``-p`` passes ``True``/``False`` as bools, ``false`` as text."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise SettingsError(
+        f"{name} {shown(str(value))} is not true or false: pass -p {name} True or -p {name} False"
+    )
+
+
+def _runs_root() -> Path:
+    """``paths.runs_dir`` as the defaults have it: where 02 and 03 look for runs by id, by hand."""
+    return resolve_path(PathSettings().runs_dir).resolve()
+
+
+def newest_manual_run(root: Path) -> Path:
+    """The folder of the manual run under ``root`` whose settings file was written last (01 writes it first)."""
+    newest: tuple[float, Path] | None = None
+    for folder in root.iterdir() if root.is_dir() else ():
+        file = RunDir(folder).settings_file
+        try:
+            if json.loads(file.read_text(encoding="utf-8")).get("kind") != "manual":
+                continue
+            mtime = file.stat().st_mtime
+        except (OSError, ValueError, AttributeError):
+            continue  # a folder being written or removed, or not a run's: not a candidate
+        if newest is None or mtime > newest[0]:
+            newest = (mtime, folder)
+    if newest is None:
+        raise SettingsError(
+            f"no manual run in {root}: run 01_extract first, or pass the run_id (or run_dir) of the run to continue"
+        )
+    return newest[1]
+
+
+def check_demo_database(settings: Settings) -> None:
+    """Without an API, 01 serves the bundled demo API: refuse that unless the database is the demo's too.
+
+    The demo's database is the project's local SQLite file (``DATABASE_URL`` unset or naming that file) or a
+    run's scratch file; any other database (PostgreSQL, another SQLite file) would get synthetic events.
+    """
+    if settings.api.base_url or settings.database_url.reveal() == default_database_url():
+        return
+    raise SettingsError(
+        "no events API is set (API_BASE_URL, or api.base_url in the params) while scratch is off: 01_extract "
+        "would load the bundled demo API's synthetic events into "
+        f"{mask_url(settings.database_url.reveal())} (DATABASE_URL); export API_BASE_URL (and API_KEY), or set "
+        "scratch = True to try the demo in a scratch database"
+    )
+
+
 @dataclass
 class StageContext:
     """What every stage needs: settings, the window, the run id, its working folder and what kind of run it is."""
@@ -91,33 +156,71 @@ class StageContext:
         cls,
         since: str,
         until: str,
-        run_id: Any,
+        run_id: Any = "",
         run_dir: str = "",
         params_file: str = "",
         overrides: list[str] | tuple[str, ...] = (),
-        kind: str = "manual",
-        replay: bool = False,
-        advance_watermark: bool = False,
+        scratch: bool = True,
         settings_file: str = "",
     ) -> StageContext:
-        """The context a notebook's parameters describe. With ``settings_file`` (the runner sets it), the run's
-        resolved settings file is the whole description and the other parameters are not used."""
+        """The context 01's parameters describe. With ``settings_file`` (the runner sets it), the run's resolved
+        settings file is the whole description and the other parameters are not used.
+
+        By hand, this starts a run of kind ``manual``: its own id (a new ``<time>-manual-<hex>`` when
+        ``run_id`` is empty), its database (the run's scratch file when ``scratch``, else ``DATABASE_URL``),
+        and its settings file in its folder, which 02 and 03 then read (``from_run_folder``).
+        """
         if settings_file:
             return cls.from_settings_file(settings_file)
-        settings = load_settings(params_file or None, list(overrides or ()))
-        redact_console(lambda text: redact(text, settings))
+        resolved = load_settings(params_file or None, list(overrides or ()))
+        # DATABASE_URL's password stays redacted even when the run loads into its scratch file instead
+        redact_console(lambda text: redact(text, resolved))
         try:
             s, u = parse_window(since, until)
         except ValueError as e:
             raise SettingsError(f"window: {e}") from None
-        rid = check_run_id(str(run_id))  # papermill -p guesses types: an id like 123 must stay text
-        run = RunDir(run_folder(settings, rid, run_dir))
-        return cls(settings, rid, s, u, run, kind, replay, advance_watermark)
+        scratch = _flag("scratch", scratch)
+        if not scratch:
+            check_demo_database(resolved)
+        # papermill -p guesses types: an id like 123 must stay text
+        rid = check_run_id(str(run_id)) if run_id != "" else new_run_id("manual")
+        run = RunDir(run_folder(resolved, rid, run_dir))
+        settings = resolved
+        if scratch:
+            settings = dataclasses.replace(resolved, database_url=Secret(scratch_database_url(run.path)))
+        RunSettings(settings, rid, "manual", s, u, scratch=scratch).write(run.settings_file)
+        return cls(settings, rid, s, u, run)
+
+    @classmethod
+    def from_run_folder(
+        cls, run_id: Any = "", run_dir: str = "", since: str = "", until: str = "", settings_file: str = ""
+    ) -> StageContext:
+        """The context of 02 and 03: the settings file of the run 01 started, found by ``settings_file`` (the
+        runner's), ``run_dir``, ``run_id`` (under the default ``paths.runs_dir``) or, with none of them, as
+        the newest manual run there. ``since`` and ``until`` by hand may only repeat the run's window."""
+        if settings_file:
+            return cls.from_settings_file(settings_file)
+        if run_dir:
+            folder = resolve_path(run_dir)
+        elif run_id != "":
+            folder = _runs_root() / check_run_id(str(run_id))
+        else:
+            folder = newest_manual_run(_runs_root())
+        file = RunDir(folder).settings_file
+        if not file.is_file():
+            raise SettingsError(
+                f"{folder} holds no run settings file: run 01_extract for this run first, or pass the run_id "
+                "(or run_dir) that 01_extract printed"
+            )
+        ctx = cls.from_settings_file(file)
+        ctx.check_window(since, until)
+        return ctx
 
     @classmethod
     def from_settings_file(cls, path: str | Path) -> StageContext:
-        """The context of a run the runner resolved: its settings file (``RunDir.settings_file``) and this
-        kernel's environment, which holds the secrets; the run's folder is the one the file is in."""
+        """The context of a run whose settings were resolved once (by the runner, or by 01 opened by hand): its
+        settings file (``RunDir.settings_file``) and this kernel's environment, which holds the secrets; the
+        run's folder is the one the file is in."""
         file = resolve_path(path)
         resolved = RunSettings.read(file)
         settings = resolved.settings
@@ -134,6 +237,21 @@ class StageContext:
             resolved.replay,
             resolved.advance_watermark,
         )
+
+    def check_window(self, since: str, until: str) -> None:
+        """Refuse a window given by hand that is not the run's own (an empty bound means the run's)."""
+        if not (since or until):
+            return
+        try:
+            s, u = parse_window(since or iso(self.since), until or iso(self.until))
+        except ValueError as e:
+            raise SettingsError(f"window: {e}") from None
+        if (s, u) != (self.since, self.until):
+            raise SettingsError(
+                f"run {self.run_id} covers [{iso(self.since)}, {iso(self.until)}) (its settings file, written by "
+                f"01_extract), but this notebook was given [{iso(s)}, {iso(u)}): leave since and until empty, "
+                "or run 01_extract for the other window"
+            )
 
     @property
     def run_dir(self) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from ..core.run_metrics import RunError, RunMetrics
 from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
 from ..logs import attach_file_log, detach_file_log
-from ..rundir import RunDir
+from ..rundir import RunDir, new_run_id
 from ..settings import Settings, iso, parse_instant, redact
 from ..settings_file import RunSettings, with_overrides
 from ..storage.store import Store
@@ -41,11 +40,6 @@ STAGES = (
     ("load", "03_load.ipynb"),
 )
 SCRAP = "metrics"
-
-
-def new_run_id(kind: str, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    return f"{now:%Y%m%dT%H%M%S}-{kind}-{secrets.token_hex(3)}"
 
 
 @dataclass

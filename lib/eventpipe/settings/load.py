@@ -97,6 +97,11 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     return flat
 
 
+def default_database_url() -> str:
+    """The database without ``DATABASE_URL``: the project's local SQLite file (``make demo`` loads into it)."""
+    return "sqlite:///" + str(resolve_path(DEFAULT_SQLITE))
+
+
 def load_dotenv_once() -> None:
     from dotenv import load_dotenv
 
@@ -153,7 +158,7 @@ def load_settings(
             problems.append(str(e))
             db_url = ""
     else:
-        db_url = "sqlite:///" + str(resolve_path(DEFAULT_SQLITE))
+        db_url = default_database_url()
 
     if problems:
         raise SettingsError("\n".join(problems))

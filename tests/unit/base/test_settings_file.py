@@ -9,7 +9,7 @@ import pytest
 
 from eventpipe.errors import SettingsError
 from eventpipe.settings import SECTIONS, load_settings
-from eventpipe.settings_file import RunSettings, public_parameters, with_overrides
+from eventpipe.settings_file import RunSettings, public_parameters, scratch_database_url, with_overrides
 
 PASSWORD = "pg-p@ss:word/42"
 API_KEY = "api-key-7f3a9c"
@@ -114,3 +114,26 @@ def test_the_ledgers_parameters_are_the_files():
     from eventpipe.audit import ledger
 
     assert ledger.public_parameters is public_parameters
+
+
+def test_a_scratch_runs_database_is_the_file_in_its_folder_wherever_the_folder_is(tmp_path):
+    path = resolved(scratch=True).write(tmp_path / "r1" / "settings.json")
+    back = RunSettings.read(path, ENV)  # DATABASE_URL names PostgreSQL: not this run's database
+    assert back.scratch
+    assert back.settings.database_url.reveal() == scratch_database_url(tmp_path / "r1")
+    moved = path.parent.rename(tmp_path / "r2") / "settings.json"
+    assert (
+        RunSettings.read(moved, ENV).settings.database_url.reveal()
+        == f"sqlite:///{tmp_path / 'r2' / 'scratch.sqlite'}"
+    )
+
+
+def test_a_file_without_the_scratch_fact_is_not_a_scratch_run(tmp_path):
+    path = resolved().write(tmp_path / "settings.json")
+    data = json.loads(path.read_text())
+    del data["scratch"]
+    path.write_text(json.dumps(data))
+    back = RunSettings.read(path, ENV)
+    assert (
+        not back.scratch and back.settings.database_url.reveal() == resolved().settings.database_url.reveal()
+    )

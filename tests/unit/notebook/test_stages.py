@@ -67,3 +67,32 @@ def test_a_runs_settings_file_is_the_whole_context(tmp_path, monkeypatch):
     assert ctx.run_dir == path.parent
     assert ctx.settings.api.base_url == "http://127.0.0.1:9"
     assert ctx.settings.api_key.reveal() == "key-in-the-kernel"
+
+
+def test_a_hand_run_gets_a_manual_id_of_its_own_and_a_settings_file_for_02_and_03(tmp_path):
+    first, second = context(tmp_path, run_id=""), context(tmp_path, run_id="")
+    assert first.run_id != second.run_id and "-manual-" in first.run_id
+    assert first.kind == "manual"
+    again = StageContext.from_run_folder(run_dir=str(first.run_dir))
+    assert (again.run_id, again.kind, again.since, again.until) == (
+        first.run_id,
+        "manual",
+        first.since,
+        first.until,
+    )
+
+
+def test_a_hand_run_loads_into_its_scratch_database_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    monkeypatch.setenv("API_BASE_URL", "http://127.0.0.1:9")
+    ctx = context(tmp_path)
+    assert ctx.settings.database_url.reveal() == f"sqlite:///{ctx.run_dir / 'scratch.sqlite'}"
+    again = StageContext.from_run_folder(run_dir=str(ctx.run_dir))
+    assert again.settings.database_url.reveal() == ctx.settings.database_url.reveal()
+    # papermill's -p passes "false" as text
+    real = StageContext.from_parameters(
+        "2024-05-01", "2024-05-02", "r2", "", "", [f"paths.runs_dir={tmp_path / 'runs'}"], "false"
+    )
+    assert real.settings.database_url.reveal() == f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    with pytest.raises(SettingsError, match="scratch 'no' is not true or false"):
+        StageContext.from_parameters("2024-05-01", "2024-05-02", "r3", scratch="no")
