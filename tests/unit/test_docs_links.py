@@ -52,4 +52,8 @@ def test_every_file_a_doc_cites_exists(doc):
 def test_the_check_finds_a_missing_file(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text("See [the guide](nowhere.md), `lib/eventpipe/gone.py` and `test_gone.py::t`.\n")
-    assert cited_files(doc) == [tmp_path / "nowhere.md", ROOT / "lib/eventpipe/gone.py", ROOT / "tests/test_gone.py"]
+    assert cited_files(doc) == [
+        tmp_path / "nowhere.md",
+        ROOT / "lib/eventpipe/gone.py",
+        ROOT / "tests/test_gone.py",
+    ]

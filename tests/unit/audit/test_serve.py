@@ -22,7 +22,11 @@ def served(tmp_path):
 
 @pytest.mark.parametrize(
     "name, content_type",
-    [("01_extract.ipynb", "application/json"), ("run.html", "text/html"), ("metrics.json", "application/json")],
+    [
+        ("01_extract.ipynb", "application/json"),
+        ("run.html", "text/html"),
+        ("metrics.json", "application/json"),
+    ],
 )
 def test_each_report_file_is_served_with_its_content_type(tmp_path, served, name, content_type):
     (tmp_path / name).write_text("{}")

@@ -102,5 +102,7 @@ def test_a_short_source_password_is_refused_but_a_short_user_name_is_not():
 
 
 def test_a_key_of_8_characters_and_no_key_at_all_are_accepted():
-    assert load_settings(None, [], env={"API_KEY": "x" * MIN_KEY_CHARS}).api_key.reveal() == "x" * MIN_KEY_CHARS
+    assert (
+        load_settings(None, [], env={"API_KEY": "x" * MIN_KEY_CHARS}).api_key.reveal() == "x" * MIN_KEY_CHARS
+    )
     assert not load_settings(None, [], env={}).api_key
