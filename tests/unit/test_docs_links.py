@@ -3,7 +3,8 @@ in README.md and docs/*.md names a file or folder of the checkout.
 
 A backticked path counts when it starts with a folder of the checkout (``lib/eventpipe/...py``,
 ``tests/...py``, ``params/...yaml``, ``docs/...md``); a bare test file name (``test_client.py::test_x``)
-must be a file somewhere under tests/. Globs and placeholders (``*``, ``<run_id>``, ``…``) are patterns,
+must be a file somewhere under tests/; a top-level document named in prose (``DESIGN.md``,
+``CONTRIBUTING.md``) must be at the root of the checkout. Globs and placeholders (``*``, ``<run_id>``, ``…``) are patterns,
 not paths, and are skipped.
 """
 
@@ -21,6 +22,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TOP_FOLDERS = ("bench", "dags", "docs", "lib", "notebooks", "params", "tests")
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _CODE = re.compile(r"`([^`\s]+)`")
+_ROOT_DOC = re.compile(r"(?<![\w/.-])([A-Z][A-Z_]+\.md)\b")
 _PATTERN = re.compile(r"[*<>{}…]|\.\.\.")
 _TEST_FILES = {p.name: p for p in (ROOT / "tests").rglob("test_*.py")}
 
@@ -40,6 +42,7 @@ def cited_files(doc: Path) -> list[Path]:
             cited.append(ROOT / path)
         elif re.fullmatch(r"test_\w+\.py", path):
             cited.append(_TEST_FILES.get(path, ROOT / "tests" / path))
+    cited += [ROOT / name for name in _ROOT_DOC.findall(text)]
     return cited
 
 
@@ -51,9 +54,10 @@ def test_every_file_a_doc_cites_exists(doc):
 
 def test_the_check_finds_a_missing_file(tmp_path):
     doc = tmp_path / "x.md"
-    doc.write_text("See [the guide](nowhere.md), `lib/eventpipe/gone.py` and `test_gone.py::t`.\n")
+    doc.write_text("See [the guide](nowhere.md), `lib/eventpipe/gone.py`, `test_gone.py::t` and GONE.md.\n")
     assert cited_files(doc) == [
         tmp_path / "nowhere.md",
         ROOT / "lib/eventpipe/gone.py",
         ROOT / "tests/test_gone.py",
+        ROOT / "GONE.md",
     ]
