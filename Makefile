@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 LOCK   := requirements.lock
 
+# Jupyter refuses to start as root (a container's usual user) without --allow-root
+USER_ID := $(shell id -u)
+
 AIRFLOW_VENV  := .airflow-venv
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
 AIRFLOW_LOCK  := requirements-airflow.lock
@@ -76,7 +79,7 @@ bench-airflow: $(STAMP) $(AIRFLOW_STAMP)  ## CLI backfill --workers 2 vs Airflow
 	$(BIN)/python bench/airflow_compare.py
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(USER_ID)),--allow-root) notebooks/
 
 status: $(STAMP)
 	$(BIN)/python run_pipeline.py status

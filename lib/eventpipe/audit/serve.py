@@ -14,6 +14,9 @@ HOST = "127.0.0.1"
 class ReportsHandler(SimpleHTTPRequestHandler):
     """Static files under one folder; a path that climbs out of it (``..``, encoded or not) gets 403."""
 
+    # an executed notebook is JSON: served as such, a browser shows it instead of downloading an unknown type
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".ipynb": "application/json"}
+
     def send_head(self):  # type: ignore[override]
         raw = unquote(urlsplit(self.path).path)
         if ".." in raw.split("/") or "\\" in raw or "\x00" in raw:

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from ..settings import (
     parse_duration,
     parse_instant,
     parse_window,
+    read_secret,
 )
 from .audit import add_report_parser, cmd_report, status_run
 from .serve import serve_until_interrupted
@@ -411,7 +413,8 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
     faults = FaultPlan(
         parse_faults(args.faults), every=args.fault_every, retry_after=args.retry_after, slow_s=args.slow_s
     )
-    key = os.environ.get("API_KEY") or DEMO_KEY
+    env_key = read_secret(os.environ, "API_KEY")
+    key = env_key or DEMO_KEY
     try:
         server = DemoServer(
             data,
@@ -431,7 +434,7 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    key_note = "the key in API_KEY" if os.environ.get("API_KEY") else f"key {DEMO_KEY!r}"
+    key_note = "the key in API_KEY" if env_key else f"key {DEMO_KEY!r}"
     serve_until_interrupted(
         server, f"demo API ({args.style}) at {server.url}{ENDPOINTS[args.style]} ({key_note})"
     )
@@ -439,12 +442,11 @@ def cmd_demo_api(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    """Plain aligned lines, so the list survives pipes and grep."""
-    rows = [(key, t, json.dumps(default), h) for key, (t, default, h) in known_params().items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'default':<{widths[2]}}  meaning")
-    for key, t, default, h in rows:
-        print(f"{key:<{widths[0]}}  {t:<{widths[1]}}  {default:<{widths[2]}}  {h}")
+    """Plain text, wrapped at the terminal's width, or at 80 columns in a pipe (a mail, a log, a pager)."""
+    from . import render
+
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
+    print("\n".join(render.param_lines(known_params(), width)))
     return 0
 
 

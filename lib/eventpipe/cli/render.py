@@ -1,4 +1,5 @@
-"""What the command line prints: run outcomes, status, backfill partitions, replay dry runs (rich tables).
+"""What the command line prints: run outcomes, status, backfill partitions, replay dry runs (rich tables),
+the parameter list.
 
 User-visible text from runs and the API is escaped before rich sees it, so markup-like text such as
 ``[cell error]`` prints as it is.
@@ -6,6 +7,8 @@ User-visible text from runs and the API is escaped before rich sees it, so marku
 
 from __future__ import annotations
 
+import json
+import textwrap
 from typing import Any
 
 from rich.console import Console
@@ -215,3 +218,23 @@ def source_check(c: SourceCheck) -> None:
 
 def _cut(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def param_lines(known: dict[str, tuple[str, Any, str]], width: int = 80) -> list[str]:
+    """``params``: per parameter a line of key, type and default, then its meaning indented below it, every
+    line wrapped at ``width`` between words (a long default continues under the default column)."""
+    key_width = max(len(key) for key in known)
+    type_width = max(len(t) for t, _, _ in known.values())
+    out = [f"{'key':<{key_width}}  {'type':<{type_width}}  default", "    meaning"]
+    for key, (type_name, default, meaning) in known.items():
+        head = f"{key:<{key_width}}  {type_name:<{type_width}}  {json.dumps(default)}"
+        out += _wrap(head, width, " " * (key_width + type_width + 4))
+        out += _wrap("    " + meaning, width, "    ")
+    return out
+
+
+def _wrap(text: str, width: int, indent: str) -> list[str]:
+    # never inside a word or at a hyphen: a key, a path or a JSON value stays whole even if it overflows
+    return textwrap.wrap(
+        text, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    ) or [text]

@@ -97,6 +97,7 @@ def kernel_env(settings: Settings) -> dict[str, str]:
         env["API_BASE_URL"] = settings.api.base_url
     if settings.api_key:
         env["API_KEY"] = settings.api_key.reveal()
+        env.pop("API_KEY_FILE", None)  # handed over by value: the kernel would find both set
     return env
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .coerce import known_params
 from .load import (
     DEFAULT_SQLITE,
+    MIN_KEY_CHARS,
     auth_env_names,
     auth_secrets,
     default_database_url,
@@ -18,6 +19,7 @@ from .load import (
     load_params_file,
     load_settings,
     parse_override,
+    read_secret,
 )
 from .project import PROJECT_ROOT, resolve_path
 from .redact import MIN_SECRET_CHARS, Redactor, redact
@@ -51,6 +53,7 @@ from .values import (
 __all__ = [
     "DEFAULT_SQLITE",
     "MAX_DURATION",
+    "MIN_KEY_CHARS",
     "MIN_SECRET_CHARS",
     "PROJECT_ROOT",
     "SECTIONS",
@@ -84,6 +87,7 @@ __all__ = [
     "parse_instant",
     "parse_override",
     "parse_window",
+    "read_secret",
     "redact",
     "resolve_path",
     "shown",

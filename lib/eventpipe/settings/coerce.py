@@ -7,6 +7,7 @@ a value out of range.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from typing import Any
@@ -104,6 +105,15 @@ def _coerce(type_name: str, value: Any) -> Any:
     raise ValueError(f"unsupported type {type_name}")
 
 
+def _closest(key: str, known: dict[str, Any]) -> str | None:
+    """The parameter ``key`` probably means: the one with the same name in another section, else the
+    closest spelling (a typo, a missing or misspelt section)."""
+    name = key.split(".")[-1]
+    same_name = [k for k in known if k.split(".")[-1] == name]
+    close = same_name or difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def build_sections(
     values: dict[str, Any], sources: list[tuple[str, dict[str, Any]]]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -117,8 +127,8 @@ def build_sections(
             if key not in known and _nest(values, key, value):
                 continue
             if key not in known:
-                close = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
-                hint = f" (did you mean {close[0]}?)" if close else " (see `run_pipeline.py params`)"
+                close = _closest(key, known)
+                hint = f" (did you mean {close}?)" if close else " (see `run_pipeline.py params`)"
                 problems.append(f"{origin}: unknown parameter {shown(key)}{hint}")
                 continue
             values[key] = value

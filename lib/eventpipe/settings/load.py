@@ -2,8 +2,8 @@
 
 ``load_settings`` is the entry: it reads each source, hands the values to ``coerce`` and raises one
 ``SettingsError`` with a line per problem. Secrets (``API_KEY``, the password inside ``DATABASE_URL``,
-the variables ``source.auth`` names) come from the environment only and are never part of the
-parameters that a notebook or a report sees.
+the variables ``source.auth`` names) come from the environment only, each as ``NAME`` or from the file
+``NAME_FILE`` names (``read_secret``), and are never part of the parameters that a notebook or a report sees.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ AUTH_ENV = {
     "basic": {"username_env": "API_USER", "password_env": "API_KEY"},
     "none": {},
 }
+# the auth fields that name a user rather than a secret: their values may be short
+_USER_FIELDS = {"username_env"}
+# a shorter key or password is refused: the redactor cannot mask it without also masking ordinary words
+MIN_KEY_CHARS = 8
 
 
 class _ParamsLoader(yaml.SafeLoader):
@@ -117,6 +121,36 @@ def auth_env_names(auth: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+def read_secret(env: Mapping[str, str], name: str) -> str:
+    """The secret ``name``: the variable's value, or the contents of the file that ``NAME_FILE`` names (the
+    Docker and Kubernetes convention) without its trailing newline. Both set, or a file that cannot be
+    read: one ``SettingsError`` line naming the variable (and the path, never the value)."""
+    path = env.get(f"{name}_FILE", "")
+    if not path:
+        return env.get(name, "")
+    if env.get(name):
+        raise SettingsError(f"{name} and {name}_FILE are both set: set one of them")
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as e:
+        raise SettingsError(f"{name}_FILE {path!r} cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}_FILE {path!r} is not UTF-8 text") from None
+
+
+def _short_key_problems(auth: Mapping[str, Any], secrets: Mapping[str, str]) -> list[str]:
+    """A line per key or password (``API_KEY`` and the secrets ``source.auth`` sends, not its user names)
+    that is set but shorter than ``MIN_KEY_CHARS``."""
+    fields = AUTH_ENV.get(str(auth.get("type", "bearer")), {})
+    names = ["API_KEY", *(str(auth.get(f, n)) for f, n in fields.items() if f not in _USER_FIELDS)]
+    return [
+        f"{name} is shorter than {MIN_KEY_CHARS} characters: use a longer key (a short one cannot be "
+        "masked in messages)"
+        for name in dict.fromkeys(names)
+        if 0 < len(secrets.get(name, "")) < MIN_KEY_CHARS
+    ]
+
+
 def auth_secrets(auth: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Secret, ...]:
     """What ``source.auth`` sends that no message may show: the values of its environment variables and, for
     basic auth, the credential of the ``Authorization`` header made of them."""
@@ -150,7 +184,15 @@ def load_settings(
         problems.append("API_BASE_URL is not set: export API_BASE_URL (and API_KEY), or use `run --demo`")
     problems.extend(value_problems(built, problems))
 
-    db_raw = env.get("DATABASE_URL", "").strip()
+    secrets: dict[str, str] = {}
+    for name in dict.fromkeys(("API_KEY", "DATABASE_URL", *auth_env_names(built["source"].auth))):
+        try:
+            secrets[name] = read_secret(env, name)
+        except SettingsError as e:
+            problems.append(str(e))
+    problems.extend(_short_key_problems(built["source"].auth, secrets))
+
+    db_raw = secrets.get("DATABASE_URL", "").strip()
     if db_raw:
         try:
             db_url = normalise_database_url(db_raw)
@@ -165,8 +207,8 @@ def load_settings(
     return Settings(
         **built,
         database_url=Secret(db_url),
-        api_key=Secret(env.get("API_KEY", "")),
-        auth_secrets=auth_secrets(built["source"].auth, env),
+        api_key=Secret(secrets["API_KEY"]),
+        auth_secrets=auth_secrets(built["source"].auth, secrets),
         params_file=str(params_file) if params_file else None,
         overrides=tuple(overrides),
     )

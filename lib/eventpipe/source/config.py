@@ -1,8 +1,8 @@
 """The ``source:`` section read and checked: paginator, records path, format, window, field names, auth.
 
 Everything a config can get wrong is found here, before anything runs, as one ``SettingsError`` line
-naming the key. Secrets are read from the environment variables that ``source.auth`` names; the config
-holds only those names.
+naming the key. Secrets are read from the environment variables that ``source.auth`` names (or the files
+their ``NAME_FILE`` variables name); the config holds only those names.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SettingsError
-from ..settings import Redactor, Settings, auth_env_names
+from ..settings import Redactor, Settings, auth_env_names, read_secret
 from .formats import FORMATS
 from .paginators import Paginator, paginator_factory
 from .window import WindowSpec
@@ -97,7 +97,7 @@ class SourceConfig:
             raise SettingsError(
                 "source.records is empty: name the path of the records list, or $ for the body"
             )
-        auth_env = dict(env)
+        auth_env = {name: read_secret(env, name) for name in auth_env_names(src.auth)}
         if settings.api_key:
             auth_env["API_KEY"] = settings.api_key.reveal()
         return cls(

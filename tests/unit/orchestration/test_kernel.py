@@ -34,8 +34,8 @@ def test_the_kernels_environment_adds_secrets_only(monkeypatch):
     from eventpipe.settings import load_settings
 
     monkeypatch.delenv("API_BASE_URL", raising=False)
-    plain = load_settings(None, ["api.base_url=http://127.0.0.1:9"], env={"API_KEY": "k-1234"})
+    plain = load_settings(None, ["api.base_url=http://127.0.0.1:9"], env={"API_KEY": "k-123456"})
     env = kernel.kernel_env(plain)
-    assert env["API_KEY"] == "k-1234" and "API_BASE_URL" not in env  # the run's settings file names the API
+    assert env["API_KEY"] == "k-123456" and "API_BASE_URL" not in env  # the run's settings file names the API
     with_password = load_settings(None, ["api.base_url=http://127.0.0.1:9/?password=pw-5678"], env={})
     assert kernel.kernel_env(with_password)["API_BASE_URL"] == "http://127.0.0.1:9/?password=pw-5678"

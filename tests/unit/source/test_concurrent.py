@@ -179,9 +179,13 @@ def test_concurrency_is_validated_before_anything_is_fetched():
 
     for bad in ("0", "65", "-1"):
         with pytest.raises(SettingsError, match="api.concurrency"):
-            load_settings(None, [f"api.concurrency={bad}"], env={"API_BASE_URL": "http://x", "API_KEY": "k"})
+            load_settings(
+                None, [f"api.concurrency={bad}"], env={"API_BASE_URL": "http://x", "API_KEY": "k-123456"}
+            )
     with pytest.raises(SettingsError, match="api.max_requests_per_s"):
-        load_settings(None, ["api.max_requests_per_s=-1"], env={"API_BASE_URL": "http://x", "API_KEY": "k"})
+        load_settings(
+            None, ["api.max_requests_per_s=-1"], env={"API_BASE_URL": "http://x", "API_KEY": "k-123456"}
+        )
 
 
 def test_daily_exports_are_fetched_a_day_per_worker_in_order():
