@@ -21,7 +21,8 @@ from .tables import as_utc, utcnow
 
 ERROR_LIMIT = 4000  # characters of an error kept in the row (the report keeps all of it)
 INTERRUPTED = "interrupted: the process running it died before it finished"
-LEDGER_JSON = ("notebooks_sha256", "reports_sha256", "params", "ledger_entry")
+LEDGER_JSON = ("notebooks_sha256", "reports_sha256", "params")
+JSON_COLUMNS = (*LEDGER_JSON, "ledger_entry")  # text on SQLite: decoded as they are read
 
 
 class RunRecords:

@@ -20,7 +20,7 @@ from ..core.records import reason_code
 from ..errors import DatabaseUnavailable
 from ..settings import Settings, mask_url, redact
 from .migrate import upgrade
-from .runs import LEDGER_JSON, RunRecords
+from .runs import JSON_COLUMNS, RunRecords
 from .tables import as_utc, define_tables
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Store:
         if row is None:
             return None
         out = dict(row)
-        for k in LEDGER_JSON:
+        for k in JSON_COLUMNS:
             if isinstance(out.get(k), str):
                 out[k] = json.loads(out[k])
         for k in ("window_since", "window_until", "started_at", "finished_at"):
