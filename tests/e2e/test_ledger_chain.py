@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,14 @@ def _verify(project, capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database in WAL mode (the file alone may miss committed pages)."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    src.backup(dst)
+    src.close()
+    dst.close()
+
+
 def _reseal(project, folder: Path, **changes) -> None:
     """What someone with write access to the folder and the database does to make an edit pass: the run's
     entry recomputed over the folder as it is now (with ``changes``), in ``ledger.json``, the database and
@@ -64,6 +73,14 @@ def _edit(name: str, old: str, new: str) -> Callable[[Path], None]:
     return edit
 
 
+def _append(name: str, line: str) -> Callable[[Path], None]:
+    def append(folder: Path) -> None:
+        with open(folder / name, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    return append
+
+
 def _delete(name: str) -> Callable[[Path], None]:
     return lambda folder: (folder / name).unlink()
 
@@ -74,7 +91,7 @@ TAMPERING = {
         "metrics.json edited",
     ),
     "metrics.json counts": (_edit("metrics.json", '"loaded": ', '"loaded": 1'), "metrics.json edited"),
-    "run.log": (_edit("run.log", "run ", "rerun "), "run.log edited"),
+    "run.log": (_append("run.log", "a line written after the run\n"), "run.log edited"),
     "metrics.prom": (_edit("metrics.prom", "} 1.0", "} 0.0"), "metrics.prom edited"),
     "executed notebook": (_edit("03_load.ipynb", "load", "lode"), "03_load.ipynb edited"),
     "run.html": (_edit("run.html", "<body", "<body data-x='1'"), "run.html edited"),
@@ -155,12 +172,12 @@ def test_the_chain_breaks_where_a_run_was_deleted_reordered_or_rewritten(project
     backup = tmp_path / "backup"
     db = Path(project.database_url.split("///", 1)[1])
     shutil.copytree(project.reports, backup / "reports")
-    shutil.copy(db, backup / "db")
+    _copy_sqlite(db, backup / "db")
 
     def restore() -> None:
         shutil.rmtree(project.reports)
         shutil.copytree(backup / "reports", project.reports)
-        shutil.copy(backup / "db", db)
+        _copy_sqlite(backup / "db", db)
         assert _verify(project, capsys)[0] == 0
 
     # a whole run deleted: its folder and its database row
