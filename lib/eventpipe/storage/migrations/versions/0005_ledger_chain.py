@@ -13,22 +13,16 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-JSONText = sa.Text().with_variant(JSONB(), "postgresql")
-COLUMNS = (
-    ("ledger_seq", sa.Integer),
-    ("ledger_sha256", sa.Text),
-    ("ledger_entry", JSONText),
-)
-
 
 def upgrade() -> None:
-    schema = context.config.attributes.get("schema")
-    for name, type_ in COLUMNS:
-        op.add_column("pipeline_runs", sa.Column(name, type_), schema=schema)
+    with op.batch_alter_table("pipeline_runs", schema=context.config.attributes.get("schema")) as batch:
+        batch.add_column(sa.Column("ledger_seq", sa.Integer))
+        batch.add_column(sa.Column("ledger_sha256", sa.Text))
+        batch.add_column(sa.Column("ledger_entry", sa.Text().with_variant(JSONB(), "postgresql")))
 
 
 def downgrade() -> None:
-    schema = context.config.attributes.get("schema")
-    with op.batch_alter_table("pipeline_runs", schema=schema) as batch:
-        for name, _ in reversed(COLUMNS):
-            batch.drop_column(name)
+    with op.batch_alter_table("pipeline_runs", schema=context.config.attributes.get("schema")) as batch:
+        batch.drop_column("ledger_entry")
+        batch.drop_column("ledger_sha256")
+        batch.drop_column("ledger_seq")
