@@ -260,3 +260,12 @@ def test_a_run_without_a_key_is_reported_unsigned(project, capsys, tmp_path):
     assert not (project.reports / run_id / "attestation.dsse.json").exists()
     code, out = _verify(project, capsys, "--public-key", f"{key}.pub")
     assert code == 1 and "has no signed attestation" in out
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_key_that_cannot_be_used_stops_the_run_before_it_starts(project, capsys, tmp_path, monkeypatch):
+    (tmp_path / "rsa.key").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    monkeypatch.setenv(ENV_KEY_FILE, str(tmp_path / "rsa.key"))
+    assert project.cli("run") == 2
+    assert "signing key" in capsys.readouterr().err
+    assert not project.reports.exists() or not any(project.reports.iterdir())

@@ -11,13 +11,16 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.run_metrics import RunMetrics
 from . import index
 from .chain import record_derived
 from .ledger import report_hashes
 from .notebook_html import notebook_to_html
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ def finish_run(
     metrics: RunMetrics,
     report_dir: Path,
     source_notebooks: Iterable[Path],
-    signing_key: Any = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> RunMetrics:
     """Everything the audit trail adds once a run has ended, succeeded or failed: HTML of its notebooks,
     its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index,
