@@ -85,3 +85,31 @@ def test_without_the_database_a_folder_vouches_for_itself_and_with_it_a_missing_
     assert _problems(tmp_path, db.rows) == [
         "run-1: - is not in the database (its pipeline_runs row was deleted?): its own folder cannot vouch for it"
     ]
+
+
+class NoDatabase:
+    def record_seal(self, run_id: str, entry: dict[str, Any]) -> None:
+        """The folder's copy only (a worker process has no shared fake database)."""
+
+
+def _seal_some(reports: Path, worker: int) -> None:
+    for i in range(4):
+        folder = reports / f"w{worker}-{i}"
+        folder.mkdir()
+        (folder / "metrics.json").write_text("{}")
+        seal(folder, LEDGER, NoDatabase())
+
+
+def test_runs_sealing_at_the_same_time_still_form_one_chain(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_seal_some, args=(tmp_path, w)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+    assert [p.exitcode for p in workers] == [0, 0, 0, 0]
+    seqs = sorted(json.loads((f / LEDGER_FILE).read_text())["seq"] for f in tmp_path.iterdir() if f.is_dir())
+    assert seqs == list(range(1, 17))
+    assert _problems(tmp_path, None) == []
