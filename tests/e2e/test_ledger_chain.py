@@ -209,7 +209,6 @@ def test_the_chain_breaks_where_a_run_was_deleted_reordered_or_rewritten(project
     assert code == 1 and f"chain.json names seq 3 ({third})" in out, out
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_run_forged_without_the_private_key_fails_signature_verification(
     project, capsys, tmp_path, monkeypatch
 ):

@@ -119,6 +119,8 @@ class Finding:
     level: str = "CHANGED"  # UNKNOWN: nothing to check it against (not a failure)
 
     def __str__(self) -> str:
+        if self.report == "-":  # the run itself, not one of its files
+            return f"{self.run_id}: {self.problem}"
         return f"{self.run_id}: {self.report} {self.problem}"
 
 

@@ -83,7 +83,7 @@ def test_without_the_database_a_folder_vouches_for_itself_and_with_it_a_missing_
     del db.rows["run-1"]
     assert _problems(tmp_path, None) == []
     assert _problems(tmp_path, db.rows) == [
-        "run-1: - is not in the database (its pipeline_runs row was deleted?): its own folder cannot vouch for it"
+        "run-1: is not in the database (its pipeline_runs row was deleted?): its own folder cannot vouch for it"
     ]
 
 
