@@ -1,4 +1,4 @@
-"""Build a run's audit files (HTML, run page, ledger, metrics export) and the index; serve the folder.
+"""Build a run's audit files (HTML, run page, ledger, metrics export, attestation) and the index; serve the folder.
 
 The runner calls ``finish_run`` after each run; ``report [RUN_ID…]`` calls ``rebuild``
 for older runs. ``serve`` is ``report --serve``: the reports folder only, on 127.0.0.1.
@@ -11,12 +11,16 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.run_metrics import RunMetrics
 from . import index
+from .chain import record_derived
 from .ledger import report_hashes
 from .notebook_html import notebook_to_html
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,8 @@ def rebuild(
 ) -> list[str]:
     """Re-make the HTML and run pages of ``run_ids`` (all runs when empty), then the index; return the ids.
 
-    HTML is a derived view of the executed notebook, so its new hashes are recorded
-    in the run's ``metrics.json`` ledger; the notebooks' own hashes are never rewritten.
+    HTML and run pages are derived views, so their new hashes are recorded beside a sealed run's entry
+    (``ledger.json``; in ``metrics.json`` for a run sealed before the chain); sealed files are never rewritten.
     """
     wanted = set(run_ids)
     runs = index.read_runs(reports_dir)
@@ -55,14 +59,16 @@ def rebuild(
             continue
         if html:
             write_notebook_html(run.folder, with_code=with_code)
-            record_html_hashes(run)
         index.write_run_page(run)
+        if not record_derived(run.folder) and html:
+            record_html_hashes(run)
         done.append(run.run_id)
     index.write_index(reports_dir, runs)
     return done
 
 
 def record_html_hashes(run: index.RunSummary) -> None:
+    """A run from before the ledger chain: its rebuilt HTML's hashes go into its ``metrics.json`` ledger."""
     ledger = run.run_metrics.ledger if run.run_metrics else None
     if not ledger:
         return
@@ -99,13 +105,23 @@ def stage_manifests(run_dir: Path, have: Iterable[str]) -> dict[str, dict[str, A
 
 
 def finish_run(
-    settings: Any, store: Any, metrics: RunMetrics, report_dir: Path, source_notebooks: Iterable[Path]
+    settings: Any,
+    store: Any,
+    metrics: RunMetrics,
+    report_dir: Path,
+    source_notebooks: Iterable[Path],
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> RunMetrics:
     """Everything the audit trail adds once a run has ended, succeeded or failed: HTML of its notebooks,
-    its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index.
+    its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index,
+    then the folder sealed in the ledger chain (``ledger.json``) and, with ``signing_key`` (an Ed25519
+    private key), its signed attestation.
 
-    Each step logs and carries on when it fails: the run's outcome is already recorded.
+    Each step logs and carries on when it fails: the run's outcome is already recorded. The seal comes
+    last, when every file the run writes is in its folder (the runner closed ``run.log`` before).
     """
+    from .attest import attest
+    from .chain import seal
     from .ledger import ledger_entry
     from .metrics_export import PROM_FILE, write_prom
 
@@ -133,6 +149,9 @@ def finish_run(
             index.write_index(reports_dir, runs)
         except Exception as e:  # noqa: BLE001
             log.warning("run page or index not rebuilt: %s: %s", type(e).__name__, e)
+    sealed = seal(report_dir, entry, store)
+    if signing_key is not None:
+        attest(report_dir, sealed, metrics, entry["params"], signing_key)
     return metrics
 
 

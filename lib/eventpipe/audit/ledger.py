@@ -116,15 +116,20 @@ class Finding:
     run_id: str
     report: str
     problem: str  # edited / deleted / unrecorded / no ledger
+    level: str = "CHANGED"  # UNKNOWN: nothing to check it against (not a failure)
 
     def __str__(self) -> str:
+        if self.report == "-":  # the run itself, not one of its files
+            return f"{self.run_id}: {self.problem}"
         return f"{self.run_id}: {self.report} {self.problem}"
 
 
 def verify_run(run_id: str, report_dir: Path, recorded: Mapping[str, str] | None) -> list[Finding]:
     """Compare a run's saved reports with the hashes recorded when it finished."""
     if recorded is None:
-        return [Finding(run_id, "-", "has no ledger entry (run before the ledger, or never finished)")]
+        return [
+            Finding(run_id, "-", "has no ledger entry (run before the ledger, or never finished)", "UNKNOWN")
+        ]
     findings = []
     current = report_hashes(report_dir) if report_dir.is_dir() else {}
     for name, digest in sorted(recorded.items()):

@@ -1,4 +1,5 @@
-"""The audit commands: ``report [RUN_ID...]``, ``report verify [RUN_ID]``, ``report --serve``, ``status --run``."""
+"""The audit commands: ``report [RUN_ID...]``, ``report verify [RUN_ID]``, ``report keygen FILE``, ``report --serve``,
+``status --run``."""
 
 from __future__ import annotations
 
@@ -17,12 +18,26 @@ def add_report_parser(sub: Any, common: Any) -> None:
     rp = sub.add_parser(
         "report",
         help="(re)build HTML reports and the run index; `report verify` checks them",
-        description="report [RUN_ID ...] rebuilds; report verify [RUN_ID] checks the saved "
-        "reports against the ledger; report --serve serves the reports folder",
+        description="report [RUN_ID ...] rebuilds; report verify [RUN_ID] checks every file of the runs "
+        "against their ledger entries and, without RUN_ID, the chain across runs; report keygen FILE makes "
+        "a signing key pair; report --serve serves the reports folder",
     )
     common(rp)
     rp.add_argument(
-        "run_ids", nargs="*", metavar="RUN_ID", help="runs to rebuild (default: all); or `verify [RUN_ID]`"
+        "run_ids",
+        nargs="*",
+        metavar="RUN_ID",
+        help="runs to rebuild (default: all); or `verify [RUN_ID]`, or `keygen FILE`",
+    )
+    rp.add_argument("--all", action="store_true", help="with verify: every run and the chain (the default)")
+    rp.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="with verify: check each run's signed attestation with this Ed25519 public key (PEM); "
+        "repeat it for the keys of earlier rotations",
     )
     rp.add_argument("--with-code", action="store_true", help="keep the code cells in the HTML")
     rp.add_argument(
@@ -35,9 +50,21 @@ def add_report_parser(sub: Any, common: Any) -> None:
 def cmd_report(args: argparse.Namespace, settings: Any) -> int:
     reports_dir = settings.path("reports_dir")
     if args.run_ids[:1] == ["verify"]:
-        if len(args.run_ids) > 2:
-            raise SettingsError("report verify takes at most one RUN_ID")
-        return verify(settings, reports_dir, args.run_ids[1] if len(args.run_ids) == 2 else None)
+        if len(args.run_ids) > 2 or (args.all and len(args.run_ids) == 2):
+            raise SettingsError("report verify takes one RUN_ID, or none (--all: every run and the chain)")
+        run_id = args.run_ids[1] if len(args.run_ids) == 2 else None
+        return verify(settings, reports_dir, run_id, args.public_key)
+    if args.run_ids[:1] == ["keygen"]:
+        if len(args.run_ids) != 2:
+            raise SettingsError(
+                "report keygen takes the private key's FILE (the public key goes to FILE.pub)"
+            )
+        from ..audit.attest import ENV_KEY_FILE, keygen
+
+        private, public = keygen(Path(args.run_ids[1]))
+        print(f"private key: {private} (keep it secret; the runs read it from {ENV_KEY_FILE})")
+        print(f"public key:  {public} (give it to whoever verifies: report verify --public-key {public})")
+        return 0
     if not args.no_build:
         from ..audit.build import rebuild
 
@@ -87,49 +114,33 @@ def _store_html_hashes(settings: Any, reports_dir: Path, run_ids: list[str]) -> 
         store.dispose()
 
 
-def verify(settings: Any, reports_dir: Path, run_id: str | None) -> int:
-    """Recompute every saved report's SHA-256 and compare with the ledger (the database's copy first)."""
-    from ..audit.ledger import verify_run
+def verify(settings: Any, reports_dir: Path, run_id: str | None, public_keys: list[Path]) -> int:
+    """Every file of each run against its ledger entry (the database's copy first), the chain across runs
+    when no ``run_id`` is given, and with ``public_keys`` each run's signed attestation; exit 1 on a finding."""
+    from ..audit.attest import load_public_key
+    from ..audit.verify import verify as verify_runs
 
+    keys = [load_public_key(p) for p in public_keys]
     store = _store(settings)
-    recorded: dict[str, dict[str, str] | None] = {}
-    folders: dict[str, Path] = {}
     try:
-        if store is not None:
-            if run_id:
-                entry = store.run_entry(run_id)
-                rows = [entry] if entry else []
-            else:
-                rows = [store.run_entry(r["run_id"]) for r in store.recent_runs(limit=100000)]
-            for r in rows:
-                if r and r.get("reports_sha256") is not None:
-                    recorded[r["run_id"]] = r["reports_sha256"]
-                    folders[r["run_id"]] = (
-                        Path(r["report_dir"]) if r.get("report_dir") else reports_dir / r["run_id"]
-                    )
+        rows = store.ledger_rows() if store is not None else None
     finally:
         if store is not None:
             store.dispose()
-    for folder in reports_dir.iterdir() if reports_dir.is_dir() else ():
-        if not folder.is_dir() or (run_id and folder.name != run_id) or folder.name in recorded:
-            continue
-        path = folder / "metrics.json"
-        ledger = RunMetrics.read(path).ledger if path.is_file() else None
-        recorded[folder.name] = (ledger or {}).get("reports_sha256")
-        folders[folder.name] = folder
-    if run_id and run_id not in recorded:
+    if rows is None:
+        print(
+            "NOTE     the database cannot be reached: each run is checked against its own folder's ledger only"
+        )
+    result = verify_runs(reports_dir, rows, run_id, keys)
+    if run_id and not result.checked:
         raise SettingsError(f"report verify: no run {run_id!r} in the database or under {reports_dir}")
-    findings = []
-    for rid in sorted(recorded):
-        findings += verify_run(rid, folders[rid], recorded[rid])
-    for f in findings:
-        print(f"CHANGED  {f}" if "no ledger" not in f.problem else f"UNKNOWN  {f}")
-    bad = [f for f in findings if "no ledger" not in f.problem]
-    checked = len(recorded)
-    print(
-        f"{checked} run(s) checked: "
-        + (f"{len(bad)} report(s) differ from the ledger" if bad else "every saved report matches the ledger")
-    )
+    for f in result.findings:
+        print(f"{f.level:<8} {f}")
+    bad = result.changed
+    what = "every file matches its ledger entry" + ("" if run_id else ", the chain holds")
+    if keys:
+        what += ", every run is signed"
+    print(f"{result.checked} run(s) checked: " + (f"{len(bad)} finding(s)" if bad else what))
     return 1 if bad else 0
 
 

@@ -34,6 +34,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
+from ..audit.attest import ENV_KEY, ENV_KEY_FILE
 from ..settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ def kernel_env(settings: Settings) -> dict[str, str]:
     """The environment a notebook kernel starts with: this process's, plus the secrets the settings resolved.
 
     This is the only way a secret reaches a kernel (the run's settings file holds none), and it leaves this
-    process's own ``os.environ`` as it is.
+    process's own ``os.environ`` as it is. The run-signing key stays out: only the runner signs.
     """
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_KEY, ENV_KEY_FILE)}
     if mask_url(settings.api.base_url) != settings.api.base_url:  # a password in its query: the file masks it
         env["API_BASE_URL"] = settings.api.base_url
     if settings.api_key:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ..audit.attest import signing_key
 from ..audit.build import finish_run, stage_manifests
 from ..audit.metrics_export import emit_lineage, lineage_clients
 from ..core.counts import RunCounts
@@ -99,6 +100,7 @@ class Runner:
         self.notebooks_dir = settings.path("notebooks_dir")
         self.kernel = kernel if settings.runner.shared_kernel else None
         self.lineage = lineage_clients(settings.lineage.url, settings.lineage.file)
+        self.signing_key = signing_key()  # a bad key stops the command before any run (exit 2)
 
     def preflight(self) -> None:
         """Everything that can be checked before a run: database, folders, schema."""
@@ -242,7 +244,7 @@ class Runner:
         if "load" in run.plan.stages:  # the run ends with this execution
             metrics.counts.check()
             write_json_atomic(run.report_dir / "metrics.json", metrics.to_json())
-            self._audit(metrics, run.report_dir, "COMPLETE")
+            self._audit(run, metrics, "COMPLETE")
             if not self.settings.runner.keep_runs:
                 shutil.rmtree(run.run_dir, ignore_errors=True)  # kept after a failure, for inspection
         return RunOutcome(run.plan.run_id, "succeeded", metrics, run.report_dir, stage_seconds=run.seconds)
@@ -256,8 +258,8 @@ class Runner:
         metrics.error = RunError(failure.stage, failure.failure_class, failure.detail)
         self.store.fail_run(run.plan.run_id, failure.stage, failure.failure_class, failure.detail)
         write_json_atomic(run.report_dir / "metrics.json", metrics.to_json())
-        self._audit(metrics, run.report_dir, "FAIL")
         log.error("%s", failure)
+        self._audit(run, metrics, "FAIL")
         return RunOutcome(run.plan.run_id, "failed", metrics, run.report_dir, failure, run.seconds)
 
     def _abort(self, run: _Execution, e: PipelineError) -> None:
@@ -275,10 +277,17 @@ class Runner:
             run.kernel.shutdown()
         detach_file_log(run.file_log)
 
-    def _audit(self, metrics: RunMetrics, report_dir: Path, event: str) -> None:
-        """The audit trail of a finished run (HTML, ledger, metrics.prom, index) and its lineage event."""
+    def _audit(self, run: _Execution, metrics: RunMetrics, event: str) -> None:
+        """The audit trail of a finished run (HTML, ledger, metrics.prom, index, seal) and its lineage event.
+        ``run.log`` is closed first: the seal covers it as it stays."""
+        detach_file_log(run.file_log)
         finish_run(
-            self.settings, self.store, metrics, report_dir, [self.notebooks_dir / nb for _, nb in STAGES]
+            self.settings,
+            self.store,
+            metrics,
+            run.report_dir,
+            [self.notebooks_dir / nb for _, nb in STAGES],
+            self.signing_key,
         )
         self._lineage(event, metrics.run_id, metrics.kind)
 

@@ -22,6 +22,7 @@ from .tables import as_utc, utcnow
 ERROR_LIMIT = 4000  # characters of an error kept in the row (the report keeps all of it)
 INTERRUPTED = "interrupted: the process running it died before it finished"
 LEDGER_JSON = ("notebooks_sha256", "reports_sha256", "params")
+JSON_COLUMNS = (*LEDGER_JSON, "ledger_entry")  # text on SQLite: decoded as they are read
 
 
 class RunRecords:
@@ -143,6 +144,15 @@ class RunRecords:
             for k in LEDGER_JSON:
                 values[k] = json.dumps(values[k], sort_keys=True, default=str)
         self._set(conn, run_id, **values)
+
+    def seal(self, conn: Connection, run_id: str, entry: dict[str, Any]) -> None:
+        """A run's sealed ledger entry, its place in the chain and its hash (``audit.chain.seal``)."""
+        sealed: Any = entry
+        if conn.dialect.name == "sqlite":
+            sealed = json.dumps(entry, sort_keys=True, default=str)
+        self._set(
+            conn, run_id, ledger_seq=entry["seq"], ledger_sha256=entry["entry_sha256"], ledger_entry=sealed
+        )
 
     def _insert(self, conn: Connection, run_id: str, kind: str, started: datetime, **values: Any) -> None:
         conn.execute(

@@ -20,7 +20,7 @@ from ..core.records import reason_code
 from ..errors import DatabaseUnavailable
 from ..settings import Settings, mask_url, redact
 from .migrate import upgrade
-from .runs import LEDGER_JSON, RunRecords
+from .runs import JSON_COLUMNS, RunRecords
 from .tables import as_utc, define_tables
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,26 @@ class Store:
         with self.engine.begin() as conn:
             self.records.ledger(conn, run_id, entry)
 
+    def record_seal(self, run_id: str, entry: dict[str, Any]) -> None:
+        """Store a run's sealed ledger entry (``audit.chain.seal``) in its ``pipeline_runs`` row."""
+        with self.engine.begin() as conn:
+            self.records.seal(conn, run_id, entry)
+
+    def ledger_rows(self) -> dict[str, dict[str, Any]]:
+        """Every run's ``report_dir``, ``reports_sha256`` and sealed ``ledger_entry`` by run id (``report verify``)."""
+        r = self.t.runs
+        cols = (r.c.report_dir, r.c.reports_sha256, r.c.ledger_entry)
+        with self.reader.connect() as conn:
+            rows = conn.execute(select(r.c.run_id, *cols)).mappings().all()
+        out = {}
+        for row in rows:
+            d = {c.name: row[c.name] for c in cols}
+            for k in ("reports_sha256", "ledger_entry"):
+                if isinstance(d[k], str):
+                    d[k] = json.loads(d[k])
+            out[row["run_id"]] = d
+        return out
+
     def run_entry(self, run_id: str) -> dict[str, Any] | None:
         """One run's row, ledger columns decoded, times as ISO text; None when there is no such run."""
         with self.reader.connect() as conn:
@@ -119,7 +139,7 @@ class Store:
         if row is None:
             return None
         out = dict(row)
-        for k in LEDGER_JSON:
+        for k in JSON_COLUMNS:
             if isinstance(out.get(k), str):
                 out[k] = json.loads(out[k])
         for k in ("window_since", "window_until", "started_at", "finished_at"):

@@ -96,6 +96,10 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("params", JSONText),
         Column("params_sha256", Text),
         Column("run_user", Text),
+        # the ledger chain (migration 0005): the sealed entry, its place in the chain and its hash
+        Column("ledger_seq", Integer),
+        Column("ledger_sha256", Text),
+        Column("ledger_entry", JSONText),
     )
     state = Table(
         "pipeline_state",
