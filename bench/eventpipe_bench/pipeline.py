@@ -156,7 +156,7 @@ def direct_child(argv: list[str]) -> int:
 
     stages.setup_logging()
     ctx = stages.StageContext.from_parameters(
-        a.since, a.until, "bench-direct", a.run_dir, a.params_file, a.overrides, "backfill"
+        a.since, a.until, "bench-direct", a.run_dir, a.params_file, a.overrides, scratch=False
     )
     calls = {
         "extract": lambda: stages.extract(ctx),

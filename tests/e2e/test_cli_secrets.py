@@ -3,14 +3,16 @@ what one from the environment does; a secret that cannot be used is one line on 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from eventpipe.demo.api import DEMO_USER, DemoConfig
+from eventpipe.demo.data import DemoConfig
+from eventpipe.demo.server import DEMO_USER
 from support import (
     API_KEY,
+    NOW,
     ROOT,
     UNSET,
     Project,
@@ -46,7 +48,7 @@ def test_a_run_with_the_key_and_the_database_url_from_files_loads_the_table(proj
 
 
 def test_a_basic_auth_source_reads_its_user_and_password_from_files(tmp_path, pg_fresh_url, monkeypatch):
-    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - 8 * HOUR
+    start = NOW.replace(minute=0) - 8 * HOUR
     api = start_api(DemoConfig(start=start, events_per_hour=40, end=start + 8 * HOUR), style="mixpanel")
     try:
         secrets = tmp_path / "secrets"
@@ -59,7 +61,7 @@ def test_a_basic_auth_source_reads_its_user_and_password_from_files(tmp_path, pg
         since, until = start + 2 * HOUR, start + 5 * HOUR
         preset = str(ROOT / "params" / "sources" / "mixpanel.yaml")
         window = ["--start", since.isoformat(), "--end", until.isoformat()]
-        assert project.cli("backfill", *window, "--params", preset, "-p", "quality.min_pass_rate=0.8") == 0
+        assert project.cli("backfill", *window, "--params", preset) == 0
         assert table_rows(pg_fresh_url) == expected_table(api, since, until)
         for path in project.reports.rglob("*"):
             assert not path.is_file() or API_KEY.encode() not in path.read_bytes(), path
