@@ -63,8 +63,6 @@ def test_empty_window_is_one_empty_page(plain_api):
         "504",
         "drop",
         "truncate",
-        "missing_items",
-        "missing_has_more",
         "slow",
     ],
 )
