@@ -86,15 +86,15 @@ class PathMismatch(Exception):
         if value is MISSING:
             problem = f"has no {wanted} at the {label} {path!r}"
         else:
-            problem = f"holds {json_type(value)} {_show(value)}, not {wanted}, at the {label} {path!r}"
+            problem = f"holds {json_type(value)} {_show(value)}, not a {wanted}, at the {label} {path!r}"
         super().__init__(f"{problem} ({setting}; {keys_found(body, path)})")
         self.setting, self.path = setting, path
 
 
 def _show(value: Any) -> str:
-    text = (
-        repr(value) if not isinstance(value, (dict, list)) else ("{…}" if isinstance(value, dict) else "[…]")
-    )
+    if isinstance(value, (dict, list)):
+        return "{…}" if isinstance(value, dict) else "[…]"
+    text = repr(value)
     return text if len(text) <= 40 else text[:39] + "…"
 
 
@@ -206,7 +206,7 @@ class PageNumberPaginator(Paginator):
                     "has_more path",
                     "source.paginator.has_more_path",
                     self.has_more_path,
-                    "a boolean",
+                    "boolean",
                     response.body,
                 )
             if more and not response.n_items:
@@ -268,7 +268,7 @@ class OffsetPaginator(Paginator):
 def _total(body: Any, path: str) -> int:
     total = find(body, path)
     if not isinstance(total, int) or isinstance(total, bool):
-        raise PathMismatch("total path", "source.paginator.total_path", path, "a whole number", body)
+        raise PathMismatch("total path", "source.paginator.total_path", path, "whole number", body)
     return total
 
 
@@ -279,7 +279,7 @@ def _link(response: Response, path: str, label: str, setting: str, types: tuple[
     if value is MISSING and (parent or not response.n_items) or value in (None, ""):
         return None
     if value is MISSING or isinstance(value, bool) or not isinstance(value, types):
-        wanted = "a " + " or ".join(json_type(t()) for t in types)
+        wanted = " or ".join(json_type(t()) for t in types)
         raise PathMismatch(label, setting, path, wanted, response.body)
     return value
 

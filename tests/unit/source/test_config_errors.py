@@ -4,6 +4,7 @@ still ends the data; one sent again ends it only with ``source.paginator.repeat:
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -39,17 +40,25 @@ MISMATCHES = {
     "records path": (
         {},
         {"results": [item(1)], "has_more": False},
-        ["records path 'items'", "source.records", "top-level keys: results, has_more"],
+        ["has no list at the records path 'items'", "source.records", "top-level keys: results, has_more"],
     ),
     "has_more path": (
         {},
         {"items": [item(1)], "more": False},
-        ["has_more path 'has_more'", "source.paginator.has_more_path", "top-level keys: items, more"],
+        [
+            "has no boolean at the has_more path 'has_more'",
+            "source.paginator.has_more_path",
+            "top-level keys: items, more",
+        ],
     ),
     "total path, page_number": (
         {"paginator": {"type": "page_number", "has_more_path": "", "total_path": "meta.total_pages"}},
         {"items": [item(1)], "meta": {"page": 1, "pages": 3}},
-        ["total path 'meta.total_pages'", "source.paginator.total_path", "keys under 'meta': page, pages"],
+        [
+            "has no whole number at the total path 'meta.total_pages'",
+            "source.paginator.total_path",
+            "keys under 'meta': page, pages",
+        ],
     ),
     "total path, offset": (
         {"paginator": {"type": "offset", "total_path": "total"}, "records": "data"},
@@ -219,6 +228,9 @@ def test_each_preset_wire_format_with_a_wrong_path_fails_after_one_request(style
         )
         with pytest.raises(ResponseShapeError, match=named):
             list(client.pages(SINCE, UNTIL))
+        assert api.server.requests == 1
+        while len(api.server.request_log) < api.server.requests:  # logged once the answer has gone out
+            time.sleep(0.01)
         assert [r.status for r in api.server.request_log] == [200]
     finally:
         api.server.stop()
