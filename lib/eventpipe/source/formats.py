@@ -30,7 +30,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from ..jsonio import dumps, loads
 from ..rundir import unparsed
-from .paginators import PathMismatch, find
+from .paginators import MISSING, PathMismatch, find
 
 FORMATS = ("json", "jsonl", "zip")
 STREAM_ABOVE = 8 * 2**20  # a JSON body larger than this is streamed through a temporary file
@@ -391,7 +391,9 @@ def _stream_records(spool: IO[bytes], path: str, rows: int, keep: tuple[str, ...
             pending.append(_dump_batch(batch))
             count += len(batch)
         flush()
-        outline = _outline(spool, (path, *keep))
+        outline = _kept(spool, keep) if found else None
+        if outline is None:  # a path without a value, or no record: which objects are there?
+            outline = _outline(spool, (path, *keep))
     except (ijson.JSONError, ValueError):  # broken JSON, numbers past 64 bits, bytes that are not UTF-8
         raise _Slow from None
     if not found and not isinstance(find(outline, path), list):
@@ -413,10 +415,28 @@ def _dump_batch(batch: list[Any]) -> bytes:
 _EMPTY = {"start_map": dict, "start_array": list}
 
 
+def _kept(spool: IO[bytes], keep: tuple[str, ...]) -> dict[str, Any] | None:
+    """The values at ``keep`` (null ones too), nested as in the body, each found by ijson's C parser; None
+    when one is absent, so that ``_outline`` says which objects are there."""
+    doc: dict[str, Any] = {}
+    for p in keep:
+        spool.seek(0)
+        value = next(ijson.items(spool, p, use_float=True), MISSING)
+        if value is MISSING:
+            return None
+        node = doc
+        *parents, last = p.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return doc
+
+
 def _outline(spool: IO[bytes], paths: tuple[str, ...]) -> Any:
     """The document reduced, in one pass, to what ``paths`` lead through: the objects on the way with
     their keys (other values as null), and the value at each path (an object or array there as an empty
-    one). The paginator and the mismatch messages read it as they would the whole document."""
+    one). The paginator and the mismatch messages read it as they would the whole document. Every token
+    passes through Python here, so a body whose paths all hold values takes ``_kept`` instead."""
     steps = {p for p in paths if p not in ("", "$")}
     parents = {""} | {".".join(p.split(".")[:i]) for p in steps for i in range(1, p.count(".") + 1)}
     nodes: dict[str, Any] = {}

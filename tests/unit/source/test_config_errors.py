@@ -234,3 +234,14 @@ def test_each_preset_wire_format_with_a_wrong_path_fails_after_one_request(style
         assert [r.status for r in api.server.request_log] == [200]
     finally:
         api.server.stop()
+
+
+def test_a_streamed_page_tells_an_absent_cursor_object_from_an_absent_cursor():
+    events = [item(i) for i in range(150_000)]
+    cursor = {"type": "cursor", "cursor_path": "response_metadata.next_cursor"}
+    with serve({"events": events, "response_metadata": {"x": 1}}) as api:
+        assert len(fetch(api.url, paginator=cursor, records="events")) == 150_000  # absent from its object
+    with serve({"events": events, "metadata": {"next_cursor": "c2"}}) as api:
+        with pytest.raises(ResponseShapeError, match="cursor path .*top-level keys: events, metadata"):
+            fetch(api.url, paginator=cursor, records="events")
+    assert len(api.seen) == 1
