@@ -48,6 +48,16 @@ class RetriesExhausted(SourceError):
         self.last_error = last_error
 
 
+class ResponseShapeError(SourceError):
+    """An answer lacks what a configured path names (the records list, a total, a cursor, a next link):
+    the configuration does not match the API. Never retried: another attempt gets the same body."""
+
+    def __init__(self, message: str, *, setting: str, path: str, page: int | None):
+        super().__init__(message, page=page)
+        self.setting = setting
+        self.path = path
+
+
 class QualityGateFailed(PipelineError):
     """The pass rate of a batch is under ``quality.min_pass_rate``: nothing is loaded."""
 

@@ -15,7 +15,7 @@ from eventpipe.demo.faults import FaultPlan
 from support import HOUR, Clock, Project, expected_table, query, runs, start_api, table_rows
 
 FAST = ["-p", "api.backoff_initial_s=0.02", "-p", "api.backoff_max_s=0.2", "-p", "api.per_page=20"]
-FAULTS = ("429", "503", "drop", "truncate", "429", "500", "missing_has_more")
+FAULTS = ("429", "503", "drop", "truncate", "429", "500", "502")
 
 
 @pytest.fixture

@@ -36,8 +36,6 @@ def banner(project, run_id: str, notebook: str) -> str:
         ("500", "502", "503", "504"),  # 5xx bursts
         ("drop",),
         ("truncate",),
-        ("missing_items",),
-        ("missing_has_more",),
         ("repeat",),
     ],
 )

@@ -142,12 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     src = sub.add_parser("source", help="check the configured source (source check)")
     src_sub = src.add_subparsers(dest="source_command", required=True, parser_class=_Parser)
     chk = src_sub.add_parser(
-        "check", help="fetch the first page and show records before and after mapping, and the rules' verdict"
+        "check",
+        help="read the first page of the next run's window: one record before and after the field map, "
+        "and what a run would make of every record",
     )
     _common(chk)
     chk.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
-    chk.add_argument("--since", help="window start (default: a day before --until)")
-    chk.add_argument("--until", help="window end (default: now)")
+    chk.add_argument(
+        "--since", help="window start (default: the next run's window; with --until only, a day before it)"
+    )
+    chk.add_argument("--until", help="window end (default: the next run's window; with --since only, now)")
+    chk.add_argument("--pages", type=int, default=1, help="read up to this many pages (default 1)")
 
     sub.add_parser("params", help="list every parameter with its type, default and meaning")
     add_report_parser(sub, _common)
@@ -455,15 +460,24 @@ def cmd_report_command(args: argparse.Namespace) -> int:
 
 
 def cmd_source(args: argparse.Namespace) -> int:
-    from ..orchestration.source_check import first_page
+    from ..orchestration.source_check import CheckWindow, check_source, next_run_window
     from .render import source_check
 
-    until = parse_instant(args.until) if args.until else clock.now()
-    since = parse_instant(args.since) if args.since else until - timedelta(days=1)
-    if until <= since:
-        raise SettingsError("source check: --until must be after --since")
+    if args.pages < 1:
+        raise SettingsError("source check: --pages must be at least 1")
     with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
-        source_check(first_page(settings, since, until))
+        if args.since or args.until:
+            until = parse_instant(args.until) if args.until else clock.now()
+            since = parse_instant(args.since) if args.since else until - timedelta(days=1)
+            if until <= since:
+                raise SettingsError("source check: --until must be after --since")
+            window = CheckWindow(since, until, "as asked with --since/--until")
+        else:
+            window = next_run_window(settings)
+            if window.since >= window.until:
+                print(f"nothing to read yet: {window.why} is empty")
+                return 0
+        source_check(check_source(settings, window, args.pages))
     return 0
 
 

@@ -16,11 +16,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.counts import RunCounts
+from ..jsonio import dumps
 from ..orchestration.backfill import PartitionResult
 from ..orchestration.replay import DryRun
 from ..orchestration.runner import RunOutcome
 from ..orchestration.source_check import SourceCheck
-from ..settings import parse_instant
+from ..settings import iso, parse_instant
 
 
 def console() -> Console:
@@ -204,16 +205,51 @@ def dry_run(d: DryRun) -> None:
 
 
 def source_check(c: SourceCheck) -> None:
-    """What ``source check`` found on the first page."""
+    """What ``source check`` found: the window and why, the verdicts of every record read, one record as
+    key -> value lines before and after the field map (cut to the terminal's width, never to each other)."""
     out = console()
     out.print(f"source: {escape(c.url)}")
     out.print(f"paginator {c.paginator}, format {c.format}, records at {escape(repr(c.records_path))}")
-    out.print(f"window [{c.window[0]}, {c.window[1]}) sent as {escape(str(c.sent))}")
-    out.print(f"first page: {c.total} records; the first {len(c.raw)}:")
-    table = Table("#", "as sent", "after the field map", "record rules")
-    for i, (raw, mapped, verdict) in enumerate(zip(c.raw, c.mapped, c.verdicts), 1):
-        table.add_row(str(i), escape(_cut(raw)), escape(_cut(mapped)), escape(verdict))
-    out.print(table)
+    out.print(f"window [{iso(c.window.since)}, {iso(c.window.until)})")
+    out.print(f"  {escape(c.window.why)}")
+    out.print(f"sent as {escape(str(c.sent))}")
+    pages = "page" if c.pages == 1 else "pages"
+    out.print(f"read {c.pages} {pages}: {c.total} records")
+    reasons = ", ".join(f"{name} {count}" for name, count in c.reasons.items())
+    for label, count, more in (
+        ("would load", c.would_load, ""),
+        ("dead letter", c.dead_letters, f"  ({reasons})" if reasons else ""),
+        ("outside the window", c.outside, ""),
+    ):
+        out.print(escape(_cut(f"  {label:<19}{count:>7}{more}", out.width)))
+    if c.total == 0:
+        return
+    for title, record in (("the first record, as sent:", c.record), ("after the field map:", c.mapped)):
+        out.print(title)
+        for line in _key_values(record, out.width):
+            out.print(escape(line))
+    out.print(escape(_cut(f"record rules: {c.fate}", out.width)))
+
+
+def _key_values(record: Any, width: int, most: int = 24) -> list[str]:
+    """A record as ``key  value`` lines, nested objects as dotted keys, each line cut to ``width``."""
+    flat = list(_flatten(record)) if isinstance(record, dict) else [("(record)", record)]
+    if not flat:
+        return ["  (an empty object)"]
+    key_width = min(max(len(k) for k, _ in flat[:most]), width // 3)
+    lines = [_cut(f"  {_cut(k, key_width):<{key_width}}  {dumps(v)}", width) for k, v in flat[:most]]
+    if len(flat) > most:
+        lines.append(f"  … {len(flat) - most} more keys")
+    return lines
+
+
+def _flatten(obj: dict, prefix: str = "") -> Any:
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
 
 
 def _cut(text: str, width: int = 160) -> str:

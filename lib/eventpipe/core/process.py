@@ -92,32 +92,53 @@ class Prepared:
     key_raw_hashes: list[str]  # replay: per valid survivor, its record hash (else empty)
 
 
+def parse_records(items: list[Any], seqs: np.ndarray | list[int], rules: Rules) -> pd.DataFrame:
+    """The records after the field map, parsed, with the record rules' reasons (a record the source could
+    not parse keeps the reason it came with)."""
+    df = parse_items(seqs, rules.fields.mapper()(items))
+    for j, x in enumerate(items):  # rare: records the source could not parse
+        if type(x) is dict and UNPARSED in x:
+            df.at[j, "reasons"] = [str(x.get(UNPARSED_REASON, "record_unparseable"))]
+    return df
+
+
+def outside_window(df: pd.DataFrame, rules: Rules) -> np.ndarray:
+    """Per record: the API's bounds are coarser than the window and its time lies outside ``[since, until)``.
+    A record is outside when its time says so, whatever else is wrong with it; one without a usable time
+    (missing, unparseable, before min_timestamp, too far ahead) stays a dead letter."""
+    if rules.window is None:
+        return np.zeros(len(df), dtype=bool)
+    lo, hi = (pd.Timestamp(t) for t in rules.window)
+    ts = df["timestamp"]
+    sane = (ts >= pd.Timestamp(rules.quality.min_timestamp)) & (
+        ts <= pd.Timestamp(rules.now + rules.quality.max_future)
+    )
+    return (sane & ((ts < lo) | (ts >= hi))).fillna(False).to_numpy(dtype=bool)
+
+
+def fates(items: list[Any], rules: Rules) -> list[list[str] | None]:
+    """What a run makes of each record, duplicates aside: None when it lies outside the window, ``[]`` when
+    it loads, else the reasons it becomes a dead letter (``source check`` tallies them)."""
+    df = parse_records(items, list(range(len(items))), rules)
+    outside = outside_window(df, rules)
+    checked = quality.check(df, rules.quality, rules.now)
+    return [None if out else r + q for r, q, out in zip(df["reasons"], checked, outside)]
+
+
 def prepare(
     index: int, raw_path: Path, clean_path: Path, reject_path: Path, rules: Rules, replay: bool
 ) -> Prepared:
     """Parse one raw part, apply the record rules, the window, in-part dedup and quality; write its files."""
-    lo, hi = (pd.Timestamp(t) for t in rules.window) if rules.window else (None, None)
-    earliest = pd.Timestamp(rules.quality.min_timestamp)
-    latest = pd.Timestamp(rules.now + rules.quality.max_future)
     c = RunCounts()
     settled: list[str] = []
     with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
         items, seqs = read_raw_part(raw_path)
-        df = parse_items(seqs, rules.fields.mapper()(items))
-        for j, x in enumerate(items):  # rare: records the source could not parse
-            if type(x) is dict and UNPARSED in x:
-                df.at[j, "reasons"] = [str(x.get(UNPARSED_REASON, "record_unparseable"))]
+        df = parse_records(items, seqs, rules)
         c.extracted = len(df)
         ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
-        outside = np.zeros(len(df), dtype=bool)
-        if lo is not None:  # the API's bounds are coarser than the window: keep [since, until)
-            # a record is outside when its time says so, whatever else is wrong with it; one without a
-            # usable time (missing, unparseable, before min_timestamp, too far ahead) stays a dead letter
-            ts = df["timestamp"]
-            sane = (ts >= earliest) & (ts <= latest)
-            outside = (sane & ((ts < lo) | (ts >= hi))).fillna(False).to_numpy(dtype=bool)
-            ok &= ~outside
-            c.outside_window = int(outside.sum())
+        outside = outside_window(df, rules)
+        ok &= ~outside
+        c.outside_window = int(outside.sum())
         hashes = key_hashes(df[ok])
         dup = np.zeros(len(df), dtype=bool)
         dup[np.flatnonzero(ok)] = duplicate_mask(hashes)

@@ -27,7 +27,7 @@ from ..errors import PipelineError, SettingsError, StageFailed, Terminated
 from ..jsonio import write_json_atomic
 from ..logs import attach_file_log, detach_file_log
 from ..rundir import RunDir, new_run_id
-from ..settings import Settings, iso, parse_instant, redact
+from ..settings import Settings, WindowSettings, format_duration, iso, parse_instant, redact
 from ..settings_file import RunSettings, with_overrides
 from ..storage.store import Store
 from .failures import classify, stamp_failure
@@ -87,6 +87,25 @@ def check_writable(path: Path, what: str) -> None:
         ) from None
 
 
+def incremental_window(
+    w: WindowSettings, watermark: datetime | None, now: datetime
+) -> tuple[datetime, datetime, str]:
+    """The next incremental run's window, ``[watermark - overlap, now - settle)``, and why it is that one;
+    the first run (no watermark yet) starts at ``window.initial_since``, or 7 days before now."""
+    until = now - w.settle
+    to = f"to now minus window.settle ({format_duration(w.settle)})" if w.settle else "to now"
+    if watermark is not None:
+        since = watermark - w.overlap
+        why = f"from the watermark {iso(watermark)} minus window.overlap ({format_duration(w.overlap)}) {to}"
+    elif w.initial_since:
+        since = parse_instant(w.initial_since)
+        why = f"as the first run (no watermark yet): from window.initial_since {to}"
+    else:
+        since = now - timedelta(days=7)
+        why = f"as the first run (no watermark yet): from 7 days before now (no window.initial_since) {to}"
+    return since, until, why
+
+
 class Runner:
     """Plans windows and executes runs; the CLI and the tests both drive it."""
 
@@ -116,19 +135,15 @@ class Runner:
     def incremental_plan(self, full: bool = False, now: datetime | None = None) -> RunPlan | None:
         """``[watermark - overlap, now - settle)``; the first run starts at ``window.initial_since``."""
         now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
-        w = self.settings.window
-        until = now - w.settle
         if full:
-            since, kind = self.settings.quality.min_timestamp, "full"
+            since, until, kind = (
+                self.settings.quality.min_timestamp,
+                now - self.settings.window.settle,
+                "full",
+            )
         else:
             kind = "incremental"
-            mark = self.store.watermark()
-            if mark is not None:
-                since = mark - w.overlap
-            elif w.initial_since:
-                since = parse_instant(w.initial_since)
-            else:
-                since = now - timedelta(days=7)
+            since, until, _ = incremental_window(self.settings.window, self.store.watermark(), now)
         if since >= until:
             log.info("nothing to read: window [%s, %s) is empty", iso(since), iso(until))
             return None

@@ -3,8 +3,10 @@
 The page strategy (``paginators``), the response format (``formats``) and how the window is sent
 (``window``) are chosen by ``config.SourceConfig``; this client never changes to add one. The retry
 policy is data (``retry``), applied by tenacity. For every strategy the client refuses a request to
-another host, a request it already made (a repeating cursor or next link), a page identical to the
-one before, and more than ``api.max_pages`` pages. No secret ever appears in a message.
+another host, a request it already made (a repeating cursor or next link, unless
+``source.paginator.repeat: end`` reads it as the end), a page identical to the one before, and more
+than ``api.max_pages`` pages. An answer that lacks what a configured path names fails at once
+(``ResponseShapeError``): retrying cannot change the configuration. No secret ever appears in a message.
 
 With ``api.concurrency`` above 1, up to that many requests are in flight (``concurrent``): slices at
 once, and pages fetched ahead where the paginator can say the next request; the pages still come out
@@ -29,14 +31,14 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
 
-from ..errors import RetriesExhausted, SourceError
+from ..errors import ResponseShapeError, RetriesExhausted, SourceError
 from ..jsonio import loads
 from ..settings import ApiSettings, Redactor
 from .concurrent import Cancelled, Gate, SliceBuffer
 from .config import SourceConfig
 from .deadline import Watch, deadline, mount
 from .formats import BadBody, BodyDeadline, BodyDropped, BodyTooLarge, Limits, Records, read_records
-from .paginators import PageShapeError, Paginator, Request, Response
+from .paginators import PageShapeError, Paginator, PathMismatch, Request, Response
 from .retry import RetryableFault, RetryPolicy, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -237,7 +239,8 @@ class SourceClient:
 
         try:
             while True:
-                self._check_request(request, asked)
+                if not self._check_request(request, asked):
+                    return
                 n += 1
                 number = self._accepted + 1 if depth == 1 and self.api.concurrency <= 1 else n
                 if ahead and ahead[0].request == request:
@@ -280,8 +283,9 @@ class SourceClient:
         finally:
             self._drop(ahead)
 
-    def _check_request(self, request: Request, asked: set[str]) -> None:
-        """Refuse another host, a request already made, and more than ``api.max_pages`` pages."""
+    def _check_request(self, request: Request, asked: set[str]) -> bool:
+        """Refuse another host, a request already made, and more than ``api.max_pages`` pages; False when a
+        request already made is the end of the data (``source.paginator.repeat: end``)."""
         if _origin(request.url) != self.origin:
             scheme, host, port = _origin(request.url)
             raise SourceError(
@@ -291,10 +295,14 @@ class SourceClient:
             )
         key = request.url + "?" + urlencode(sorted((k, str(v)) for k, v in request.params.items()))
         if key in asked:
+            if self.config.repeat_ends:
+                log.info("the API sent the same cursor or next link again: the end of the data (repeat: end)")
+                return False
             raise SourceError(
                 self.redactor.redact(
                     f"the API sent the same cursor or next link again ({key[:120]}): the run stops instead of "
-                    "reading the same page forever"
+                    "reading the same page forever (source.paginator.repeat: end reads it as the end of the "
+                    "data, for an API known to do that)"
                 )
             )
         asked.add(key)
@@ -303,6 +311,7 @@ class SourceClient:
                 f"more than api.max_pages={self.api.max_pages} pages for one run at {self.url}: the API may be "
                 "looping; raise api.max_pages if the window really is that large"
             )
+        return True
 
     def _fetch_page(
         self, request: Request, paginator: Paginator, number: int, chunk_rows: int
@@ -361,6 +370,8 @@ class SourceClient:
                 self.gate.untrack(watch)
         try:
             paginator.update_state(Response(resp.url, resp.headers, records.body, records.n))
+        except PathMismatch as e:
+            raise self._mismatch(e, number) from None
         except PageShapeError as e:
             self._fault("bad_shape")
             raise RetryableFault("bad body", f"page {number} {e}") from None
@@ -417,12 +428,26 @@ class SourceClient:
                     "(api.per_page) or raise the limits",
                     page=number,
                 ) from None
+            except PathMismatch as e:
+                raise self._mismatch(e, number) from None
             except BadBody as e:
                 self._fault("bad_body")
                 raise RetryableFault("bad body", f"page {number} {e}") from None
             with self._lock:
                 self.stats.bytes += resp.raw.tell() if hasattr(resp.raw, "tell") else 0
         return records, resp
+
+    def _mismatch(self, e: PathMismatch, number: int) -> ResponseShapeError:
+        """A body the configuration does not fit: one request was enough to know, so no retry."""
+        return ResponseShapeError(
+            self.redactor.redact(
+                f"page {number} of {self.url} {e}: the configuration does not match what the API sends, so the "
+                f"run stops without retrying; fix {e.setting} (`source check` shows a page)"
+            ),
+            setting=e.setting,
+            path=e.path,
+            page=number,
+        )
 
     def _dropped(self, watch: Watch, timeout: float, detail: str) -> RetryableFault:
         """A broken connection: the deadline's doing (a server that trickles), the extract's stop, or the network's."""

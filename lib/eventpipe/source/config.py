@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import SettingsError
 from ..settings import Redactor, Settings, auth_env_names, read_secret
 from .formats import FORMATS
-from .paginators import Paginator, paginator_factory
+from .paginators import Paginator, paginator_factory, repeat_ends
 from .window import WindowSpec
 
 AUTH_TYPES = ("bearer", "api_key", "basic", "none")
@@ -79,6 +79,7 @@ class SourceConfig:
     auth: Auth
     params: dict[str, Any]
     redactor: Redactor  # the settings': it knows what ``auth`` sends (both read the same environment)
+    repeat_ends: bool = False  # source.paginator.repeat: end
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str]) -> SourceConfig:
@@ -109,4 +110,5 @@ class SourceConfig:
             _auth(src.auth, auth_env),
             dict(src.params),
             settings.redactor,
+            repeat_ends(src.paginator),
         )

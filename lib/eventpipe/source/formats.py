@@ -8,6 +8,7 @@ export); ``zip`` reads every (gzipped) JSON Lines member of a zip archive (Ampli
 the parser cannot handle (nested too deep, a lone surrogate) travels on as ``rundir.unparsed`` so it
 becomes a dead letter. A body cut short (broken JSON, a gzip stream that stops early, a JSON Lines body
 whose last line stops mid-record) is ``BadBody``: the page is asked again, never read as fewer records.
+A JSON document without a list at the records path is ``PathMismatch``: a configuration error, not retried.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from ..jsonio import dumps, loads
 from ..rundir import unparsed
-from .paginators import find
+from .paginators import MISSING, PathMismatch, find
 
 FORMATS = ("json", "jsonl", "zip")
 STREAM_ABOVE = 8 * 2**20  # a JSON body larger than this is streamed through a temporary file
@@ -51,7 +52,7 @@ class BodyDropped(Exception):
 
 
 class BadBody(Exception):
-    """The body is not what the format promises (not JSON, no records at the path)."""
+    """The body is not what the format promises (not JSON, cut short)."""
 
 
 @dataclass(frozen=True)
@@ -271,10 +272,8 @@ def split_records(body: bytes, path: str) -> tuple[list[bytes], int, int] | None
     return None
 
 
-def _top_keys(body: Any) -> str:
-    if isinstance(body, dict):
-        return "top-level keys: " + (", ".join(list(body)[:8]) or "none")
-    return f"the body is a {type(body).__name__}"
+def _no_records(path: str, doc: Any) -> PathMismatch:
+    return PathMismatch("records path", "source.records", path, "list", doc)
 
 
 def read_json(pieces: Iterable[bytes], path: str, rows: int, keep: tuple[str, ...] = ()) -> Records:
@@ -309,7 +308,7 @@ def _parse_whole(body: bytes, path: str, rows: int) -> Records:
         return _scan(body, path, rows)  # a record nested too deep, or broken JSON
     records = find(doc, path)
     if not isinstance(records, list):
-        raise BadBody(f"has no list at the records path {path!r} ({_top_keys(doc)})")
+        raise _no_records(path, doc)
     chunker = _Chunker(rows)
     for a in range(0, len(records), rows):
         part = records[a : a + rows]
@@ -392,13 +391,15 @@ def _stream_records(spool: IO[bytes], path: str, rows: int, keep: tuple[str, ...
             pending.append(_dump_batch(batch))
             count += len(batch)
         flush()
-        if not found:
-            _check_empty_list(spool, path)
-        skeleton = _skeleton(spool, keep)
+        outline = _kept(spool, keep) if found else None
+        if outline is None:  # a path without a value, or no record: which objects are there?
+            outline = _outline(spool, (path, *keep))
     except (ijson.JSONError, ValueError):  # broken JSON, numbers past 64 bits, bytes that are not UTF-8
         raise _Slow from None
+    if not found and not isinstance(find(outline, path), list):
+        raise _no_records(path, outline)
     out = chunker.done()
-    out.body = skeleton
+    out.body = outline
     return out
 
 
@@ -411,38 +412,50 @@ def _dump_batch(batch: list[Any]) -> bytes:
         return b"[" + b",".join(dumps(r).encode() for r in batch) + b"]"  # integers beyond 64 bits
 
 
-def _check_empty_list(spool: IO[bytes], path: str) -> None:
-    """No record streamed: the records path must still hold a list (an empty one)."""
-    spool.seek(0)
-    if path in ("", "$"):
-        events = ijson.parse(spool)
-        first = next(events, None)
-        if first is None or first[1] != "start_array":
-            raise BadBody(f"has no list at the records path {path!r}")
-        return
-    spool.seek(0)
-    for prefix, event, _ in ijson.parse(spool):
-        if prefix == path:
-            if event == "start_array":
-                return
-            break
-    raise BadBody(f"has no list at the records path {path!r}")
+_EMPTY = {"start_map": dict, "start_array": list}
 
 
-def _skeleton(spool: IO[bytes], keep: tuple[str, ...]) -> dict[str, Any]:
-    """The document reduced to the values at ``keep``, nested as in the body, for the paginator."""
+def _kept(spool: IO[bytes], keep: tuple[str, ...]) -> dict[str, Any] | None:
+    """The values at ``keep`` (null ones too), nested as in the body, each found by ijson's C parser; None
+    when one is absent, so that ``_outline`` says which objects are there."""
     doc: dict[str, Any] = {}
     for p in keep:
         spool.seek(0)
-        value = next(ijson.items(spool, p, use_float=True), None)
-        if value is None:
-            continue
+        value = next(ijson.items(spool, p, use_float=True), MISSING)
+        if value is MISSING:
+            return None
         node = doc
         *parents, last = p.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[last] = value
     return doc
+
+
+def _outline(spool: IO[bytes], paths: tuple[str, ...]) -> Any:
+    """The document reduced, in one pass, to what ``paths`` lead through: the objects on the way with
+    their keys (other values as null), and the value at each path (an object or array there as an empty
+    one). The paginator and the mismatch messages read it as they would the whole document. Every token
+    passes through Python here, so a body whose paths all hold values takes ``_kept`` instead."""
+    steps = {p for p in paths if p not in ("", "$")}
+    parents = {""} | {".".join(p.split(".")[:i]) for p in steps for i in range(1, p.count(".") + 1)}
+    nodes: dict[str, Any] = {}
+    spool.seek(0)
+    for prefix, event, value in ijson.parse(spool, use_float=True):
+        if event == "map_key":
+            if prefix in parents and isinstance(nodes.get(prefix), dict):
+                nodes[prefix][value] = None
+            continue
+        if prefix not in parents and prefix not in steps or event in ("end_map", "end_array"):
+            continue
+        here = _EMPTY[event]() if event in _EMPTY else value
+        if prefix in parents:
+            nodes[prefix] = here
+        if prefix:
+            parent, _, key = prefix.rpartition(".")
+            if isinstance(nodes.get(parent), dict):
+                nodes[parent][key] = here
+    return nodes.get("")
 
 
 def _scan(body: bytes, path: str, rows: int) -> Records:

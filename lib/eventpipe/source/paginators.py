@@ -4,6 +4,10 @@ Each strategy is a small class behind ``Paginator``: ``init_request`` shapes the
 ``update_state`` reads a response (and says whether another page follows), ``update_request`` turns
 the request into the next one. Adding one is a class here and a line in ``PAGINATORS``; the client
 never changes. Repeating links, cursors and pages are caught by the client, for every strategy.
+
+A body that lacks what a configured path names is a ``PathMismatch``: the configuration does not fit
+the API, so the client fails at once instead of retrying. Only a link or cursor that is null, empty
+or absent from an object that is there (or from an empty page) means "no more pages".
 """
 
 from __future__ import annotations
@@ -21,7 +25,77 @@ from ..errors import SettingsError
 
 
 class PageShapeError(Exception):
-    """The body lacks what the paginator needs (retried like any broken body)."""
+    """The body contradicts itself (empty, yet says there is more): retried like any broken body."""
+
+
+class Missing:
+    """The value at a path that is not there (``None`` is JSON's null, which is there)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = Missing()
+REPEAT = ("fail", "end")  # source.paginator.repeat: what a cursor or next link sent again means
+
+
+def locate(body: Any, path: str) -> tuple[Any, bool]:
+    """The value at a dotted path (``MISSING`` when absent) and whether the object holding it is there."""
+    if path in ("", "$"):
+        return body, True
+    *parents, last = path.split(".")
+    for key in parents:
+        if not isinstance(body, dict) or key not in body:
+            return MISSING, False
+        body = body[key]
+    if not isinstance(body, dict):
+        return MISSING, False
+    return body.get(last, MISSING), True
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, as a user reading the body would say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    names: dict[type, str] = {dict: "object", list: "array", str: "string"}
+    return names.get(type(value), type(value).__name__)
+
+
+def keys_found(body: Any, path: str) -> str:
+    """The keys of the deepest object along ``path`` that the body has (what a user compares the path to)."""
+    node, where = body, ""
+    for key in () if path in ("", "$") else path.split(".")[:-1]:
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            break
+        node, where = node[key], f"{where}.{key}" if where else key
+    if not isinstance(node, dict):
+        return f"the body is {'an' if json_type(node)[0] in 'aeiou' else 'a'} {json_type(node)}"
+    names = ", ".join(list(node)[:12]) + (", …" if len(node) > 12 else "") if node else "none"
+    return f"top-level keys: {names}" if not where else f"keys under {where!r}: {names}"
+
+
+class PathMismatch(Exception):
+    """The body lacks what a configured path names, or holds the wrong type there: a configuration error."""
+
+    def __init__(self, label: str, setting: str, path: str, wanted: str, body: Any):
+        value, _ = locate(body, path)
+        if value is MISSING:
+            problem = f"has no {wanted} at the {label} {path!r}"
+        else:
+            problem = f"holds {json_type(value)} {_show(value)}, not a {wanted}, at the {label} {path!r}"
+        super().__init__(f"{problem} ({setting}; {keys_found(body, path)})")
+        self.setting, self.path = setting, path
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "{…}" if isinstance(value, dict) else "[…]"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 @dataclass
@@ -44,13 +118,8 @@ class Response:
 
 def find(body: Any, path: str) -> Any:
     """The value at a dotted path of a JSON document (``$`` is the document); None when absent."""
-    if path in ("", "$"):
-        return body
-    for key in path.split("."):
-        if not isinstance(body, dict):
-            return None
-        body = body.get(key)
-    return body
+    value, _ = locate(body, path)
+    return None if value is MISSING else value
 
 
 class Paginator(ABC):
@@ -79,7 +148,8 @@ class Paginator(ABC):
 
     @abstractmethod
     def update_state(self, response: Response) -> None:
-        """Read a response; set ``has_next``. Raise ``PageShapeError`` when the body lacks what is needed."""
+        """Read a response; set ``has_next``. Raise ``PathMismatch`` when the body lacks what a path names,
+        ``PageShapeError`` when it contradicts itself."""
 
     @abstractmethod
     def update_request(self, request: Request) -> None:
@@ -132,14 +202,18 @@ class PageNumberPaginator(Paginator):
         if self.has_more_path:
             more = find(response.body, self.has_more_path)
             if not isinstance(more, bool):
-                raise PageShapeError(f"lacks a boolean {self.has_more_path!r}")
+                raise PathMismatch(
+                    "has_more path",
+                    "source.paginator.has_more_path",
+                    self.has_more_path,
+                    "boolean",
+                    response.body,
+                )
             if more and not response.n_items:
                 raise PageShapeError(f"is empty but says {self.has_more_path}=true")
             self.has_next = more
         elif self.total_path:
-            total = find(response.body, self.total_path)
-            if not isinstance(total, int) or isinstance(total, bool):
-                raise PageShapeError(f"lacks a whole number {self.total_path!r}")
+            total = _total(response.body, self.total_path)
             self.has_next = self.page - self.base_page + 1 < total and response.n_items > 0
         else:
             self.has_next = response.n_items > 0
@@ -179,9 +253,7 @@ class OffsetPaginator(Paginator):
         offset = self.offset + response.n_items
         has_next = response.n_items >= self.limit
         if self.total_path:
-            total = find(response.body, self.total_path)
-            if not isinstance(total, int) or isinstance(total, bool):
-                raise PageShapeError(f"lacks a whole number {self.total_path!r}")
+            total = _total(response.body, self.total_path)
             has_next = offset < total and response.n_items > 0
         self.offset, self.has_next = offset, has_next
 
@@ -193,9 +265,29 @@ class OffsetPaginator(Paginator):
         return Request(request.url, {**request.params, self.offset_param: nxt.offset}), nxt
 
 
+def _total(body: Any, path: str) -> int:
+    total = find(body, path)
+    if not isinstance(total, int) or isinstance(total, bool):
+        raise PathMismatch("total path", "source.paginator.total_path", path, "whole number", body)
+    return total
+
+
+def _link(response: Response, path: str, label: str, setting: str, types: tuple[type, ...]) -> Any:
+    """The cursor or next link at ``path``; None for the end of the data: null, empty, or absent from an
+    object that is there (or from a page without records, which some APIs send bare)."""
+    value, parent = locate(response.body, path)
+    if value is MISSING and (parent or not response.n_items) or value in (None, ""):
+        return None
+    if value is MISSING or isinstance(value, bool) or not isinstance(value, types):
+        wanted = " or ".join(json_type(t()) for t in types)
+        raise PathMismatch(label, setting, path, wanted, response.body)
+    return value
+
+
 @dataclass
 class CursorPaginator(Paginator):
-    """The body names the next cursor; it goes back as a parameter until it is null or empty::
+    """The body names the next cursor (text or a number); it goes back as a parameter until it is null,
+    empty, or absent from its object (``response_metadata`` of ``response_metadata.next_cursor``)::
 
     {"events": [{...}], "next_cursor": "c2VjcmV0"}
     """
@@ -209,8 +301,8 @@ class CursorPaginator(Paginator):
         return (self.cursor_path,)
 
     def update_state(self, response: Response) -> None:
-        value = find(response.body, self.cursor_path)
-        self.cursor = None if value in (None, "") else str(value)
+        value = _link(response, self.cursor_path, "cursor path", "source.paginator.cursor_path", (str, int))
+        self.cursor = None if value is None else str(value)
         self.has_next = self.cursor is not None
 
     def update_request(self, request: Request) -> None:
@@ -219,7 +311,8 @@ class CursorPaginator(Paginator):
 
 @dataclass
 class JSONLinkPaginator(Paginator):
-    """The body holds the URL of the next page (absolute, or relative to this one), null on the last::
+    """The body holds the URL of the next page (absolute, or relative to this one); null, empty or absent
+    from its object on the last::
 
     {"results": [{...}], "next": "https://app.posthog.com/api/projects/1/events?cursor=..."}
     """
@@ -232,8 +325,10 @@ class JSONLinkPaginator(Paginator):
         return (self.next_url_path,)
 
     def update_state(self, response: Response) -> None:
-        value = find(response.body, self.next_url_path)
-        self.next_url = urljoin(response.url, value) if isinstance(value, str) and value else None
+        value = _link(
+            response, self.next_url_path, "next-link path", "source.paginator.next_url_path", (str,)
+        )
+        self.next_url = None if value is None else urljoin(response.url, value)
         self.has_next = self.next_url is not None
 
     def update_request(self, request: Request) -> None:
@@ -279,12 +374,12 @@ def paginator_factory(spec: Mapping[str, Any], per_page: int) -> Callable[[], Pa
     if kind not in PAGINATORS:
         raise SettingsError(f"source.paginator.type {kind!r} is unknown: use one of {', '.join(PAGINATORS)}")
     cls = PAGINATORS[kind]
-    options = {k: v for k, v in spec.items() if k != "type"}
+    options = {k: v for k, v in spec.items() if k not in ("type", "repeat")}
     allowed = [f.name for f in dataclasses.fields(cls) if f.name not in _STATE]  # type: ignore[arg-type]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise SettingsError(
-            f"source.paginator: {kind} takes {', '.join(allowed) or 'no options'}, not {unknown[0]!r}"
+            f"source.paginator: {kind} takes {', '.join([*allowed, 'repeat'])}, not {unknown[0]!r}"
         )
     if kind in _SIZE:
         options.setdefault(_SIZE[kind], per_page)
@@ -293,3 +388,12 @@ def paginator_factory(spec: Mapping[str, Any], per_page: int) -> Callable[[], Pa
     except TypeError as e:
         raise SettingsError(f"source.paginator: {e}") from None
     return lambda: cls(**options)
+
+
+def repeat_ends(spec: Mapping[str, Any]) -> bool:
+    """``source.paginator.repeat``: whether a cursor or next link the API sends again ends the data
+    (``end``, for APIs known to do that on their last page) instead of failing the run (``fail``)."""
+    repeat = spec.get("repeat", "fail")
+    if repeat not in REPEAT:
+        raise SettingsError(f"source.paginator.repeat {repeat!r}: use {' or '.join(REPEAT)}")
+    return repeat == "end"
