@@ -63,7 +63,8 @@ CLOCK_TESTS = $(addprefix tests/e2e/test_,window_locks.py scheduler.py concurren
 
 # datefudge shifts only the wall clock (and every child inherits the same shift); libfaketime 0.9.10 shifts
 # CLOCK_MONOTONIC too, and Python 3.11's timed waits (threading.Event.wait, time.sleep) then hang or fail
-test-clock: $(STAMP)  ## the clock-dependent e2e tests at 00:30, 11:59 and 23:59 UTC today (apt-get install datefudge)
+test-clock: $(STAMP)  ## the clock-dependent e2e tests at 00:30, 11:59 and 23:59 UTC today (installs datefudge)
+	command -v datefudge >/dev/null || { apt-get update -qq && apt-get install -y -qq datefudge >/dev/null; }
 	for t in 00:30 11:59 23:59; do \
 		echo "== $$(date -u +%F) $$t UTC"; \
 		datefudge "$$(date -u +%F) $$t:00 UTC" $(BIN)/python -m pytest -q $(CLOCK_TESTS) || exit 1; \
