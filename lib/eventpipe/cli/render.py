@@ -122,8 +122,12 @@ def outcome(o: RunOutcome) -> None:
 
 
 def status(data: dict[str, Any]) -> None:
-    """Last runs at 80 columns: compact id, window and counts; errors listed below the table."""
+    """Last runs at 80 columns: compact id, window and counts; errors listed below the table. With more
+    than one pipeline, a line per pipeline first, then the runs of the one asked for."""
     con = console()
+    if len(data["pipelines"]) > 1 or data["pipeline"] != "default":
+        pipelines(data["pipelines"])
+        con.print(escape(f"pipeline {data['pipeline']}:"))
     table = _compact_table(
         escape(f"last runs, times UTC ({data['database']})"),
         text=("run", "kind", "status", "window"),
@@ -155,6 +159,32 @@ def status(data: dict[str, Any]) -> None:
     for stage, reasons in dl["pending_by_stage_reason"].items():
         con.print(escape(_clip(f"  {stage}: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))))
     con.print("full detail: status --json, status --run RUN", style="dim")
+
+
+def pipelines(entries: list[dict[str, Any]]) -> None:
+    """A line per pipeline at 80 columns: its last run, watermark, pending dead letters, health."""
+    table = _compact_table(
+        "pipelines, times UTC",
+        text=("pipeline", "last run", "status", "finished", "watermark"),
+        numbers=("dead",),
+    )
+    table.add_column("health", justify="left", no_wrap=True)
+    for p in entries:
+        last = p["last_run"] or {}
+        table.add_row(
+            escape(p["pipeline"]),
+            short_id(last.get("run_id")),
+            SHORT_STATUS.get(last.get("status") or "-", last.get("status") or "-"),
+            _short_time(last.get("finished_at")),
+            _short_time(p["watermark"]),
+            k(p["dead_letters_pending"]),
+            p["health"],
+        )
+    console().print(table)
+
+
+def _short_time(value: str | None) -> str:
+    return parse_instant(value).strftime("%m-%d %H:%M") if value else "-"
 
 
 def _clip(text: str, width: int = 79) -> str:

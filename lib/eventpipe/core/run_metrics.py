@@ -31,6 +31,7 @@ KEYS = (
     "report_dir",
     "database",
     "watermark",
+    "pipeline",
     "error",
     "ledger",
 )
@@ -74,6 +75,7 @@ class RunMetrics:
     report_dir: str | None = None
     database: str | None = None
     watermark: str | None = None
+    pipeline: str = "default"  # written since named pipelines; an older file's run was pipeline default
     error: RunError | None = None
     ledger: dict[str, Any] | None = None
     # keys this version does not know (a file written by another one): kept, and written back as they were
@@ -105,6 +107,7 @@ class RunMetrics:
             "report_dir": self.report_dir,
             "database": self.database,
             "watermark": self.watermark,
+            "pipeline": self.pipeline,
         }
         if self.error is not None:
             out["error"] = self.error.to_json()
@@ -140,6 +143,7 @@ class RunMetrics:
             report_dir=d.get("report_dir"),
             database=d.get("database"),
             watermark=d.get("watermark"),
+            pipeline=d.get("pipeline") or "default",
             error=RunError.from_json(d["error"]) if d.get("error") else None,
             ledger=d.get("ledger"),
             extra={k: v for k, v in d.items() if k not in KEYS},

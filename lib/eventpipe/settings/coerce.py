@@ -162,8 +162,11 @@ def value_problems(built: dict[str, Any], problems: list[str]) -> list[str]:
             found.append(
                 f"parameter {key}={shown(_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1])))} is out of range"
             )
-    if built["load"].schema and not _IDENT_RE.fullmatch(built["load"].schema):
-        found.append(f"parameter load.schema={shown(built['load'].schema)} is not a plain SQL identifier")
+    for key in ("load.schema", "pipeline.name", "pipeline.table"):
+        section, name = key.split(".")
+        value = getattr(built[section], name)
+        if (value or key == "pipeline.name") and not _IDENT_RE.fullmatch(value):
+            found.append(f"parameter {key}={shown(value)} is not a plain SQL identifier")
     if not q.allowed_events:
         found.append("parameter quality.allowed_events is empty: list at least one event type")
     if built["window"].initial_since:

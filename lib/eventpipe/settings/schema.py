@@ -167,7 +167,24 @@ class LineageSettings:
     namespace: str = _param("eventpipe", "OpenLineage namespace of the job and the output table")
 
 
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Which pipeline a run belongs to: its state (watermark, dead letters, runs, locks) and its table."""
+
+    name: str = _param("default", "the pipeline's name (--pipeline NAME reads params/pipelines/NAME.yaml)")
+    table: str = _param("", "destination table; empty means analytics (pipeline default) or analytics_<name>")
+
+    @property
+    def table_name(self) -> str:
+        if self.table:
+            return self.table
+        return "analytics" if self.name == DEFAULT_PIPELINE else f"analytics_{self.name}"
+
+
+DEFAULT_PIPELINE = "default"
+
 SECTIONS = {
+    "pipeline": PipelineSettings,
     "api": ApiSettings,
     "window": WindowSettings,
     "quality": QualitySettings,
@@ -193,6 +210,7 @@ class Settings:
     reports: ReportSettings
     lineage: LineageSettings
     source: SourceSettings
+    pipeline: PipelineSettings
     database_url: Secret
     api_key: Secret
     params_file: str | None = None
