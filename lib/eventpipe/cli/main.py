@@ -31,7 +31,7 @@ from ..settings import (
     parse_instant,
     parse_window,
 )
-from ..settings.pipelines import named_pipeline, pipeline_names, pipeline_params
+from ..settings.pipelines import DEFAULT_PIPELINE, named_pipeline, pipeline_names, pipeline_params
 from .audit import add_report_parser, cmd_report, status_run
 from .serve import serve_until_interrupted
 
@@ -156,18 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
-    if args.pipeline is not None:
-        if args.params:
-            raise SettingsError(
-                f"--pipeline {args.pipeline} and --params: give one (a pipeline's params are its YAML "
-                "in params/pipelines/)"
-            )
-        found = pipeline_params(args.pipeline)
-        params = str(found) if found else (DEMO_PARAMS if getattr(args, "demo", False) else None)
-    else:
-        params = args.params or (DEMO_PARAMS if getattr(args, "demo", False) else None)
-        if params is None and (PROJECT_ROOT / "params" / "default.yaml").is_file():
-            params = str(PROJECT_ROOT / "params" / "default.yaml")
+    if args.pipeline is not None and args.params:
+        raise SettingsError(
+            f"--pipeline {args.pipeline} and --params: give one (a pipeline's params are its YAML "
+            "in params/pipelines/)"
+        )
+    params = args.params
+    if params is None and (args.pipeline is not None or not getattr(args, "demo", False)):
+        found = pipeline_params(args.pipeline or DEFAULT_PIPELINE)
+        params = str(found) if found else None
+    if params is None and getattr(args, "demo", False):
+        params = DEMO_PARAMS
     settings = load_settings(params, args.overrides, require_api=require_api)
     if args.pipeline is not None:
         settings = named_pipeline(settings, args.pipeline, params)
