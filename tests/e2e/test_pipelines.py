@@ -11,12 +11,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import create_engine, text
 
 from eventpipe.demo.api import DemoConfig
-from eventpipe.settings import pipelines
+from eventpipe.settings import normalise_database_url, pipelines
 from support import ROOT, Api, Project, expected_table, query, runs, start_api, table_rows
 
 HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def no_backend_table(database_url: str) -> None:
+    """The PostgreSQL database is shared by the session's tests and emptied of the default tables only."""
+    engine = create_engine(normalise_database_url(database_url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS analytics_backend"))
+    engine.dispose()
 
 
 @pytest.fixture

@@ -55,9 +55,7 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", metavar="FILE", help="params YAML (default: params/default.yaml if present)")
     p.add_argument(
-        "--pipeline",
-        metavar="NAME",
-        help="the pipeline: params/pipelines/NAME.yaml, its own state and table (default: default)",
+        "--pipeline", metavar="NAME", help="params/pipelines/NAME.yaml and its own state and table"
     )
     p.add_argument(
         "-p",
