@@ -323,6 +323,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     from . import render
 
+    if len(data["pipelines"]) > 1 or store.pipeline != DEFAULT_PIPELINE:
+        render.pipelines(data["pipelines"], store.pipeline)
     render.status(data)
     return 0
 

@@ -122,12 +122,8 @@ def outcome(o: RunOutcome) -> None:
 
 
 def status(data: dict[str, Any]) -> None:
-    """Last runs at 80 columns: compact id, window and counts; errors listed below the table. With more
-    than one pipeline, a line per pipeline first, then the runs of the one asked for."""
+    """Last runs at 80 columns: compact id, window and counts; errors listed below the table."""
     con = console()
-    if len(data["pipelines"]) > 1 or data["pipeline"] != "default":
-        pipelines(data["pipelines"])
-        con.print(escape(f"pipeline {data['pipeline']}:"))
     table = _compact_table(
         escape(f"last runs, times UTC ({data['database']})"),
         text=("run", "kind", "status", "window"),
@@ -161,8 +157,9 @@ def status(data: dict[str, Any]) -> None:
     con.print("full detail: status --json, status --run RUN", style="dim")
 
 
-def pipelines(entries: list[dict[str, Any]]) -> None:
-    """A line per pipeline at 80 columns: its last run, watermark, pending dead letters, health."""
+def pipelines(entries: list[dict[str, Any]], shown: str) -> None:
+    """A line per pipeline at 80 columns: its last run, watermark, pending dead letters, health; then the
+    name of the pipeline whose runs ``status`` shows below."""
     table = _compact_table(
         "pipelines, times UTC",
         text=("pipeline", "last run", "status", "finished", "watermark"),
@@ -180,7 +177,9 @@ def pipelines(entries: list[dict[str, Any]]) -> None:
             k(p["dead_letters_pending"]),
             p["health"],
         )
-    console().print(table)
+    con = console()
+    con.print(table)
+    con.print(escape(f"pipeline {shown}:"))
 
 
 def _short_time(value: str | None) -> str:

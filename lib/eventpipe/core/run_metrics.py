@@ -3,7 +3,8 @@
 The runner builds it as a run ends; the audit trail adds the ledger; the index, the run pages, the
 Prometheus and OpenLineage exports and the CLI read it back through ``from_json``. The file's keys and
 their shapes are a contract (tests and external readers parse it): ``to_json`` writes them in the order
-they have always had, ``error`` only for a failed run and ``ledger`` once the audit trail recorded it.
+they have always had, ``pipeline`` only for a pipeline other than ``default``, ``error`` only for a failed
+run and ``ledger`` once the audit trail recorded it.
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ class RunMetrics:
             "report_dir": self.report_dir,
             "database": self.database,
             "watermark": self.watermark,
-            "pipeline": self.pipeline,
         }
+        if self.pipeline != "default":  # a run of pipeline default writes the file it always wrote
+            out["pipeline"] = self.pipeline
         if self.error is not None:
             out["error"] = self.error.to_json()
         if self.ledger is not None:
