@@ -22,11 +22,8 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def pipeline_names() -> list[str]:
-    """The pipelines that have a parameter set, in name order (``default`` when it has one)."""
-    names = {p.stem for p in PIPELINES_DIR.glob("*.yaml") if _NAME_RE.fullmatch(p.stem)}
-    if DEFAULT_PARAMS.is_file():
-        names.add(DEFAULT_PIPELINE)
-    return sorted(names)
+    """The pipelines defined in ``params/pipelines/``, in name order (what ``run --all`` runs)."""
+    return sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml") if _NAME_RE.fullmatch(p.stem))
 
 
 def pipeline_params(name: str) -> Path | None:

@@ -29,9 +29,10 @@ def test_a_name_finds_its_file_and_default_falls_back_to_params_default(folder):
     assert pipeline_params("default") is None and pipeline_names() == ["backend", "web"]
     pipelines.DEFAULT_PARAMS.write_text("{}\n")
     assert pipeline_params("default") == pipelines.DEFAULT_PARAMS
-    assert pipeline_names() == ["backend", "default", "web"]
+    assert pipeline_names() == ["backend", "web"]
     (folder / "default.yaml").write_text("{}\n")
     assert pipeline_params("default") == folder / "default.yaml"
+    assert pipeline_names() == ["backend", "default", "web"]
 
 
 @pytest.mark.parametrize("name", ["mobile", "web-app", "../web", ""])
