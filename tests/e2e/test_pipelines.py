@@ -158,7 +158,7 @@ def test_a_pipeline_name_is_checked_and_the_error_lists_the_pipelines(
         assert len(err) == 1 and err[0].endswith("pipelines: backend, web"), err
 
 
-def test_a_database_of_the_release_before_is_pipeline_default(database_url, monkeypatch, folder):
+def test_a_database_of_the_release_before_is_pipeline_default(database_url, monkeypatch):
     """Its watermark and dead letters are the default pipeline's; a new pipeline's state starts empty."""
     from test_migrations import _old_database
 
@@ -183,3 +183,31 @@ def test_a_database_of_the_release_before_is_pipeline_default(database_url, monk
     finally:
         default.dispose()
         other.dispose()
+
+
+def test_window_locks_are_a_pipelines_own(database_url, monkeypatch):
+    """Two pipelines claim overlapping windows at once; a second claim of one pipeline's window is refused."""
+    from eventpipe.errors import RunInProgress
+    from eventpipe.settings import load_settings
+    from eventpipe.storage.lock import WindowLocks
+    from eventpipe.storage.store import Store
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    default = Store(load_settings(None, []))
+    backend = Store(load_settings(None, ["pipeline.name=backend"]))
+    default.create_schema()
+    since = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    try:
+        with WindowLocks(default).hold(since, since + 6 * HOUR, "default-run"):
+            with WindowLocks(backend).hold(since + HOUR, since + 2 * HOUR, "backend-run"):
+                with pytest.raises(RunInProgress) as caught:
+                    with WindowLocks(backend).hold(since, since + 3 * HOUR, "backend-again"):
+                        pass
+                assert "backend-run" in str(caught.value)
+            with pytest.raises(RunInProgress) as caught:
+                with WindowLocks(default).hold(since + 5 * HOUR, since + 7 * HOUR, "default-again"):
+                    pass
+            assert "default-run" in str(caught.value)
+    finally:
+        default.dispose()
+        backend.dispose()
