@@ -8,17 +8,16 @@ one, else ``params/default.yaml`` as before pipelines existed.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from ..errors import SettingsError
+from .coerce import _IDENT_RE as _NAME_RE  # a name becomes part of its table's: an SQL identifier
 from .project import PROJECT_ROOT
 from .schema import DEFAULT_PIPELINE, Settings
 from .values import shown
 
 PIPELINES_DIR = PROJECT_ROOT / "params" / "pipelines"
 DEFAULT_PARAMS = PROJECT_ROOT / "params" / "default.yaml"
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def pipeline_names() -> list[str]:

@@ -117,15 +117,17 @@ class Store:
             ) from None
 
     def create_schema(self) -> None:
-        """Create or upgrade the pipeline's tables to the newest migration (a read when already there)."""
+        """Create or upgrade the pipeline's tables to the newest migration (a read when already there), and
+        the pipeline's own destination table."""
         upgrade(self.engine, self.reader, self.schema or None)
-        if (
-            self.t.analytics.name != "analytics"
-        ):  # a pipeline's own table: analytics's twin, made on first use
-            with self.reader.connect() as conn:
-                exists = inspect(conn).has_table(self.t.analytics.name, schema=self.schema or None)
-            if not exists:
-                self.t.analytics.create(self.engine, checkfirst=True)
+        table = self.t.analytics
+        if table.name == "analytics":
+            return
+        # a pipeline's own table, analytics's twin: made as the pipeline first runs, a read after that
+        with self.reader.connect() as conn:
+            exists = inspect(conn).has_table(table.name, schema=self.schema or None)
+        if not exists:
+            table.create(self.engine, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

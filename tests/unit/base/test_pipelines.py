@@ -62,6 +62,14 @@ def test_names_that_are_no_identifier_are_settings_errors(override):
         load_settings(None, [override], env={})
 
 
+@pytest.mark.parametrize(
+    "overrides", [["pipeline.table=dead_letter"], ["pipeline.name=web", "pipeline.table=analytics"]]
+)
+def test_a_table_of_the_state_or_of_pipeline_default_is_no_pipelines_destination(overrides):
+    with pytest.raises(SettingsError, match="name a table of this pipeline's own"):
+        load_settings(None, overrides, env={})
+
+
 def test_metrics_say_the_pipeline_unless_it_is_default():
     assert "pipeline" not in RunMetrics("r", "incremental", "succeeded").to_json()
     m = RunMetrics("r", "incremental", "succeeded", pipeline="web")
