@@ -211,3 +211,28 @@ def test_window_locks_are_a_pipelines_own(database_url, monkeypatch):
     finally:
         default.dispose()
         backend.dispose()
+
+
+def test_backfill_and_replay_keep_to_their_pipeline(
+    project: Project, api: Api, backend_api: Api, folder: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A window backfilled for one pipeline is still to do for the other; a replay sees its own letters."""
+    url = project.database_url
+    start = backend_api.data.config.start
+    window = ["--start", start.isoformat(), "--end", (start + 3 * HOUR).isoformat(), "--chunk", "3h"]
+    _backend(folder, backend_api, start)
+    assert project.cli("backfill", "--pipeline", "backend", *window) == 0
+    assert _rows(url, "analytics_backend") == expected_table(backend_api, start, start + 3 * HOUR)
+    assert (
+        project.cli("backfill", *window, "-p", "quality.min_pass_rate=0.8") == 0
+    )  # not skipped: default's own
+    assert table_rows(url) == expected_table(api, start, start + 3 * HOUR)
+    assert query(url, "SELECT count(*) FROM pipeline_state") == [(0,)]  # a backfill moves no watermark
+
+    pending = dict(
+        query(url, "SELECT pipeline, count(*) FROM dead_letter WHERE status = 'pending' GROUP BY pipeline")
+    )
+    assert pending["backend"] != pending["default"]
+    capsys.readouterr()
+    assert project.cli("replay-dlq", "--pipeline", "backend", "--dry-run") == 0
+    assert f"of {pending['backend']} pending dead letters" in capsys.readouterr().out
