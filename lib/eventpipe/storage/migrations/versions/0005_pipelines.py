@@ -34,7 +34,10 @@ def upgrade() -> None:
     schema = context.config.attributes.get("schema")
     op.add_column("pipeline_runs", _pipeline(), schema=schema)
     op.create_index("ix_pipeline_runs_pipeline", "pipeline_runs", ["pipeline"], schema=schema)
-    op.add_column("run_locks", _pipeline(), schema=schema)
+    # run_locks may outlive the other tables (revision 0004 keeps one it finds): it may have the column
+    locks = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("run_locks", schema=schema)}
+    if "pipeline" not in locks:
+        op.add_column("run_locks", _pipeline(), schema=schema)
     # SQLite rebuilds the table: its new key replaces the old one, which SQLAlchemy warns about
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Table '_alembic_tmp_pipeline_state'", sa.exc.SAWarning)
