@@ -119,6 +119,8 @@ def test_two_pipelines_keep_their_own_tables_watermarks_and_dead_letters(
     assert pending["backend"] > 0 and pending == {p: int(n) for p, n in new.items()}
     metrics = json.loads((project.reports / backend_run["run_id"] / "metrics.json").read_text())
     assert metrics["pipeline"] == "backend"
+    # the parameters its notebooks read from the run's settings file name the pipeline
+    assert metrics["ledger"]["params"]["pipeline.name"] == "backend"
 
     capsys.readouterr()
     assert project.cli("status") == 0
