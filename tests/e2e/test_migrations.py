@@ -99,11 +99,13 @@ def test_a_database_of_the_previous_release_upgrades_in_place_with_nothing_lost(
     assert "window_since" in _columns(store)["run_locks"]  # migration 0004
     after = {t: query(database_url, f"SELECT * FROM {t}") for t in before}
     assert after["analytics"] == before["analytics"]
-    assert after["pipeline_state"] == before["pipeline_state"]
-    assert after["dead_letter"] == before["dead_letter"]
+    # migration 0006 appends the pipeline column: every old row is pipeline default
+    assert after["pipeline_state"] == [(*r, "default") for r in before["pipeline_state"]]
+    assert after["dead_letter"] == [(*r, "default") for r in before["dead_letter"]]
     n_old = len(before["pipeline_runs"][0])
     assert [r[:n_old] for r in after["pipeline_runs"]] == before["pipeline_runs"]
-    assert all(v is None for v in after["pipeline_runs"][0][n_old:])  # the new ledger columns, empty
+    assert all(v is None for v in after["pipeline_runs"][0][n_old:-1])  # the new ledger columns, empty
+    assert after["pipeline_runs"][0][-1] == "default"
     assert store.watermark() == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
     # the new columns take a ledger entry
     store.record_ledger(

@@ -34,6 +34,7 @@ from ..settings import (
     parse_window,
     read_secret,
 )
+from ..settings.pipelines import DEFAULT_PIPELINE, named_pipeline, pipeline_names, pipeline_params
 from .audit import add_report_parser, cmd_report, status_run
 from .serve import serve_until_interrupted
 
@@ -57,6 +58,9 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", metavar="FILE", help="params YAML (default: params/default.yaml if present)")
     p.add_argument(
+        "--pipeline", metavar="NAME", help="params/pipelines/NAME.yaml and its own state and table"
+    )
+    p.add_argument(
         "-p",
         dest="overrides",
         action="append",
@@ -77,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full", action="store_true", help="re-read from quality.min_timestamp")
     run.add_argument("--demo", action="store_true", help="use the bundled demo API and params/demo.yaml")
     run.add_argument("--wait", action="store_true", help="wait for a run in progress instead of exiting")
+    run.add_argument(
+        "--all", action="store_true", help="run each pipeline once, one after another (see --pipeline)"
+    )
 
     bf = sub.add_parser("backfill", help="one run per partition of [start, end), resumable")
     _common(bf)
@@ -160,10 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, require_api: bool = False) -> Settings:
-    params = args.params or (DEMO_PARAMS if getattr(args, "demo", False) else None)
-    if params is None and (PROJECT_ROOT / "params" / "default.yaml").is_file():
-        params = str(PROJECT_ROOT / "params" / "default.yaml")
+    if args.pipeline is not None and args.params:
+        raise SettingsError(
+            f"--pipeline {args.pipeline} and --params: give one (a pipeline's params are its YAML "
+            "in params/pipelines/)"
+        )
+    params = args.params
+    if params is None and (args.pipeline is not None or not getattr(args, "demo", False)):
+        found = pipeline_params(args.pipeline or DEFAULT_PIPELINE)
+        params = str(found) if found else None
+    if params is None and getattr(args, "demo", False):
+        params = DEMO_PARAMS
     settings = load_settings(params, args.overrides, require_api=require_api)
+    if args.pipeline is not None:
+        settings = named_pipeline(settings, args.pipeline, params)
     args.redactor = settings.redactor  # the secrets of the settings this command resolved leave its output
     redact_console(args.redactor.redact)
     if args.command not in ("status", "report"):
@@ -239,6 +256,32 @@ def _with_demo(settings: Settings, demo: bool) -> AbstractContextManager[Setting
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if not args.all:
+        return _run_once(args)
+    if args.pipeline is not None or args.params:
+        raise SettingsError("run --all runs every pipeline: leave out --pipeline and --params")
+    names = pipeline_names()
+    if not names:
+        raise SettingsError("run --all: no pipelines yet: add params/pipelines/NAME.yaml")
+    failed = []
+    for name in names:  # one after another: each run has the machine's cores to itself
+        print(f"pipeline {name}")
+        args.pipeline = name
+        try:
+            code = _run_once(args)
+        except PipelineError as e:
+            sys.stderr.write(f"error: pipeline {name}: {args.redactor.redact(str(e))}\n")
+            code = e.exit_code or 1
+        if code:
+            failed.append(name)
+    print(
+        f"{len(names) - len(failed)} of {len(names)} pipeline(s) ok"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return 1 if failed else 0
+
+
+def _run_once(args: argparse.Namespace) -> int:
     with _with_demo(_settings(args, require_api=not args.demo), args.demo) as settings:
         kernel = _early_kernel(settings)
         try:
@@ -272,7 +315,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ..storage.store import Store
+    from ..storage.store import Store, pipeline_entry
 
     if args.limit < 1:
         raise SettingsError(f"status --limit {args.limit}: must be at least 1")
@@ -282,11 +325,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.run:
         return status_run(store, args.run, args.json)
     data = store.status(limit=args.limit)
+    data["pipeline"] = store.pipeline
+    # the pipelines the database holds state of, and those defined that never ran yet
+    entries = {p["pipeline"]: p for p in store.pipelines()}
+    for name in {*pipeline_names(), store.pipeline} - set(entries):
+        entries[name] = pipeline_entry(name)
+    data["pipelines"] = [entries[name] for name in sorted(entries)]
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
     from . import render
 
+    if len(data["pipelines"]) > 1 or store.pipeline != DEFAULT_PIPELINE:
+        render.pipelines(data["pipelines"], store.pipeline)
     render.status(data)
     return 0
 
@@ -377,6 +428,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         passthrough += ["--params", args.params]
     for o in args.overrides:
         passthrough += ["-p", o]
+    if args.pipeline is not None:
+        passthrough += ["--pipeline", args.pipeline]
     if args.demo:
         passthrough.append("--demo")
     return run_schedule(every=args.every, cron=args.cron, run_args=passthrough)

@@ -161,6 +161,35 @@ def status(data: dict[str, Any]) -> None:
     con.print("full detail: status --json, status --run RUN", style="dim")
 
 
+def pipelines(entries: list[dict[str, Any]], shown: str) -> None:
+    """A line per pipeline at 80 columns: its last run, watermark, pending dead letters, health; then the
+    name of the pipeline whose runs ``status`` shows below."""
+    table = _compact_table(
+        "pipelines, times UTC",
+        text=("pipeline", "last run", "status", "finished", "watermark"),
+        numbers=("dead",),
+    )
+    table.add_column("health", justify="left", no_wrap=True)
+    for p in entries:
+        last = p["last_run"] or {}
+        table.add_row(
+            escape(p["pipeline"]),
+            short_id(last.get("run_id")),
+            SHORT_STATUS.get(last.get("status") or "-", last.get("status") or "-"),
+            _short_time(last.get("finished_at")),
+            _short_time(p["watermark"]),
+            k(p["dead_letters_pending"]),
+            p["health"],
+        )
+    con = console()
+    con.print(table)
+    con.print(escape(f"pipeline {shown}:"))
+
+
+def _short_time(value: str | None) -> str:
+    return parse_instant(value).strftime("%m-%d %H:%M") if value else "-"
+
+
 def _clip(text: str, width: int = 79) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -3,7 +3,8 @@
 The runner builds it as a run ends; the audit trail adds the ledger; the index, the run pages, the
 Prometheus and OpenLineage exports and the CLI read it back through ``from_json``. The file's keys and
 their shapes are a contract (tests and external readers parse it): ``to_json`` writes them in the order
-they have always had, ``error`` only for a failed run and ``ledger`` once the audit trail recorded it.
+they have always had, ``pipeline`` only for a pipeline other than ``default``, ``error`` only for a failed
+run and ``ledger`` once the audit trail recorded it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ KEYS = (
     "report_dir",
     "database",
     "watermark",
+    "pipeline",
     "error",
     "ledger",
 )
@@ -74,6 +76,7 @@ class RunMetrics:
     report_dir: str | None = None
     database: str | None = None
     watermark: str | None = None
+    pipeline: str = "default"  # written since named pipelines; an older file's run was pipeline default
     error: RunError | None = None
     ledger: dict[str, Any] | None = None
     # keys this version does not know (a file written by another one): kept, and written back as they were
@@ -106,6 +109,8 @@ class RunMetrics:
             "database": self.database,
             "watermark": self.watermark,
         }
+        if self.pipeline != "default":  # a run of pipeline default writes the file it always wrote
+            out["pipeline"] = self.pipeline
         if self.error is not None:
             out["error"] = self.error.to_json()
         if self.ledger is not None:
@@ -140,6 +145,7 @@ class RunMetrics:
             report_dir=d.get("report_dir"),
             database=d.get("database"),
             watermark=d.get("watermark"),
+            pipeline=d.get("pipeline") or "default",
             error=RunError.from_json(d["error"]) if d.get("error") else None,
             ledger=d.get("ledger"),
             extra={k: v for k, v in d.items() if k not in KEYS},

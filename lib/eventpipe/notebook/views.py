@@ -117,9 +117,10 @@ def table_summary(ctx: StageContext, advance_watermark: bool = False) -> pd.Data
         watermark = f"{iso(mark)} (moved to the end of this run's window)"
     else:
         watermark = f"{iso(mark)} (set by run {s['watermark_run_id']}; this run does not move it)"
+    table = store.t.analytics.name  # the pipeline's own
     rows = {
-        f"analytics rows in this run's window [{iso(ctx.since)}, {iso(ctx.until)})": s["in_window"],
-        "analytics rows in total, all windows (inserted by successful runs)": s["total"],
+        f"{table} rows in this run's window [{iso(ctx.since)}, {iso(ctx.until)})": s["in_window"],
+        f"{table} rows in total, all windows (inserted by successful runs)": s["total"],
         **{f"dead letters {k}": v for k, v in sorted(s["dead_letters"].items())},
         "incremental watermark": watermark,
         "database": store.masked_url,

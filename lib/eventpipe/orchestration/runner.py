@@ -309,7 +309,8 @@ class Runner:
     def _lineage(self, event: str, run_id: str, kind: str) -> None:
         api = self.settings.api
         source = (api.base_url or "http://demo-api.local").rstrip("/") + api.endpoint
-        emit_lineage(self.lineage, event, run_id, kind, source, "analytics", self.settings.lineage.namespace)
+        table = self.store.t.analytics.name
+        emit_lineage(self.lineage, event, run_id, kind, source, table, self.settings.lineage.namespace)
 
     def _parameters(self, plan: RunPlan, run_dir: Path) -> dict[str, Any]:
         """The notebook's one parameter: the run's resolved settings file, (re)written in its folder."""
@@ -355,6 +356,7 @@ class Runner:
             report_dir=str(run.report_dir),
             database=self.store.masked_url,
             watermark=stages.get("load", {}).get("watermark"),
+            pipeline=self.settings.pipeline.name,
         )
 
 

@@ -12,10 +12,12 @@ import math
 import re
 from typing import Any
 
-from .schema import SECTIONS, QualitySettings
+from .schema import DEFAULT_PIPELINE, SECTIONS, QualitySettings
 from .values import _to_plain, parse_duration, parse_instant, shown
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# the tables every pipeline shares (``storage/tables.py``): no pipeline's destination
+STATE_TABLES = ("pipeline_runs", "pipeline_state", "dead_letter", "run_locks", "eventpipe_schema_version")
 
 
 def known_params() -> dict[str, tuple[str, Any, str]]:
@@ -172,8 +174,19 @@ def value_problems(built: dict[str, Any], problems: list[str]) -> list[str]:
             found.append(
                 f"parameter {key}={shown(_to_plain(getattr(built[key.split('.')[0]], key.split('.')[1])))} is out of range"
             )
-    if built["load"].schema and not _IDENT_RE.fullmatch(built["load"].schema):
-        found.append(f"parameter load.schema={shown(built['load'].schema)} is not a plain SQL identifier")
+    for key in ("load.schema", "pipeline.name", "pipeline.table"):
+        section, name = key.split(".")
+        value = getattr(built[section], name)
+        if (value or key == "pipeline.name") and not _IDENT_RE.fullmatch(value):
+            found.append(f"parameter {key}={shown(value)} is not a plain SQL identifier")
+    pipeline = built["pipeline"]
+    if pipeline.table_name in STATE_TABLES or (
+        pipeline.name != DEFAULT_PIPELINE and pipeline.table_name == "analytics"
+    ):
+        found.append(
+            f"parameter pipeline.table={shown(pipeline.table)} is a table of the pipelines' state or of "
+            "pipeline default: name a table of this pipeline's own"
+        )
     if not q.allowed_events:
         found.append("parameter quality.allowed_events is empty: list at least one event type")
     if built["window"].initial_since:

@@ -33,12 +33,31 @@ class Secret:
     __str__ = __repr__
 
 
+DEFAULT_PIPELINE = "default"
+
+
 def _param(default: Any, help: str) -> Any:
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata={"help": help})
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Which pipeline a run belongs to: its state (watermark, dead letters, runs, locks) and its table."""
+
+    name: str = _param(
+        DEFAULT_PIPELINE, "the pipeline's name (--pipeline NAME reads params/pipelines/NAME.yaml)"
+    )
+    table: str = _param("", "destination table; empty means analytics (pipeline default) or analytics_<name>")
+
+    @property
+    def table_name(self) -> str:
+        if self.table:
+            return self.table
+        return "analytics" if self.name == DEFAULT_PIPELINE else f"analytics_{self.name}"
 
 
 @dataclass(frozen=True)
@@ -168,6 +187,7 @@ class LineageSettings:
 
 
 SECTIONS = {
+    "pipeline": PipelineSettings,
     "api": ApiSettings,
     "window": WindowSettings,
     "quality": QualitySettings,
@@ -193,6 +213,7 @@ class Settings:
     reports: ReportSettings
     lineage: LineageSettings
     source: SourceSettings
+    pipeline: PipelineSettings
     database_url: Secret
     api_key: Secret
     params_file: str | None = None

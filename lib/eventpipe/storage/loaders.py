@@ -1,5 +1,7 @@
 """Loaders: upsert clean rows, store dead letters, finish the run and move the watermark — one transaction.
 
+All of it for the store's pipeline: its own destination table, its dead letters and its watermark.
+
 Rows go into a temporary staging table first, then one set-based
 ``INSERT … SELECT … ON CONFLICT (user_id, timestamp, event_type) DO UPDATE``.
 A row whose data did not change is left as it is (its lineage too), so a
@@ -253,19 +255,24 @@ class Loader:
                 self.copy(conn, DL_STAGING, pa.table(out))
         if not hashes:
             return 0, 0
-        seen = conn.exec_driver_sql(
-            f"SELECT count(*) FROM {DL_STAGING} s JOIN {dl} d ON d.{q('record_hash')} = s.{q('record_hash')}"
+        seen = conn.execute(
+            text(
+                f"SELECT count(*) FROM {DL_STAGING} s JOIN {dl} d ON d.{q('record_hash')} = s.{q('record_hash')} "
+                f"AND d.{q('pipeline')} = :pipeline"
+            ),
+            {"pipeline": self.store.pipeline},
         ).scalar()
         cols = ", ".join(q(c) for c in staged)
         conn.execute(
             _typed(
-                f"INSERT INTO {dl} ({cols}, status, first_run_id, last_run_id, first_seen, last_seen, attempts) "
-                f"SELECT {cols}, 'pending', :run_id, :run_id, :now, :now, 1 FROM {DL_STAGING} WHERE true "
-                f"ON CONFLICT ({q('record_hash')}) DO UPDATE SET last_seen = excluded.last_seen, "
+                f"INSERT INTO {dl} ({cols}, {q('pipeline')}, status, first_run_id, last_run_id, first_seen, "
+                f"last_seen, attempts) "
+                f"SELECT {cols}, :pipeline, 'pending', :run_id, :run_id, :now, :now, 1 FROM {DL_STAGING} WHERE true "
+                f"ON CONFLICT ({q('pipeline')}, {q('record_hash')}) DO UPDATE SET last_seen = excluded.last_seen, "
                 f"last_run_id = excluded.last_run_id, attempts = {dl}.attempts + 1, reasons = excluded.reasons, "
                 f"stage = excluded.stage, status = 'pending' WHERE {dl}.status <> 'discarded'"
             ),
-            {"run_id": run_id, "now": now},
+            {"run_id": run_id, "now": now, "pipeline": self.store.pipeline},
         )
         self.drop_staging(conn, DL_STAGING)
         return len(hashes) - int(seen), int(seen)
@@ -275,7 +282,7 @@ class Loader:
         for i in range(0, len(hashes), 1000):
             conn.execute(
                 update(dl)
-                .where(dl.c.record_hash.in_(hashes[i : i + 1000]))
+                .where(dl.c.pipeline == self.store.pipeline, dl.c.record_hash.in_(hashes[i : i + 1000]))
                 .values(status="replayed", replayed_run_id=run_id, last_seen=utcnow())
             )
 
@@ -285,10 +292,12 @@ class Loader:
         self, conn: Connection, name: str, until: datetime, run_id: str, now: datetime
     ) -> None:
         st = self.t.state
-        stmt = self.insert(st).values(name=name, watermark=until, run_id=run_id, updated_at=now)
+        stmt = self.insert(st).values(
+            pipeline=self.store.pipeline, name=name, watermark=until, run_id=run_id, updated_at=now
+        )
         conn.execute(
             stmt.on_conflict_do_update(
-                index_elements=[st.c.name],
+                index_elements=[st.c.pipeline, st.c.name],
                 set_={"watermark": stmt.excluded.watermark, "run_id": run_id, "updated_at": now},
             )
         )

@@ -1,5 +1,8 @@
 """The run lock, per window: runs over disjoint windows write at the same time, overlapping ones never do.
 
+Windows are a pipeline's own: runs of two pipelines (their own tables, watermarks and dead letters)
+never wait for each other, whatever their windows.
+
 A run claims its window ``[since, until)`` in one short critical section under a
 global lock (held for milliseconds, never for the run):
 
@@ -62,9 +65,10 @@ class Claim:
     until: datetime
     host: str = ""
     pid: int = 0
+    pipeline: str = "default"
 
-    def overlaps(self, since: datetime, until: datetime) -> bool:
-        return self.since < until and since < self.until
+    def overlaps(self, pipeline: str, since: datetime, until: datetime) -> bool:
+        return self.pipeline == pipeline and self.since < until and since < self.until
 
 
 @dataclass(frozen=True)
@@ -100,10 +104,13 @@ class WindowLocks:
                 if plan is None:
                     held = None
                     break
-                busy = next((c for c in live if c.overlaps(plan.since, plan.until)), None)
+                pipeline = self.store.pipeline
+                busy = next((c for c in live if c.overlaps(pipeline, plan.since, plan.until)), None)
                 if busy is None:
                     held = section.record(
-                        Claim(plan.run_id, plan.since, plan.until, socket.gethostname(), os.getpid())
+                        Claim(
+                            plan.run_id, plan.since, plan.until, socket.gethostname(), os.getpid(), pipeline
+                        )
                     )
                     break
             if not wait:
@@ -210,7 +217,14 @@ class _PgSection:
             self.conn.execute(delete(t).where(t.c.id.in_(dead)))
             log.info("cleared %d window claim(s) of dead holders", len(dead))
         return [
-            Claim(r["run_id"], as_utc(r["window_since"]), as_utc(r["window_until"]), r["host"], r["pid"])
+            Claim(
+                r["run_id"],
+                as_utc(r["window_since"]),
+                as_utc(r["window_until"]),
+                r["host"],
+                r["pid"],
+                r["pipeline"],
+            )
             for r in rows
             if r["id"] in alive
         ]
@@ -226,6 +240,7 @@ class _PgSection:
                 host=claim.host,
                 pid=claim.pid,
                 acquired_at=utcnow(),
+                pipeline=claim.pipeline,
             )
             .returning(t.c.id)
         ).scalar_one()
@@ -295,6 +310,7 @@ class _FileSection:
                         datetime.fromisoformat(d["until"]),
                         d["host"],
                         d["pid"],
+                        d.get("pipeline", "default"),  # a claim written before pipelines existed
                     )
                 )
             else:
@@ -317,6 +333,7 @@ class _FileSection:
                     "until": claim.until.isoformat(),
                     "host": claim.host,
                     "pid": claim.pid,
+                    "pipeline": claim.pipeline,
                 }
             ).encode(),
         )

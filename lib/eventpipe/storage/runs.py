@@ -28,8 +28,9 @@ JSON_COLUMNS = (*LEDGER_JSON, "ledger_entry")  # text on SQLite: decoded as they
 class RunRecords:
     """The writes to ``pipeline_runs`` (reads are the ``Store``'s)."""
 
-    def __init__(self, runs: Table):
+    def __init__(self, runs: Table, pipeline: str = "default"):
         self.t = runs
+        self.pipeline = pipeline  # the pipeline of the rows this writer starts
 
     def start(
         self,
@@ -156,7 +157,14 @@ class RunRecords:
 
     def _insert(self, conn: Connection, run_id: str, kind: str, started: datetime, **values: Any) -> None:
         conn.execute(
-            self.t.insert().values(run_id=run_id, kind=kind, status="running", started_at=started, **values)
+            self.t.insert().values(
+                run_id=run_id,
+                kind=kind,
+                status="running",
+                started_at=started,
+                pipeline=self.pipeline,
+                **values,
+            )
         )
 
     def _started_at(self, conn: Connection, run_id: str) -> datetime | None:

@@ -1,5 +1,8 @@
 """Store: the engine, the run records' transactions, watermark and what ``status`` shows (SQLAlchemy 2 Core).
 
+A store serves one pipeline (``settings.pipeline``): every read and write of run state is filtered by its
+name, and its destination is the pipeline's own table. ``pipelines`` alone looks across all of them.
+
 PostgreSQL is the production target and SQLite the embedded default; the pipeline creates its own
 tables on both. Dialect differences live in the engine set-up here, in ``lock`` and in ``loaders``.
 """
@@ -13,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.records import reason_code
@@ -52,6 +55,25 @@ def _sqlite_begin_read(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")  # readers (status, "in progress" checks) never wait for the writer
 
 
+def pipeline_entry(
+    name: str, last: dict[str, Any] | None = None, watermark: datetime | None = None, pending: int = 0
+) -> dict[str, Any]:
+    """One line of ``status``'s pipelines: times as ISO text, the health from the last run."""
+    if last is not None:
+        for k in ("started_at", "finished_at"):
+            last[k] = as_utc(last[k]).isoformat() if last[k] else None
+    status = last["status"] if last else None
+    health = {None: "new", "running": "running", "failed": "failing"}.get(status, "ok")
+    mark = as_utc(watermark)
+    return {
+        "pipeline": name,
+        "last_run": last,
+        "watermark": mark.isoformat() if mark else None,
+        "dead_letters_pending": pending,
+        "health": health,
+    }
+
+
 class Store:
     """An engine plus the pipeline's tables."""
 
@@ -79,8 +101,9 @@ class Store:
             self.engine = create_engine(url, pool_pre_ping=True, connect_args=args)
             self.reader = self.engine
         self.schema = settings.load.schema if not self.is_sqlite else ""
-        self.t = define_tables(self.schema or None)
-        self.records = RunRecords(self.t.runs)
+        self.pipeline = settings.pipeline.name
+        self.t = define_tables(self.schema or None, settings.pipeline.table_name)
+        self.records = RunRecords(self.t.runs, self.pipeline)
 
     def ping(self) -> None:
         """Fail fast (exit 2) when the database cannot be reached."""
@@ -94,8 +117,17 @@ class Store:
             ) from None
 
     def create_schema(self) -> None:
-        """Create or upgrade the pipeline's tables to the newest migration (a read when already there)."""
+        """Create or upgrade the pipeline's tables to the newest migration (a read when already there), and
+        the pipeline's own destination table."""
         upgrade(self.engine, self.reader, self.schema or None)
+        table = self.t.analytics
+        if table.name == "analytics":
+            return
+        # a pipeline's own table, analytics's twin: made as the pipeline first runs, a read after that
+        with self.reader.connect() as conn:
+            exists = inspect(conn).has_table(table.name, schema=self.schema or None)
+        if not exists:
+            table.create(self.engine, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -147,23 +179,29 @@ class Store:
         return out
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        q = select(self.t.runs).order_by(self.t.runs.c.started_at.desc()).limit(limit)
+        r = self.t.runs
+        q = select(r).where(r.c.pipeline == self.pipeline).order_by(r.c.started_at.desc()).limit(limit)
         with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
     def last_success(self, kind: str) -> datetime | None:
         """When the newest successful run of ``kind`` finished (``metrics.prom``'s last-success gauge)."""
         r = self.t.runs
-        q = select(func.max(r.c.finished_at)).where(r.c.kind == kind, r.c.status == "succeeded")
+        q = select(func.max(r.c.finished_at)).where(
+            r.c.pipeline == self.pipeline, r.c.kind == kind, r.c.status == "succeeded"
+        )
         with self.reader.connect() as conn:
             return as_utc(conn.execute(q).scalar())
 
     # -- watermark ---------------------------------------------------------------------------
 
     def watermark(self, name: str = "incremental") -> datetime | None:
+        st = self.t.state
         with self.reader.connect() as conn:
             return as_utc(
-                conn.execute(select(self.t.state.c.watermark).where(self.t.state.c.name == name)).scalar()
+                conn.execute(
+                    select(st.c.watermark).where(st.c.pipeline == self.pipeline, st.c.name == name)
+                ).scalar()
             )
 
     # -- reading for status, backfill and replay -------------------------------------------------
@@ -172,7 +210,9 @@ class Store:
         r = self.t.runs
         with self.reader.connect() as conn:
             rows = conn.execute(
-                select(r.c.window_since, r.c.window_until).where(r.c.kind == kind, r.c.status == "succeeded")
+                select(r.c.window_since, r.c.window_until).where(
+                    r.c.pipeline == self.pipeline, r.c.kind == kind, r.c.status == "succeeded"
+                )
             ).all()
         return {(as_utc(a), as_utc(b)) for a, b in rows}
 
@@ -182,7 +222,7 @@ class Store:
             rows = (
                 conn.execute(
                     select(dl.c.id, dl.c.raw, dl.c.first_seen)
-                    .where(dl.c.status == "pending")
+                    .where(dl.c.pipeline == self.pipeline, dl.c.status == "pending")
                     .order_by(dl.c.id)
                 )
                 .mappings()
@@ -193,9 +233,14 @@ class Store:
     def status(self, limit: int = 10) -> dict[str, Any]:
         """What ``status`` shows: last runs, the watermark, dead letters by status, stage and reason."""
         dl = self.t.dead_letter
+        mine = dl.c.pipeline == self.pipeline
         with self.reader.connect() as conn:
-            by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
-            pending = conn.execute(select(dl.c.stage, dl.c.reasons).where(dl.c.status == "pending")).all()
+            by_status = dict(
+                conn.execute(select(dl.c.status, func.count()).where(mine).group_by(dl.c.status)).all()
+            )
+            pending = conn.execute(
+                select(dl.c.stage, dl.c.reasons).where(mine, dl.c.status == "pending")
+            ).all()
         by_stage: dict[str, Counter] = defaultdict(Counter)
         for stage, reasons in pending:
             items = reasons if isinstance(reasons, list) else json.loads(reasons)
@@ -219,6 +264,39 @@ class Store:
             },
         }
 
+    def pipelines(self) -> list[dict[str, Any]]:
+        """Every pipeline the database holds state of, by name: its last run, watermark, pending dead letters
+        and health (``new``: no run yet, ``running``, ``failing``: its last run failed, else ``ok``)."""
+        r, st, dl = self.t.runs, self.t.state, self.t.dead_letter
+        with self.reader.connect() as conn:
+            marks = dict(
+                conn.execute(select(st.c.pipeline, st.c.watermark).where(st.c.name == "incremental")).all()
+            )
+            pending = dict(
+                conn.execute(
+                    select(dl.c.pipeline, func.count())
+                    .where(dl.c.status == "pending")
+                    .group_by(dl.c.pipeline)
+                ).all()
+            )
+            names = {*conn.execute(select(r.c.pipeline).distinct()).scalars(), *marks, *pending}
+            out = []
+            for name in sorted(names):
+                last = (
+                    conn.execute(
+                        select(r.c.run_id, r.c.kind, r.c.status, r.c.started_at, r.c.finished_at)
+                        .where(r.c.pipeline == name)
+                        .order_by(r.c.started_at.desc())
+                        .limit(1)
+                    )
+                    .mappings()
+                    .first()
+                )
+                out.append(
+                    pipeline_entry(name, dict(last) if last else None, marks.get(name), pending.get(name, 0))
+                )
+        return out
+
     def window_summary(self, since: datetime, until: datetime) -> dict[str, Any]:
         """What a reviewer checks after a load: the window's rows, the table's size, dead letters, the watermark.
 
@@ -238,10 +316,22 @@ class Store:
                 )
             ).scalar()
             total = conn.execute(
-                select(func.coalesce(func.sum(r.c.inserted), 0)).where(r.c.status == "succeeded")
+                select(func.coalesce(func.sum(r.c.inserted), 0)).where(
+                    r.c.pipeline == self.pipeline, r.c.status == "succeeded"
+                )
             ).scalar()
-            by_status = dict(conn.execute(select(dl.c.status, func.count()).group_by(dl.c.status)).all())
-            mark = conn.execute(select(st.c.watermark, st.c.run_id).where(st.c.name == "incremental")).first()
+            by_status = dict(
+                conn.execute(
+                    select(dl.c.status, func.count())
+                    .where(dl.c.pipeline == self.pipeline)
+                    .group_by(dl.c.status)
+                ).all()
+            )
+            mark = conn.execute(
+                select(st.c.watermark, st.c.run_id).where(
+                    st.c.pipeline == self.pipeline, st.c.name == "incremental"
+                )
+            ).first()
         return {
             "in_window": in_window,
             "total": total,

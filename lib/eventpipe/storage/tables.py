@@ -1,6 +1,9 @@
 """The pipeline's tables: ``analytics``, ``pipeline_runs``, ``pipeline_state``, ``dead_letter`` and ``run_locks``.
 
-Every one is created and altered by the migrations (``storage/migrations/versions/``) only.
+Every one is created and altered by the migrations (``storage/migrations/versions/``) only, but for the
+destination table of a pipeline other than ``default`` (``analytics_<name>`` or ``pipeline.table``): it is
+``analytics``'s twin, created as the pipeline first runs (``Store.create_schema``). The other tables hold
+every pipeline's rows, told apart by their ``pipeline`` column (migration 0006).
 """
 
 from __future__ import annotations
@@ -52,11 +55,18 @@ class Tables:
     run_locks: Table
 
 
-def define_tables(schema: str | None = None) -> Tables:
+def _pipeline(primary_key: bool = False, index: bool = False) -> Column:
+    """The pipeline a row belongs to (migration 0006; a database from before holds pipeline ``default``)."""
+    return Column(
+        "pipeline", Text, nullable=False, server_default="default", primary_key=primary_key, index=index
+    )
+
+
+def define_tables(schema: str | None = None, analytics_name: str = "analytics") -> Tables:
     md = MetaData(schema=schema or None)
     ts = DateTime(timezone=True)
     analytics = Table(
-        "analytics",
+        analytics_name,
         md,
         Column("user_id", Text, primary_key=True),
         Column("timestamp", ts, primary_key=True),
@@ -100,6 +110,7 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("ledger_seq", Integer),
         Column("ledger_sha256", Text),
         Column("ledger_entry", JSONText),
+        _pipeline(index=True),
     )
     state = Table(
         "pipeline_state",
@@ -108,6 +119,7 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("watermark", ts, nullable=False),
         Column("run_id", Text, nullable=False),
         Column("updated_at", ts, nullable=False),
+        _pipeline(primary_key=True),
     )
     dead_letter = Table(
         "dead_letter",
@@ -124,7 +136,8 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("last_seen", ts, nullable=False),
         Column("attempts", Integer, nullable=False),
         Column("replayed_run_id", Text),
-        UniqueConstraint("record_hash", name="dead_letter_record_hash_key"),
+        _pipeline(),
+        UniqueConstraint("pipeline", "record_hash", name="dead_letter_pipeline_record_hash_key"),
     )
     # the window claims on PostgreSQL (``storage/lock.py``; SQLite keeps them as files); migration 0004
     run_locks = Table(
@@ -137,5 +150,6 @@ def define_tables(schema: str | None = None) -> Tables:
         Column("host", Text, nullable=False),
         Column("pid", Integer, nullable=False),
         Column("acquired_at", ts, nullable=False),
+        _pipeline(),
     )
     return Tables(md, analytics, runs, state, dead_letter, run_locks)
