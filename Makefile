@@ -51,8 +51,13 @@ lint: $(STAMP)  ## formatting, lint, import layers and types (part of make test)
 	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/mypy
 
+# both cores: each test file runs on one of two workers (pytest-xdist). The notebooks run on their own,
+# in order and in one kernel each, as nbval expects (xdist may tear a notebook's kernel down between cells).
+XDIST := -n 2 --dist loadfile
+
 test: lint $(AIRFLOW_STAMP)  ## the suite CI runs (PostgreSQL, HTTP, Airflow dag.test); kill loop, Airflow engine: test-all
-	$(BIN)/python -m pytest -m "not slow and not airflow_engine" --nbval-lax tests notebooks
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not airflow_engine" tests
+	$(BIN)/python -m pytest --nbval-lax notebooks
 
 test-airflow-engine: $(STAMP) $(AIRFLOW_STAMP)  ## Airflow's scheduler and dag-processor, LocalExecutor, two Celery workers
 	$(BIN)/python -m pytest -m airflow_engine tests
@@ -71,7 +76,8 @@ test-clock: $(STAMP)  ## the clock-dependent e2e tests at 00:30, 11:59 and 23:59
 	done
 
 test-all: lint $(AIRFLOW_STAMP)  ## every test, including the long kill loop and the Airflow engine tier
-	$(BIN)/python -m pytest --nbval-lax tests notebooks
+	$(BIN)/python -m pytest $(XDIST) tests
+	$(BIN)/python -m pytest --nbval-lax notebooks
 
 bench: $(STAMP)  ## records/second per stage and end to end (1M events by default)
 	$(BIN)/python bench/run.py --events $${EVENTS:-1000000}

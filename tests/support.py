@@ -254,6 +254,8 @@ def run_cli(tmp_path: Path, *args: str, **env_changes) -> subprocess.CompletedPr
         "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite'}",
         "API_BASE_URL": "http://127.0.0.1:9",  # well-formed; never reached because every case stops first
     }
+    if clock.ENV in os.environ:  # the test's pinned instant (the ``clock`` fixture)
+        env[clock.ENV] = os.environ[clock.ENV]
     for name, value in env_changes.items():
         if value is UNSET:
             env.pop(name, None)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from eventpipe.settings import normalise_database_url
+from eventpipe.storage.migrate import downgrade
 from hostile import Hostile, contract_page, deep_record
 from support import Project, assert_one_line_usage_error, query, run_cli, runs, table_rows
 
@@ -128,9 +129,7 @@ def test_an_older_database_gains_the_outside_window_column(hostile_project):
     with api:
         assert project.cli("backfill", "--start", SINCE, "--end", UNTIL) == 0
         engine = create_engine(normalise_database_url(project.database_url))
-        with engine.begin() as conn:  # a database from before the count existed: schema revision 0002
-            conn.execute(text("ALTER TABLE pipeline_runs DROP COLUMN outside_window"))
-            conn.execute(text("UPDATE eventpipe_schema_version SET version_num = '0002'"))
+        downgrade(engine, "0002")  # a database from before the count existed, its first run kept
         engine.dispose()
         assert project.cli("backfill", "--start", SINCE, "--end", UNTIL, "--rerun") == 0
     assert [

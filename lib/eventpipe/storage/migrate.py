@@ -72,3 +72,11 @@ def upgrade(engine: Engine, reader: Engine | None = None, schema: str | None = N
         command.upgrade(cfg, "head")
         log.info("database schema upgraded from %s to %s", before or "empty", target)
         return before
+
+
+def downgrade(engine: Engine, revision: str, schema: str | None = None) -> None:
+    """Take the schema back to ``revision`` (each migration's ``downgrade``), e.g. to test an upgrade."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.downgrade(_config(conn, schema), revision)

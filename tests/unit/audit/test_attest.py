@@ -100,5 +100,5 @@ def test_the_signing_key_never_reaches_a_notebook_kernel(tmp_path, monkeypatch):
     private, _ = keygen(tmp_path / "k")
     monkeypatch.setenv(ENV_KEY_FILE, str(private))
     monkeypatch.setenv(ENV_KEY, private.read_text())
-    env = kernel_env(load_settings(None, ["api.base_url=http://127.0.0.1:9"], env={"API_KEY": "k-1234"}))
-    assert ENV_KEY_FILE not in env and ENV_KEY not in env and env["API_KEY"] == "k-1234"
+    env = kernel_env(load_settings(None, ["api.base_url=http://127.0.0.1:9"], env={"API_KEY": "k-123456"}))
+    assert ENV_KEY_FILE not in env and ENV_KEY not in env and env["API_KEY"] == "k-123456"

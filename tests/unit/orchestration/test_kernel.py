@@ -4,16 +4,24 @@ environment adds the run's secrets to this process's."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 from eventpipe.orchestration import kernel
 
 
 def test_kernels_listen_on_unix_sockets_in_a_private_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    km = kernel.SharedKernel("python3", tmp_path, {})._manager()
-    assert km.transport == "ipc" and km.ip.startswith(str(tmp_path / f"eventpipe-{os.getuid()}"))
-    assert (tmp_path / f"eventpipe-{os.getuid()}").stat().st_mode & 0o777 == 0o700
+    short = Path(
+        tempfile.mkdtemp(prefix="ep-")
+    )  # tmp_path may be too deep for a socket (pytest-xdist adds a level)
+    try:
+        monkeypatch.setattr(tempfile, "gettempdir", lambda: str(short))
+        km = kernel.SharedKernel("python3", tmp_path, {})._manager()
+        assert km.transport == "ipc" and km.ip.startswith(str(short / f"eventpipe-{os.getuid()}"))
+        assert (short / f"eventpipe-{os.getuid()}").stat().st_mode & 0o777 == 0o700
+    finally:
+        shutil.rmtree(short)
 
 
 def test_a_folder_others_can_enter_or_a_path_too_long_for_a_socket_means_tcp(tmp_path, monkeypatch):
