@@ -3,6 +3,9 @@
 Airflow runs from ``.airflow-venv`` (``make airflow``); the tasks run the stages in
 the project's interpreter (``EVENTPIPE_PYTHON``, the one running the tests). Every
 process is started in its own session and killed (group-wide) by ``stop()``.
+
+The Celery workers import this module (``worker_hostname``) in the Airflow venv, which has neither pytest nor
+eventpipe: it imports the standard library only.
 """
 
 from __future__ import annotations
@@ -20,23 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from support import IN_CI
-
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_VENV = ROOT / ".airflow-venv"
 AIRFLOW_PY = AIRFLOW_VENV / "bin" / "python"
-
-
-def airflow_python(tests: str) -> Path:
-    """The Airflow venv's python; without it (``make airflow``) these tests skip, or fail in CI."""
-    if not AIRFLOW_PY.exists():
-        msg = f"{AIRFLOW_PY} is missing: run `make airflow`"
-        if IN_CI:
-            pytest.fail(f"{msg} (CI must run {tests})")
-        pytest.skip(msg)
-    return AIRFLOW_PY
 
 
 AIRFLOW_BIN = AIRFLOW_VENV / "bin" / "airflow"

@@ -281,3 +281,15 @@ def assert_one_line_usage_error(proc: subprocess.CompletedProcess, *must_mention
     for word in must_mention:
         assert word.lower() in line.lower(), f"{word!r} not in {line!r}"
     return line
+
+
+def airflow_python(tests: str) -> Path:
+    """The Airflow venv's python; without it (``make airflow``) these tests skip, or fail in CI."""
+    from airflow_harness import AIRFLOW_PY
+
+    if not AIRFLOW_PY.exists():
+        msg = f"{AIRFLOW_PY} is missing: run `make airflow`"
+        if IN_CI:
+            pytest.fail(f"{msg} (CI must run {tests})")
+        pytest.skip(msg)
+    return AIRFLOW_PY

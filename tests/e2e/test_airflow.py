@@ -15,10 +15,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from airflow_harness import AIRFLOW_PY, ROOT, Airflow, airflow_python
+from airflow_harness import AIRFLOW_PY, ROOT, Airflow
 from eventpipe.demo.data import DemoConfig
 from eventpipe.orchestration.failures import FAILURE_BANNER
-from support import expected_table, query, runs, start_api, table_rows
+from support import airflow_python, expected_table, query, runs, start_api, table_rows
 
 DAY = datetime(2024, 5, 2, tzinfo=timezone.utc)  # dag.test(logical_date=DAY) loads [DAY - 1 day, DAY)
 NOTEBOOKS = ("01_extract.ipynb", "02_transform_quality.ipynb", "03_load.ipynb")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_harness import Airflow, airflow_python, create_pg_database, drop_pg_database
+from airflow_harness import Airflow, create_pg_database, drop_pg_database
 from eventpipe.demo.data import DemoConfig
-from support import PG_ADMIN, expected_table, runs, start_api, table_rows
+from support import PG_ADMIN, airflow_python, expected_table, runs, start_api, table_rows
 
 pytestmark = pytest.mark.airflow_engine
 
