@@ -84,6 +84,8 @@ class Airflow:
     pipeline_env: dict[str, str]  # API_BASE_URL, API_KEY, DATABASE_URL, EVENTPIPE_PARAMS, …
     executor: str = "LocalExecutor"
     celery_broker: str = ""
+    # False: a new DAG starts paused, as in a real deployment (the operator runs `airflow dags unpause`)
+    unpaused_at_creation: bool = True
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,9 +104,9 @@ class Airflow:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": "2",  # two cores on the test machine
-                # only the backfills create runs: the scheduler creates none from the schedule (the DAG is unpaused
-                # because the scheduler starts no queued run of a paused DAG, backfill or not)
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                # only the backfills create runs: the scheduler creates none from the schedule (a DAG must be
+                # unpaused all the same: the scheduler starts no queued run of a paused DAG, backfill or not)
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(not self.unpaused_at_creation),
                 "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
@@ -145,6 +147,23 @@ class Airflow:
             raise AssertionError(
                 f"airflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
                 f"{proc.stderr[-3000:]}"
+            )
+        return proc
+
+    def shell(self, command: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        """A line as an operator pastes it (``airflow …`` on the PATH), in the deployment's environment plus ``env``."""
+        path = f"{AIRFLOW_BIN.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            env={**self.env, "PATH": path, **env},
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"{command} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             )
         return proc
 

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from eventpipe import clock
+from eventpipe.demo import styles
 from eventpipe.demo.data import DemoConfig, DemoData
 from eventpipe.demo.faults import FaultPlan
 from eventpipe.demo.server import DemoServer
@@ -204,7 +205,9 @@ def table_rows(database_url: str) -> dict[tuple[str, int, str], tuple[dict, str 
 def expected_table(
     api: Api, since: datetime, until: datetime
 ) -> dict[tuple[str, int, str], tuple[dict, str | None]]:
-    return {k: (t.properties, t.session_id) for k, t in api.data.expected_rows(since, until).items()}
+    """The rows a correct load of ``[since, until)`` stores, as the API's style sends them."""
+    stored = styles.STORED.get(api.server.style, lambda t: (t.properties, t.session_id))
+    return {k: stored(t) for k, t in api.data.expected_rows(since, until).items()}
 
 
 def runs(database_url: str) -> list[dict[str, Any]]:

@@ -22,11 +22,18 @@ STYLE_SECRETS = {
     "json-server": {},
     "offset": {"EVENTS_API_KEY": API_KEY},
     "cursor": {"EVENTS_TOKEN": API_KEY},
+    "mixpanel-export": {
+        "MIXPANEL_USER": "demo-user",
+        "MIXPANEL_SECRET": API_KEY,
+        "MIXPANEL_PROJECT_ID": "12345",
+    },
+    "posthog-events": {"POSTHOG_API_KEY": API_KEY},
 }
 
 
 def style_client(code: Code, style: str, url: str, per_page: int, extra: list[str] | None = None) -> Any:
     """The pipeline's source client configured by the style's preset, pointed at the demo API."""
+    from eventpipe.demo.styles import PRESETS
     from eventpipe.settings import load_settings
     from eventpipe.source.client import SourceClient
     from eventpipe.source.config import SourceConfig
@@ -36,9 +43,11 @@ def style_client(code: Code, style: str, url: str, per_page: int, extra: list[st
         "posthog": f"source.params.limit={per_page}",
         "json-server": f"source.params._limit={per_page}",
         "cursor": f"source.params.limit={per_page}",
+        "posthog-events": f"source.params.limit={per_page}",
     }
     overrides = [f"api.per_page={per_page}", *([size[style]] if style in size else []), *(extra or [])]
-    settings = load_settings(str(code.root / "params" / "sources" / f"{style}.yaml"), overrides, env=env)
+    preset = code.root / "params" / "sources" / f"{PRESETS.get(style, style)}.yaml"
+    settings = load_settings(str(preset), overrides, env=env)
     return SourceClient(url, SourceConfig.from_settings(settings, env), settings.api)
 
 

@@ -19,6 +19,16 @@ class PipelineError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: a failure raised on purpose is its one line, in a notebook
+        as on the command line (``orchestration.failures`` turns it into the stage's message cell)."""
+        return [clean_error_line(type(self).__name__, self.message)]
+
+
+def clean_error_line(ename: str, message: str) -> str:
+    """The whole "traceback" of a ``PipelineError`` raised in a notebook cell."""
+    return f"{ename}: {message}"
+
 
 class SettingsError(PipelineError):
     """A setting, parameter, option or environment variable is wrong (exit 2)."""
@@ -103,9 +113,41 @@ class RunInProgress(PipelineError):
 
 
 class Terminated(PipelineError):
-    """The runner received SIGTERM: the run is marked failed and the command exits 1."""
+    """SIGTERM or SIGINT stopped the command; exit code 128 + the signal's number (143, 130).
 
-    def __init__(self, signal_name: str = "SIGTERM"):
+    With ``run_id`` the run was recorded first (``failed``, class ``terminated``, its report written)."""
+
+    def __init__(
+        self,
+        signal_name: str = "SIGTERM",
+        run_id: str | None = None,
+        stage: str | None = None,
+        signum: int = 15,
+    ):
+        if run_id:
+            where = f" during stage {stage}" if stage else ""
+            what = (
+                f"run {run_id} was recorded as failed (terminated){where}; the next run re-reads its window"
+            )
+        else:
+            what = "no run was under way"
+        super().__init__(f"terminated by {signal_name}: {what}")
+        self.signal_name = signal_name
+        self.run_id = run_id
+        self.exit_code = 128 + signum
+
+
+class AuditIncomplete(PipelineError):
+    """A run's audit files (its HTML, ``metrics.json``, page, ledger entry, index entry) could not all be written:
+    the run itself is recorded as it ended; ``report RUN_ID`` writes them later. Exit 3 for a run that loaded."""
+
+    exit_code = 3
+
+    def __init__(self, run_id: str, files: list[str], reason: str):
         super().__init__(
-            f"terminated by {signal_name}: the run was marked failed; the next run re-reads its window"
+            f"run {run_id}: its audit files could not be written: {', '.join(files)} ({reason}); "
+            f"make room or fix the folder, then run `report {run_id}` to write them"
         )
+        self.run_id = run_id
+        self.files = files
+        self.reason = reason

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,34 @@ def dumps(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON beside ``path`` and rename it into place: a reader never sees half a file.
+def write_text_atomic(
+    path: Path, text: str | bytes, before_replace: Callable[[Path], None] | None = None
+) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` (``.<name>.<pid>.tmp``), then rename it into place:
+    a reader never sees half a file. A write that fails (a full disk, a folder that is not writable) removes
+    the temporary file before the error goes on, so it leaves neither half a file nor a ``.tmp`` behind.
 
-    A folder removed meanwhile (a report folder deleted mid-run) is created again."""
+    A folder removed meanwhile (a report folder deleted mid-run) is created again. ``before_replace`` is
+    called with the temporary file once it is written (a fault-injection point)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel backfill workers rebuild the index too
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def write_json_atomic(path: Path, data: Any, before_replace: Callable[[Path], None] | None = None) -> Path:
+    """``data`` as indented JSON, written with ``write_text_atomic``."""
+    return write_text_atomic(path, json.dumps(data, indent=2, default=str), before_replace)
 
 
 @contextmanager

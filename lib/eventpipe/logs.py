@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TIME_FORMAT = "%H:%M:%S"
@@ -72,24 +74,108 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_cli_logging(level: int = logging.INFO, log_format: str = "text") -> None:
+# What a run prints on the console only with -v (it is always in run.log): papermill's cell-by-cell log
+# and the notebooks' outputs (forwarded as papermill's INFO lines), the runner's stage-by-stage lines (the
+# progress lines say the same), and start-up notes a user need not see every run. Warnings and errors of
+# every logger always reach the console.
+DETAIL_LOGGERS = (
+    "papermill",
+    "eventpipe.orchestration.runner",
+    "eventpipe.orchestration.kernel",
+    "eventpipe.storage.migrate",
+    "eventpipe.demo.server",
+)
+# set on a log record that states a run's outcome, which the command prints itself (once, in its summary)
+OUTCOME = "eventpipe_outcome"
+# a log line of a notebook's kernel, forwarded by papermill: it already carries its time, level and logger
+_FORWARDED = re.compile(r"\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+
+
+class QuietConsole(logging.Filter):
+    """Without -v: only warnings and errors of the ``DETAIL_LOGGERS`` pass, and no run outcome (the command's
+    summary states it, once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, OUTCOME, False):
+            return False
+        if record.levelno >= logging.WARNING:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in DETAIL_LOGGERS)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The usual line; a notebook's own log line forwarded by papermill is printed as the notebook wrote it
+    (not behind a second time, level and ``papermill:``), without its trailing newline."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record).rstrip("\n")
+        message = record.getMessage().strip("\n")
+        if record.name == "papermill" and _FORWARDED.match(message):
+            return message
+        return line
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is written: under a live progress display (which
+    redirects it) the line goes above the display instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def setup_cli_logging(level: int = logging.INFO, log_format: str = "text", verbose: bool = False) -> None:
     """The command line's logging: every logger to stderr (as text, or one JSON object a line), third-party
-    chatter quieted."""
-    handler = logging.StreamHandler(sys.stderr)
+    chatter quieted; without ``verbose`` the run's detail (``DETAIL_LOGGERS``) stays in ``run.log``."""
+    handler = _CurrentStderr()
     handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(LOG_FORMAT, TIME_FORMAT)
+        JsonFormatter() if log_format == "json" else ConsoleFormatter(LOG_FORMAT, TIME_FORMAT)
     )
     handler.addFilter(_CONSOLE)
+    if not verbose:
+        handler.addFilter(QuietConsole())
     logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("asyncio", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("traitlets").setLevel(logging.ERROR)  # zmq clean-up chatter from jupyter_client
 
 
-def attach_file_log(path: Path, redactor: Callable[[str], str] | None = None) -> logging.Handler:
+class RunLog(logging.FileHandler):
+    """A run's ``run.log``. A line that cannot be written (a full disk) is not a traceback on the console:
+    the first error is kept in ``error`` and the lines after it are dropped (the runner reports the log as
+    not written)."""
+
+    error: OSError | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.error is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        e = sys.exc_info()[1]
+        if isinstance(e, OSError):
+            self.error = self.error or e
+        else:
+            super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as e:  # the last buffered bytes did not fit either
+            self.error = self.error or e
+
+
+def attach_file_log(path: Path, redactor: Callable[[str], str] | None = None) -> RunLog:
     """Copy every log line of this process to ``path`` (a run's ``run.log``) until the handler is removed,
     each passed through ``redactor`` first."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = RunLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactFilter(redactor))
     logging.getLogger().addHandler(handler)

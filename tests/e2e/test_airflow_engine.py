@@ -2,28 +2,54 @@
 
 ``make test-airflow-engine`` (``pytest -m airflow_engine``); ``.ci/run`` runs it after ``make test``.
 Each deployment has its own PostgreSQL metadata database; the pipeline has another. Every
-process is killed by the fixtures, every wait is bounded.
+process is killed by the fixtures, every wait is bounded. The LocalExecutor test follows
+docs/airflow.md's "Step by step": it runs the ``airflow …`` commands read from that page.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from airflow_harness import Airflow, create_pg_database, drop_pg_database
+from airflow_harness import ROOT, Airflow, create_pg_database, drop_pg_database
 from eventpipe.demo.data import DemoConfig
 from support import PG_ADMIN, airflow_python, expected_table, runs, start_api, table_rows
 
-pytestmark = pytest.mark.airflow_engine
+# every wait is bounded by BACKFILL_TIMEOUT; the guide's test has four backfills, beyond pytest's 600 s default
+pytestmark = [pytest.mark.airflow_engine, pytest.mark.timeout(2400)]
 
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
 DAYS = 4
 BACKFILL_TIMEOUT = 600
+GUIDE = ROOT / "docs" / "airflow.md"
+
+
+def guide_commands() -> list[str]:
+    """The ``airflow …`` lines of the guide's step-by-step blocks, as an operator pastes them."""
+    text = GUIDE.read_text()
+    begin = text.index("## Step by step")
+    section = text[begin : text.index("\n## ", begin)]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    return [
+        line.split("  #")[0].strip() for b in blocks for line in b.splitlines() if line.startswith("airflow ")
+    ]
+
+
+def guide_command(words: str, having: str = "", *, without: tuple[str, ...] = ()) -> str:
+    """The one command of the guide that starts with ``words``, contains ``having`` and none of ``without``."""
+    found = [
+        c
+        for c in guide_commands()
+        if c.startswith(words) and having in c and not any(w in c for w in without)
+    ]
+    assert len(found) == 1, (words, found)
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +74,25 @@ def databases(airflow_venv, pg_database) -> Iterator[tuple[str, str]]:
         drop_pg_database(PG_ADMIN, url)
 
 
-def _deployment(tmp_path: Path, databases: tuple[str, str], history, **kw) -> Airflow:
+def _deployment(
+    tmp_path: Path, databases: tuple[str, str], history, connection: bool = False, **kw
+) -> Airflow:
+    """``connection``: the API's URL and key come from the Airflow connection ``eventpipe`` (which the test
+    creates as the guide does), not from the workers' environment."""
     meta, pipeline = databases
     shared = tmp_path / "shared"  # what every worker must see: runs_dir and reports_dir (and the databases)
     params = tmp_path / "params.yaml"
     params.write_text(f"paths:\n  reports_dir: {shared / 'reports'}\n  runs_dir: {shared / 'runs'}\n")
+    secrets = (
+        {"EVENTPIPE_CONN_ID": "eventpipe"}
+        if connection
+        else {"API_BASE_URL": history.url, "API_KEY": history.key}
+    )
     return Airflow(
         tmp_path / "airflow",
         meta,
         {
-            "API_BASE_URL": history.url,
-            "API_KEY": history.key,
+            **secrets,
             "DATABASE_URL": pipeline,
             "EVENTPIPE_PARAMS": str(params),
             "EVENTPIPE_START_DATE": START.isoformat(),
@@ -92,19 +126,42 @@ def _overlapping(intervals: list[tuple[datetime, datetime]]) -> bool:
     return any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(intervals) for b0, b1 in intervals[i + 1 :])
 
 
-def test_local_executor_backfill_retry_and_reprocess(tmp_path, databases, history):
-    af = _deployment(tmp_path, databases, history)
+def test_local_executor_follows_the_guide_backfills_retries_and_reprocesses(tmp_path, databases, history):
+    af = _deployment(tmp_path, databases, history, connection=True, unpaused_at_creation=False)
     pipeline = databases[1]
     reports = tmp_path / "shared" / "reports"
+    assert not {k for k in af.env if k.startswith("API_")}  # the workers have no API key: the connection does
     try:
         af.migrate()
         af.start_core()
         af.wait_for_dag()
 
-        # 1. four days, two DAG runs at a time
-        af.backfill(_day(0), _day(DAYS - 1))
+        # the guide's steps 3-5: the connection, then unpause (the DAG starts paused)
+        af.shell(
+            guide_command("airflow connections add eventpipe "),
+            EVENTS_URL=history.url,
+            EVENTS_KEY=history.key,
+        )
+        assert af.sql("SELECT is_paused FROM dag WHERE dag_id = 'eventpipe'") == [(True,)]
+        af.shell(guide_command("airflow dags unpause eventpipe", without=("_web",)))
+        assert af.sql("SELECT is_paused FROM dag WHERE dag_id = 'eventpipe'") == [(False,)]
+
+        # step 6: one interval, by a one-day backfill
+        one_day = guide_command("airflow backfill create", without=("--max-active-runs", "--reprocess"))
+        assert "--from-date 2024-05-01 --to-date 2024-05-01" in one_day
+        af.shell(one_day)
+        af.wait_for_backfill(1, BACKFILL_TIMEOUT)
+        assert table_rows(pipeline) == expected_table(history, START, START + timedelta(days=1))
+
+        # step 7: four days, two DAG runs at a time; the day of step 6 "already exists" and is skipped
+        four_days = guide_command("airflow backfill create", "--max-active-runs")
+        assert "--from-date 2024-05-01 --to-date 2024-05-04 --max-active-runs 2" in four_days
+        af.shell(four_days)
         dag_runs = af.wait_for_backfill(DAYS, BACKFILL_TIMEOUT)
         assert [r["state"] for r in dag_runs] == ["success"] * DAYS
+        assert af.sql(
+            "SELECT exception_reason FROM backfill_dag_run WHERE backfill_id = 2 AND dag_run_id IS NULL"
+        ) == [("already exists",)]
         end = START + timedelta(days=DAYS)
         assert table_rows(pipeline) == expected_table(history, START, end)
         records = runs(pipeline)
@@ -116,11 +173,11 @@ def test_local_executor_backfill_retry_and_reprocess(tmp_path, databases, histor
         assert folders == sorted(r["run_id"] for r in records)
         for r in records:
             assert (reports / r["run_id"] / "metrics.json").is_file()
-        assert _overlapping([(r["start_date"], r["end_date"]) for r in dag_runs]), (
+        assert _overlapping([(r["start_date"], r["end_date"]) for r in dag_runs[1:]]), (
             "no two intervals ran together"
         )
 
-        # 2. one more interval whose load crashes mid-transaction once: Airflow retries it to success
+        # one more interval whose load crashes mid-transaction once: Airflow retries it to success
         # every file of the other intervals' report folders (index.html beside them lists every run: it changes)
         before = {p: p.stat().st_mtime_ns for p in reports.glob("*/**/*") if p.is_file()}
         (tmp_path / "armed").write_text("")
@@ -132,23 +189,31 @@ def test_local_executor_backfill_retry_and_reprocess(tmp_path, databases, histor
         assert loads[dag_runs[-1]["run_id"]]["try_number"] == 2
         assert all(loads[r["run_id"]]["try_number"] == 1 for r in dag_runs[:-1])
         assert {p: p.stat().st_mtime_ns for p in before} == before  # the other intervals' reports untouched
-        end += timedelta(days=1)
-        assert table_rows(pipeline) == expected_table(history, START, end)
+        assert table_rows(pipeline) == expected_table(history, START, end + timedelta(days=1))
         assert [r["status"] for r in runs(pipeline)] == ["succeeded"] * (DAYS + 1)
 
-        # 3. the whole range again, completed runs reprocessed: the table is byte-for-byte the same
+        # step 8: the four days again, completed runs reprocessed: the table is byte-for-byte the same
         table = _table_bytes(pipeline)
-        af.backfill(_day(0), _day(DAYS), "--reprocess-behavior", "completed")
+        reprocess = guide_command("airflow backfill create", "--reprocess-behavior")
+        assert reprocess.endswith("--reprocess-behavior completed"), reprocess
+        af.shell(reprocess)
         backfills = af.sql("SELECT id FROM backfill ORDER BY id")
         af.wait_until_backfill_done(backfills[-1][0], BACKFILL_TIMEOUT)
         assert [r["state"] for r in af.dag_runs()] == ["success"] * (DAYS + 1)
         assert _table_bytes(pipeline) == table
-        reprocessed = runs(pipeline)
-        assert len(reprocessed) == DAYS + 1 and all(r["status"] == "succeeded" for r in reprocessed)
+        reprocessed = sorted(runs(pipeline), key=lambda r: r["window_since"])[:DAYS]
+        assert all(r["status"] == "succeeded" for r in reprocessed)
         assert sum(
             json.loads((reports / r["run_id"] / "metrics.json").read_text())["counts"]["unchanged"]
             for r in reprocessed
-        ) == len(table_rows(pipeline))
+        ) == len(expected_table(history, START, end))
+
+        # the key came from the connection, and no task log, report or run file holds it
+        logs = [p for p in (af.home / "logs").rglob("*") if p.is_file()]
+        assert logs
+        for path in [*logs, *(tmp_path / "shared").rglob("*")]:
+            if path.is_file():
+                assert history.key.encode() not in path.read_bytes(), path
     finally:
         af.stop()
 

@@ -17,7 +17,7 @@ END = datetime(2024, 5, 3, tzinfo=timezone.utc)
 def test_backfill_by_day_loads_the_exact_range_and_leaves_the_watermark(project, history, capsys):
     assert project.cli("backfill", "--start", "2024-05-01", "--end", "2024-05-03") == 0
     out = capsys.readouterr().out
-    assert "backfill window [2024-05-01T00:00:00Z, 2024-05-03T00:00:00Z) UTC in 2 partition(s)" in out
+    assert "backfill window [2024-05-01T00:00:00Z, 2024-05-03T00:00:00Z) UTC in 2 partitions" in out
     assert table_rows(project.database_url) == expected_table(history, START, END)
     parts = runs(project.database_url)
     assert [(r["kind"], r["status"]) for r in parts] == [("backfill", "succeeded")] * 2

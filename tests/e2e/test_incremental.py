@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from datetime import datetime, timedelta
 
@@ -118,3 +119,21 @@ def test_killed_run_is_marked_interrupted_and_the_rerun_converges(project, api, 
         project.database_url, "SELECT count(*), count(DISTINCT record_hash), max(attempts) FROM dead_letter"
     )[0]
     assert dl[0] == dl[1] and dl[2] == 1
+
+
+def test_a_late_event_found_in_the_overlap_is_counted_late(project, api):
+    """On the event clock the late rows are those the re-read overlap inserted; the contract sends no
+    arrival time, so their lag is not known."""
+    assert project.cli("run") == 0
+    first = runs(project.database_url)[-1]
+    item, truth = late_event("late_inside", first["window_until"] - timedelta(minutes=30))
+    api.data.append(item, first["window_until"] - timedelta(minutes=30), truth)
+    assert project.cli("run") == 0
+    second = runs(project.database_url)[-1]
+    metrics = json.loads((project.reports / second["run_id"] / "metrics.json").read_text())
+    assert metrics["lateness"] == {
+        "measure": "event time before the previous watermark",
+        "at": first["window_until"].isoformat().replace("+00:00", "Z"),
+        "late_rows": 1,
+        "lag_rows": 0,
+    }

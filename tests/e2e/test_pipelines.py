@@ -236,3 +236,123 @@ def test_backfill_and_replay_keep_to_their_pipeline(
     capsys.readouterr()
     assert project.cli("replay-dlq", "--pipeline", "backend", "--dry-run") == 0
     assert f"of {pending['backend']} pending dead letters" in capsys.readouterr().out
+
+
+# -- the shared table: pipeline.shared, a source column in the key ----------------------------------
+
+
+def _shared_rows(database_url: str) -> dict[str, dict]:
+    """The shared table ``events`` by source, each as ``table_rows`` gives ``analytics``."""
+    out: dict[str, dict] = {}
+    for source, user, ts, event, props, session in query(
+        database_url, 'SELECT source, user_id, "timestamp", event_type, properties, session_id FROM events'
+    ):
+        ts = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
+        ms = round((ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+        out.setdefault(source, {})[(user, ms, event)] = (
+            props if isinstance(props, dict) else json.loads(props),
+            session,
+        )
+    return out
+
+
+@pytest.fixture
+def same_events_api(api: Api) -> Iterator[Api]:
+    """The ``api`` fixture's very events in json-server's wire format: every key of one source is also the
+    other's, so only the ``source`` column keeps their rows apart."""
+    a = start_api(api.data.config, style="json-server")
+    yield a
+    a.server.stop()
+
+
+def _shared(
+    folder: Path, name: str, api: Api, style: str, shared: bool = True, table: str = "events"
+) -> None:
+    sections: dict = {}
+    if style == "json-server":
+        sections = yaml.safe_load((ROOT / "params" / "sources" / "json-server.yaml").read_text())
+    sections.setdefault("api", {})["base_url"] = api.url
+    sections["quality"] = {"min_pass_rate": 0.8}
+    sections["pipeline"] = {"table": table, "shared": shared}
+    _define(folder, name, sections)
+
+
+@pytest.fixture
+def no_shared_table(database_url: str) -> Iterator[None]:
+    yield
+    engine = create_engine(normalise_database_url(database_url))
+    with engine.begin() as conn:
+        for table in ("events", "own_events"):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
+
+
+def test_a_shared_table_holds_both_sources_rows_keyed_by_source(
+    project: Project, api: Api, same_events_api: Api, folder: Path, no_shared_table: None
+):
+    url = project.database_url
+    _shared(folder, "web", api, "contract")
+    _shared(folder, "backend", same_events_api, "json-server")
+    assert project.cli("run", "--all") == 0
+    pipeline_of = dict(query(url, "SELECT run_id, pipeline FROM pipeline_runs"))
+    (web_run,) = [r for r in runs(url) if pipeline_of[r["run_id"]] == "web"]
+    expected = expected_table(api, web_run["window_since"], web_run["window_until"])
+    assert expected and _shared_rows(url) == {"web": expected, "backend": expected}
+    # each run counted its own rows only: the other source's identical keys were neither updates nor unchanged
+    loaded = dict(query(url, "SELECT pipeline, inserted FROM pipeline_runs"))
+    assert loaded == {"web": len(expected), "backend": len(expected)}
+
+    # web's next run upserts its own rows (its overlap) and leaves backend's lineage as it was
+    backend_before = query(url, "SELECT user_id, run_id, loaded_at FROM events WHERE source = 'backend'")
+    assert project.cli("run", "--pipeline", "web") == 0
+    assert (
+        query(url, "SELECT user_id, run_id, loaded_at FROM events WHERE source = 'backend'") == backend_before
+    )
+    assert _shared_rows(url) == {"web": expected, "backend": expected}
+    assert query(
+        url,
+        "SELECT pipeline, count(*) FROM pipeline_runs WHERE status = 'succeeded' GROUP BY pipeline ORDER BY 1",
+    ) == [("backend", 1), ("web", 2)]
+
+
+def test_a_table_shared_by_one_pipeline_and_not_the_other_stops_before_fetching(
+    project: Project, api: Api, folder: Path, no_shared_table: None, capsys: pytest.CaptureFixture[str]
+):
+    url = project.database_url
+    _shared(folder, "web", api, "contract")
+    _shared(folder, "solo", api, "contract", shared=False)
+    requests = api.server.requests
+    for name in ("web", "solo"):  # either one names the other: both files are read before anything runs
+        assert project.cli("run", "--pipeline", name) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "pipeline.shared: true in both" in err[0], err
+    assert api.server.requests == requests and not project.reports.exists()  # no run was recorded
+
+    # the database's side: a shared table loaded by a pipeline that does not say so, and the reverse
+    (folder / "solo.yaml").unlink()
+    assert project.cli("run", "--pipeline", "web") == 0
+    (folder / "web.yaml").unlink()
+    _shared(folder, "solo", api, "contract", shared=False)
+    _shared(folder, "own", api, "contract", shared=False, table="own_events")
+    assert project.cli("run", "--pipeline", "own") == 0
+    _shared(folder, "own", api, "contract", table="own_events")
+    requests = api.server.requests
+    capsys.readouterr()  # the two runs' own stage lines and summaries
+    for name, says in (("solo", "is a shared table"), ("own", "already exists without a source column")):
+        assert project.cli("run", "--pipeline", name) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert api.server.requests == requests
+    assert query(url, "SELECT pipeline, count(*) FROM pipeline_runs GROUP BY pipeline ORDER BY 1") == [
+        ("own", 1),
+        ("web", 1),
+    ]
+
+
+def test_shared_without_a_table_name_is_one_line(
+    project: Project, folder: Path, capsys: pytest.CaptureFixture[str]
+):
+    _define(folder, "web", {"pipeline": {"shared": True}})
+    assert project.cli("status", "--pipeline", "web") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pipeline.shared=true needs pipeline.table" in err[0], err

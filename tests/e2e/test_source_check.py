@@ -35,8 +35,11 @@ def tally(out: str) -> tuple[int, int, int, int]:
 
 def test_at_80_columns_one_record_shows_its_mapped_fields_and_every_record_its_verdict(tmp_path: Path):
     now = NOW.replace(minute=0)
+    # the preset asks an hour at a time from 7 days before now: its first slice holds more than a page
+    first_hour = (NOW - timedelta(days=7), now - timedelta(days=7, hours=-1))
     api = start_api(
-        DemoConfig(start=now - timedelta(hours=6), events_per_hour=60, dirty_share=0.1), style="posthog"
+        DemoConfig(start=now - timedelta(days=7), events_per_hour=300, dirty_share=0.1),
+        style="posthog-events",
     )
     try:
         proc = run_cli(
@@ -58,7 +61,7 @@ def test_at_80_columns_one_record_shows_its_mapped_fields_and_every_record_its_v
         out
     )
 
-    first = next(iter(api.data.events(now - timedelta(days=7), now)))
+    first = next(iter(api.data.events(*first_hour)))
     sent, mapped = out.split("the first record, as sent:\n")[1].split("after the field map:\n")
     assert re.search(r"^  distinct_id +\S", sent, re.M) and not re.search(r"^  user_id ", sent, re.M)
     user = re.search(r"^  user_id +(\S.*)$", mapped, re.M)  # the value as JSON (a text or a number)
@@ -67,7 +70,7 @@ def test_at_80_columns_one_record_shows_its_mapped_fields_and_every_record_its_v
     assert "record rules: would load" in out
 
     read, loads, dead, outside = tally(out)
-    page = list(api.data.events(now - timedelta(days=7), now))[:read]
+    page = list(api.data.events(*first_hour))[:read]
     assert read == 100 and outside == 0
     assert dead == sum(g.truth is None for g in page) > 0  # the demo's dirty records, and only they
     assert loads == read - dead

@@ -62,7 +62,7 @@ def test_source_check_says_when_the_field_map_finds_no_user_id(tmp_path: Path):
             "source",
             "check",
             "-p",
-            "source.fields.user_id=[user_id, distinct_id]",
+            "source.fields={user_id: [user_id, distinct_id], event: event, timestamp: timestamp}",
             API_BASE_URL=api.url,
         )
     assert_one_line_usage_error(bad, "source.fields.user_id", "distinct_id")
@@ -136,3 +136,41 @@ def test_an_older_database_gains_the_outside_window_column(hostile_project):
         r[0]
         for r in query(project.database_url, "SELECT outside_window FROM pipeline_runs ORDER BY started_at")
     ] == [None, 0]
+
+
+# -- the field map names what it reads ----------------------------------------------------------------
+
+FULL_MAP = "source.fields={user_id: user_id, event: event, timestamp: timestamp, properties: properties}"
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("source.fields={user_id: distinct_id, timestamp: ts}", "maps no event (event: left out)"),
+        ("source.fields={user_id: null, event: event, timestamp: ts}", "maps no user_id (user_id: null)"),
+        ("source.fields={user_id: u, event: e, timestamp: []}", "maps no timestamp (timestamp: [])"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "source"])
+def test_a_field_map_without_a_required_field_stops_before_any_request(
+    tmp_path: Path, command, override, named
+):
+    with Hostile(lambda h, q: h.send(contract_page(record(1)))) as api:
+        args = ["source", "check"] if command == "source" else ["run"]
+        proc = run_cli(tmp_path, *args, "-p", override, API_BASE_URL=api.url, API_KEY="sk-hostile-0123456789")
+        assert api.seen == []  # nothing was asked of the API
+    assert_one_line_usage_error(proc, named, "required")
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+@pytest.mark.parametrize("session", ["left out", "null"])
+def test_a_field_the_map_leaves_out_or_sets_null_is_null_not_the_records_own(hostile_project, session):
+    """The records carry session_id and a map that does not name it: the table holds null, not their value."""
+    sent = [{**record(n), "session_id": f"s{n}", "properties": {"k": n}} for n in (1, 2)]
+    api, project = hostile_project(lambda h, q: h.send(contract_page(*sent)))
+    fields = FULL_MAP if session == "left out" else FULL_MAP[:-1] + ", session_id: null}"
+    with api:
+        assert project.cli("backfill", "--start", SINCE, "--end", UNTIL, "-p", fields) == 0
+    assert table_rows(project.database_url) == {
+        (f"u{n}", (T0 + 60 * n) * 1000, "click"): ({"k": n}, None) for n in (1, 2)
+    }

@@ -231,10 +231,10 @@ def attest(
     params: Mapping[str, Any],
     key: Ed25519PrivateKey,
 ) -> Path:
-    from ..jsonio import write_json_atomic
+    from .files import write_json
 
     path = report_dir / ATTESTATION_FILE
-    write_json_atomic(path, sign(statement(entry, metrics, params), key))
+    write_json(path, sign(statement(entry, metrics, params), key))
     return path
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.run_metrics import RunMetrics
 from . import index
 from .chain import record_derived
+from .files import write_json
 from .ledger import report_hashes
 from .notebook_html import notebook_to_html
 
@@ -26,14 +26,15 @@ log = logging.getLogger(__name__)
 
 
 def write_notebook_html(report_dir: Path, with_code: bool = False) -> list[Path]:
-    """HTML beside each executed notebook of one run; a notebook that cannot be converted is logged, not fatal."""
+    """HTML beside each executed notebook of one run. A notebook that cannot be converted (half written by a
+    killed run) is logged and skipped; a file that cannot be written (``OSError``: a full disk) stops it."""
     out = []
     for nb in sorted(report_dir.glob("*.ipynb")):
         try:
             out.append(notebook_to_html(nb, with_code=with_code, title=f"{report_dir.name} · {nb.stem}"))
-        except (
-            Exception
-        ) as e:  # a half-written notebook (killed run) must not stop the rest of the audit trail
+        except OSError:
+            raise
+        except Exception as e:  # a half-written notebook must not stop the rest of the audit trail
             log.warning("no HTML for %s: %s: %s", nb, type(e).__name__, e)
     return out
 
@@ -81,12 +82,6 @@ def record_html_hashes(run: index.RunSummary) -> None:
     write_json(run.folder / "metrics.json", run.metrics)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel backfill workers rebuild it too
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
 STAGE_NAMES = ("extract", "transform_quality", "load")
 
 
@@ -111,48 +106,91 @@ def finish_run(
     report_dir: Path,
     source_notebooks: Iterable[Path],
     signing_key: Ed25519PrivateKey | None = None,
+    params: dict[str, Any] | None = None,
+    unwritten: Iterable[str] = (),
 ) -> RunMetrics:
     """Everything the audit trail adds once a run has ended, succeeded or failed: HTML of its notebooks,
     its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index,
     then the folder sealed in the ledger chain (``ledger.json``) and, with ``signing_key`` (an Ed25519
-    private key), its signed attestation.
+    private key), its signed attestation. ``params``: the run's own resolved parameters when they are not
+    ``settings``' (a run completed later from its record).
 
-    Each step logs and carries on when it fails: the run's outcome is already recorded. The seal comes
-    last, when every file the run writes is in its folder (the runner closed ``run.log`` before).
+    The run's outcome is already recorded, so a file that cannot be written (``OSError``: a full disk, a
+    folder not writable) never stops the others; then, or when ``unwritten`` names files the run could not
+    write itself (its ``run.log``), the folder is not sealed and ``AuditIncomplete`` names them:
+    ``report RUN_ID`` completes it later. Other trouble (a database that cannot be written, a notebook that
+    cannot be converted) is logged. The seal comes last, when every file the run writes is in its folder
+    (the runner closed ``run.log`` before).
     """
+    from ..errors import AuditIncomplete
     from .attest import attest
     from .chain import seal
     from .ledger import ledger_entry
     from .metrics_export import PROM_FILE, write_prom
 
+    failed: dict[str, OSError] = {}
+
+    def attempt(what: str, step: Any) -> None:
+        try:
+            step()
+        except OSError as e:
+            failed[what] = e
+
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)  # a folder deleted mid-run is made again
+    except OSError as e:
+        raise AuditIncomplete(metrics.run_id, [f"its report folder {report_dir}"], _os_reason(e)) from None
     if settings.reports.html:
-        write_notebook_html(report_dir, with_code=settings.reports.with_code)
-    entry = ledger_entry(settings, source_notebooks, report_dir)
+        attempt(
+            "notebook HTML", lambda: write_notebook_html(report_dir, with_code=settings.reports.with_code)
+        )
+    entry = ledger_entry(settings, source_notebooks, report_dir, params)
     metrics.ledger = entry
     try:
         store.record_ledger(metrics.run_id, entry)
     except Exception as e:  # noqa: BLE001 - the metrics.json copy still holds it
         log.warning("ledger entry not stored in pipeline_runs: %s: %s", type(e).__name__, e)
-    write_json(report_dir / "metrics.json", metrics.to_json())
+    attempt("metrics.json", lambda: write_json(report_dir / "metrics.json", metrics.to_json()))
     if settings.reports.prometheus:
         try:
-            write_prom(metrics, report_dir / PROM_FILE, last_success=_last_success(store, metrics))
+            attempt(
+                PROM_FILE, lambda: write_prom(metrics, report_dir / PROM_FILE, _last_success(store, metrics))
+            )
         except Exception as e:  # noqa: BLE001
             log.warning("metrics.prom not written: %s: %s", type(e).__name__, e)
     if settings.reports.html:
         try:
-            reports_dir = report_dir.parent
-            runs = index.read_runs(reports_dir)
-            for run in runs:
-                if run.run_id == metrics.run_id:
-                    index.write_run_page(run)
-            index.write_index(reports_dir, runs)
+            attempt("run page and index", lambda: _pages(report_dir, metrics.run_id))
         except Exception as e:  # noqa: BLE001
             log.warning("run page or index not rebuilt: %s: %s", type(e).__name__, e)
-    sealed = seal(report_dir, entry, store)
-    if signing_key is not None:
-        attest(report_dir, sealed, metrics, entry["params"], signing_key)
+    names = [*unwritten, *failed]
+    if not names:
+        try:
+            sealed = seal(report_dir, entry, store)
+            if signing_key is not None:
+                attest(report_dir, sealed, metrics, entry["params"], signing_key)
+        except OSError as e:
+            failed["ledger entry"] = e
+            names.append("ledger entry")
+    if names:
+        reason = next(iter(failed.values()), None)
+        raise AuditIncomplete(metrics.run_id, names, _os_reason(reason) if reason else "not written")
     return metrics
+
+
+def _pages(report_dir: Path, run_id: str) -> None:
+    reports_dir = report_dir.parent
+    runs = index.read_runs(reports_dir)
+    for run in runs:
+        if run.run_id == run_id:
+            index.write_run_page(run)
+    index.write_index(reports_dir, runs)
+
+
+def _os_reason(e: OSError) -> str:
+    """``[Errno 28] No space left on device: '/reports/x/metrics.json'`` in words: ``No space left on device``
+    (the folder is said once, in the message around it)."""
+    return e.strerror or type(e).__name__
 
 
 def _last_success(store: Any, metrics: RunMetrics) -> float | None:
@@ -163,4 +201,3 @@ def _last_success(store: Any, metrics: RunMetrics) -> float | None:
         return datetime.fromisoformat(metrics.finished_at.replace("Z", "+00:00")).timestamp()
     finished = store.last_success(metrics.kind)
     return finished.timestamp() if finished else None
-    return None

@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..jsonio import write_json_atomic
 from .attest import ATTESTATION_FILE
+from .files import write_json
 from .ledger import sha256_file, sha256_json
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,15 @@ def seal(report_dir: Path, ledger: dict[str, Any], store: Any) -> dict[str, Any]
             "files_sha256": sealed,
         }
         entry["entry_sha256"] = entry_digest(entry)
-        write_json_atomic(report_dir / LEDGER_FILE, {**entry, "derived_sha256": derived})
-        write_json_atomic(
-            reports_dir / CHAIN_HEAD,
-            {"seq": entry["seq"], "run_id": entry["run_id"], "entry_sha256": entry["entry_sha256"]},
-        )
+        write_json(report_dir / LEDGER_FILE, {**entry, "derived_sha256": derived})
+        try:
+            write_json(
+                reports_dir / CHAIN_HEAD,
+                {"seq": entry["seq"], "run_id": entry["run_id"], "entry_sha256": entry["entry_sha256"]},
+            )
+        except OSError:  # a head not moved on: the entry is not in the chain, so the run stays unsealed
+            (report_dir / LEDGER_FILE).unlink(missing_ok=True)
+            raise
         try:
             store.record_seal(entry["run_id"], entry)
         except Exception as e:  # noqa: BLE001 - the folder's ledger.json and chain.json hold it
@@ -135,5 +139,5 @@ def record_derived(report_dir: Path) -> bool:
         if entry is None:
             return False
         entry["derived_sha256"] = folder_hashes(report_dir)[1]
-        write_json_atomic(report_dir / LEDGER_FILE, entry)
+        write_json(report_dir / LEDGER_FILE, entry)
     return True

@@ -34,18 +34,21 @@ def events_over_time(per_hour: Mapping[str, int]) -> tuple[list[str], list[int],
 
 def column_chart(
     labels: list[str],
-    values: list[int],
+    values: list[int] | list[float | None] | list[int | None],
     title: str,
     unit: str = "events",
     width: int = 900,
     height: int = 260,
+    colors: list[str] | None = None,
+    peak: float | None = None,
+    show_values: bool = False,
 ) -> str:
-    """Vertical bars over time (labels thinned to about twelve along the axis)."""
-    if not values:
+    """Vertical bars over time (labels thinned to about twelve along the axis); a ``None`` value draws no bar."""
+    if not any(v is not None for v in values):
         return _empty(title, width)
-    left, right, top, bottom = 56, 12, 28, 48
+    left, right, top, bottom = 56, 12, 40 if show_values else 28, 48
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max(max(values), 1)
+    peak = peak or max(max(v for v in values if v is not None), 1)
     step = plot_w / len(values)
     every = max(1, len(values) // 12)
     grid = [
@@ -55,17 +58,23 @@ def column_chart(
     ]
     bars = []
     for i, (label, v) in enumerate(zip(labels, values)):
-        h = plot_h * v / peak
+        h = plot_h * (v or 0) / peak
         x = left + i * step
         bars.append(
             {
                 "label": label,
-                "value": v,
+                "value": "no figure" if v is None else f"{v:,}",
+                "color": (colors[i] if colors else None) or BAR,
                 "x": f"{x + step * 0.1:.1f}",
                 "y": f"{top + plot_h - h:.1f}",
                 "width": f"{max(step * 0.8, 1):.1f}",
                 "height": f"{h:.1f}",
+                "center_x": f"{x + step / 2:.1f}",
                 "tick_x": f"{x + step / 2:.1f}" if i % every == 0 else None,
+                # the figure over its bar, while the bars are wide enough for it
+                "value_y": f"{top + plot_h - h - 4:.1f}"
+                if show_values and v is not None and step >= 36
+                else None,
             }
         )
     return render(
@@ -79,7 +88,21 @@ def column_chart(
         grid=grid,
         bars=bars,
         unit=unit,
-        color=BAR,
+    )
+
+
+def runs_chart(
+    labels: list[str],
+    values: list[int | None] | list[float | None],
+    title: str,
+    unit: str,
+    failed: list[bool],
+    peak: float | None = None,
+) -> str:
+    """One bar per run, oldest first, a failed run's bar in red (the index's charts across runs)."""
+    colors = [REJECTED if f else BAR for f in failed]
+    return column_chart(
+        labels, values, title, unit, width=560, height=220, colors=colors, peak=peak, show_values=True
     )
 
 

@@ -91,8 +91,11 @@ def report_hashes(report_dir: Path) -> dict[str, str]:
     }
 
 
-def ledger_entry(settings: Settings, notebooks: Iterable[Path], report_dir: Path) -> dict[str, Any]:
-    params = public_parameters(settings)
+def ledger_entry(
+    settings: Settings, notebooks: Iterable[Path], report_dir: Path, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``params``: the run's own resolved parameters (its record's), when the run is not ``settings``' own."""
+    params = public_parameters(settings) if params is None else params
     return {
         "code": code_version(),
         "notebooks_sha256": notebook_hashes(notebooks),

@@ -4,7 +4,8 @@
 temporary name and renamed, so the collector never reads half a file). OpenLineage
 events (START, then COMPLETE or FAIL) name the source API as the input dataset and
 the ``analytics`` table as the output; they go to ``lineage.url`` (HTTP) and/or
-``lineage.file`` (one JSON line per event) when either is set.
+``lineage.file`` (one JSON line per event) when either is set. A COMPLETE or FAIL event carries the
+quality gate's checks as the input's ``dataQualityAssertions`` facet (``quality_assertions``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.run_metrics import RunMetrics
+from .files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ STATUSES = ("succeeded", "failed")
 
 def write_prom(metrics: RunMetrics, path: Path, last_success: float | None = None) -> Path:
     """Counts, durations, status, pass rate and last success time of one run, as a textfile."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     reg = CollectorRegistry()
     labels = {"kind": metrics.kind, "run_id": metrics.run_id}
@@ -51,6 +53,20 @@ def write_prom(metrics: RunMetrics, path: Path, last_success: float | None = Non
         Gauge(
             "eventpipe_run_pass_rate", "share of distinct records that passed quality", names, registry=reg
         ).labels(**labels).set(metrics.pass_rate)
+    late = metrics.lateness
+    if late is not None:
+        Gauge(
+            "eventpipe_run_late_rows", "rows the run inserted late (core.lateness)", names, registry=reg
+        ).labels(**labels).set(late.late_rows)
+        lag = Gauge(
+            "eventpipe_run_late_lag_seconds",
+            "arrival minus event time of the late rows, by quantile (1 = the longest)",
+            [*names, "quantile"],
+            registry=reg,
+        )
+        for q, v in (("0.5", late.lag_p50_s), ("0.99", late.lag_p99_s), ("1", late.lag_max_s)):
+            if v is not None:
+                lag.labels(**labels, quantile=q).set(v)
     finished = metrics.finished_at
     if finished:
         Gauge(
@@ -66,8 +82,7 @@ def write_prom(metrics: RunMetrics, path: Path, last_success: float | None = Non
             ["kind"],
             registry=reg,
         ).labels(kind=labels["kind"]).set(last_success)
-    write_to_textfile(str(path), reg)
-    return path
+    return write_text(path, generate_latest(reg))
 
 
 def _unix(text: str) -> float:
@@ -94,6 +109,75 @@ def lineage_clients(url: str, file: str) -> list[Any]:
     return clients
 
 
+# the record rules' reasons name the field they judge (``user_id_missing``, ``timestamp_unparseable``, ...)
+_FIELDS = (
+    ("user_id", "user_id"),
+    ("session_id", "session_id"),
+    ("event", "event_type"),
+    ("timestamp", "timestamp"),
+    ("properties", "properties"),
+)
+
+
+def _column(reason: str) -> str | None:
+    return next((column for prefix, column in _FIELDS if reason.startswith(prefix + "_")), None)
+
+
+def quality_assertions(transform: dict[str, Any], quality: Any) -> list[dict[str, Any]]:
+    """The quality gate's checks of one run as OpenLineage assertions (``DataQualityAssertionsDatasetFacet``):
+    each rule of the quality schema (``core.quality.build_schema``, named after the reason it gives) and
+    each record rule that rejected records, with the records it rejected; then the pass-rate gate itself.
+    ``transform`` is the transform stage's metrics (its ``reasons`` and ``pass_rate``); empty when the run
+    stopped before the transform, and then there is no assertion."""
+    if not transform or transform.get("pass_rate") is None:
+        return []
+    from ..core.quality import build_schema
+
+    reasons: dict[str, int] = dict(transform.get("reasons") or {})
+    out = []
+    schema = build_schema(quality)
+    for column, col in schema.columns.items():
+        for check in col.checks:
+            n = int(reasons.pop(check.name, 0))
+            out.append(
+                {
+                    "assertion": check.name,
+                    "success": n == 0,
+                    "column": column,
+                    "severity": "error",
+                    "description": check.description,
+                    "expected": "0",
+                    "actual": str(n),
+                }
+            )
+    for name, n in sorted(reasons.items()):  # the record rules that rejected records in the transform
+        out.append(
+            {
+                "assertion": name,
+                "success": False,
+                "column": _column(name),
+                "severity": "error",
+                "description": "record rule (rejected records go to the dead letters)",
+                "expected": "0",
+                "actual": str(n),
+            }
+        )
+    threshold = transform.get("min_pass_rate", quality.min_pass_rate)
+    rate = float(transform["pass_rate"])
+    out.append(
+        {
+            "assertion": "pass_rate",
+            "name": "quality.min_pass_rate",
+            "success": rate >= threshold,
+            "severity": "error",
+            "description": "share of distinct records that passed; under it nothing loads",
+            "expected": f">= {threshold}",
+            "actual": str(rate),
+        }
+    )
+    return out
+
+
 def lineage_event(
     event_type: str,
     run_id: str,
@@ -102,11 +186,22 @@ def lineage_event(
     table: str,
     namespace: str,
     now: datetime | None = None,
+    assertions: list[dict[str, Any]] | None = None,
 ) -> Any:
-    """One START / COMPLETE / FAIL event for a run: the source API in, the table out."""
+    """One START / COMPLETE / FAIL event for a run: the source API in (with the quality gate's
+    ``assertions`` as its ``dataQualityAssertions`` facet when given), the table out."""
     from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.generated.data_quality_assertions_dataset import (
+        Assertion,
+        DataQualityAssertionsDatasetFacet,
+    )
 
     src = urlsplit(source_url)
+    facets = (
+        {"dataQualityAssertions": DataQualityAssertionsDatasetFacet([Assertion(**a) for a in assertions])}
+        if assertions
+        else None
+    )
     return RunEvent(
         eventType=RunState[event_type],
         eventTime=(now or datetime.now(timezone.utc)).isoformat(),
@@ -116,6 +211,7 @@ def lineage_event(
             InputDataset(
                 namespace=f"{src.scheme}://{src.hostname}{f':{src.port}' if src.port else ''}",
                 name=src.path or "/",
+                inputFacets=facets or {},
             )
         ],
         outputs=[OutputDataset(namespace=namespace, name=table)],
@@ -123,10 +219,16 @@ def lineage_event(
     )
 
 
-def emit_lineage(clients: list[Any], *args: Any, **kw: Any) -> None:
-    """Emit one event to each destination; a lineage backend that is down never fails the run (a warning)."""
+def emit_lineage(
+    clients: list[Any], *args: Any, transform: dict[str, Any] | None = None, quality: Any = None, **kw: Any
+) -> None:
+    """Emit one event to each destination; a lineage backend that is down never fails the run (a warning).
+    With ``transform`` (the transform stage's metrics) and ``quality`` (the settings), the event carries
+    the gate's checks."""
     if not clients:
         return
+    if transform and quality is not None:
+        kw["assertions"] = quality_assertions(transform, quality)
     event = lineage_event(*args, **kw)
     for client in clients:
         try:

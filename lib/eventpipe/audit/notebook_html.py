@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import PackageLoader
 
+from .files import write_text
 from .templating import render
 
 CSP = (
@@ -23,6 +24,9 @@ CSP = (
 # nbconvert/eventpipe.html.j2 extends its lab template (see the module docstring)
 NBCONVERT_TEMPLATES = PackageLoader("eventpipe.audit", "templates/nbconvert")
 FAILURE_CLASS = "eventpipe-failure"
+STOP_CLASS = "eventpipe-stop"
+STOPPED_TAG = "eventpipe-stopped-here"  # the cell a failed stage stopped in (``orchestration.failures``)
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"  # papermill's "An Exception was encountered at 'In [n]'"
 SCRAP_MIME = "application/scrapbook.scrap."
 
 
@@ -39,6 +43,28 @@ def failure_banner(stage: str | None, failure_class: str, detail: str) -> str:
         failure_class=failure_class,
         lines=(detail or failure_class).splitlines(),
     )
+
+
+def stop_message(ename: str, message: str) -> str:
+    """The markdown shown in place of a traceback where a failure the pipeline raised on purpose stopped a
+    stage (a quality gate, an API refusal, a bad setting); escaped like the banner."""
+    return render(
+        "stop_message.md.j2", css_class=STOP_CLASS, ename=ename, lines=message.splitlines() or [ename]
+    )
+
+
+def _until_stop(cells: list[Any], with_code: bool) -> list[Any]:
+    """The cells an auditor reads: those up to the cell a failed stage stopped in, without the cells after it
+    that never ran (bare headings) and, with code hidden, without papermill's "In [n]" markers."""
+    out = []
+    for cell in cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if not with_code and PAPERMILL_ERROR_TAG in tags:
+            continue
+        out.append(cell)
+        if STOPPED_TAG in tags:
+            break
+    return out
 
 
 def _without_scraps(cell: Any) -> Any:
@@ -66,11 +92,7 @@ def notebook_to_html(notebook: Path, with_code: bool = False, title: str | None 
     exporter.exclude_input = not with_code
     exporter.exclude_input_prompt = not with_code
     exporter.exclude_output_prompt = True
-    nb.cells = [_without_scraps(c) for c in nb.cells]
+    nb.cells = [_without_scraps(c) for c in _until_stop(nb.cells, with_code)]
     resources = {"eventpipe_csp": CSP, "metadata": {"name": title or notebook.stem}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    out = html_path(notebook)
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text(html_path(notebook), body)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.run_metrics import RunMetrics
 from ..errors import SettingsError
+from ..words import counted
 from .serve import serve_until_interrupted
 
 
@@ -68,9 +69,10 @@ def cmd_report(args: argparse.Namespace, settings: Any) -> int:
     if not args.no_build:
         from ..audit.build import rebuild
 
+        _complete_audits(settings, args.run_ids)
         done = rebuild(reports_dir, args.run_ids, with_code=args.with_code)
         _store_html_hashes(settings, reports_dir, done)
-        print(f"rebuilt {len(done)} run(s); index: {reports_dir / 'index.html'}")
+        print(f"rebuilt {counted(len(done), 'run')}; index: {reports_dir / 'index.html'}")
     if args.serve:
         from ..audit.serve import make_server
 
@@ -98,6 +100,33 @@ def _store(settings: Any) -> Any | None:
         logging.getLogger(__name__).warning("database not used: %s", e)
         return None
     return store
+
+
+def _complete_audits(settings: Any, run_ids: list[str]) -> None:
+    """Before the rebuild: runs whose process died are marked interrupted, and the runs named (all that wait
+    for it when none is) get the audit files they ended without (``orchestration.recovery``)."""
+    from ..errors import AuditIncomplete, PipelineError
+    from ..orchestration.recovery import complete, recover
+
+    store = _store(settings)
+    if store is None:
+        return
+    try:
+        recover(settings, store)
+        for run_id in run_ids or store.unfinished_audits():
+            if store.run_entry(run_id) is None:
+                continue  # a run the database does not know: the rebuild says so if it has no folder either
+            try:
+                if complete(settings, store, run_id):
+                    print(f"run {run_id}: its missing audit files are written and sealed")
+            except AuditIncomplete as e:
+                raise PipelineError(str(e)) from None
+            except OSError as e:
+                raise PipelineError(
+                    f"run {run_id}: its audit files cannot be written ({e.strerror or e}): {e.filename or ''}"
+                ) from None
+    finally:
+        store.dispose()
 
 
 def _store_html_hashes(settings: Any, reports_dir: Path, run_ids: list[str]) -> None:
@@ -140,7 +169,7 @@ def verify(settings: Any, reports_dir: Path, run_id: str | None, public_keys: li
     what = "every file matches its ledger entry" + ("" if run_id else ", the chain holds")
     if keys:
         what += ", every run is signed"
-    print(f"{result.checked} run(s) checked: " + (f"{len(bad)} finding(s)" if bad else what))
+    print(f"{counted(result.checked, 'run')} checked: " + (counted(len(bad), "finding") if bad else what))
     return 1 if bad else 0
 
 

@@ -22,6 +22,8 @@ from ..orchestration.replay import DryRun
 from ..orchestration.runner import RunOutcome
 from ..orchestration.source_check import SourceCheck
 from ..settings import iso, parse_instant
+from ..storage.runs import AUDIT_INCOMPLETE
+from ..words import counted
 
 
 def console() -> Console:
@@ -139,7 +141,8 @@ def status(data: dict[str, Any]) -> None:
         table.add_row(
             short_id(r["run_id"]),
             SHORT_KIND.get(r["kind"], r["kind"]),
-            SHORT_STATUS.get(r["status"], r["status"]),
+            SHORT_STATUS.get(r["status"], r["status"])
+            + ("*" if r.get("failure_class") == AUDIT_INCOMPLETE else ""),
             short_window(r["window_since"], r["window_until"]),
             k(r["extracted"]),
             k(r["loaded"]),
@@ -152,6 +155,9 @@ def status(data: dict[str, Any]) -> None:
     for line in failures:
         con.print(escape(_clip(line)))
     con.print(f"watermark: {data['watermark'] or '(none yet)'}")
+    late = lateness_line(data["runs"])
+    if late:
+        con.print(escape(late))
     dl = data["dead_letters"]
     con.print(
         f"dead letters pending: {dl['pending']} (replayed {dl['replayed']}, discarded {dl['discarded']})"
@@ -161,9 +167,35 @@ def status(data: dict[str, Any]) -> None:
     con.print("full detail: status --json, status --run RUN", style="dim")
 
 
-def pipelines(entries: list[dict[str, Any]], shown: str) -> None:
+def lateness_line(runs: list[dict[str, Any]]) -> str | None:
+    """``late rows: 7 in the last 10 runs; newest lag p50 3m, p99 14m, max 15m``: the runs' late rows (their
+    ``lateness``) and the lag figures of the newest run that measured any; None when none measured."""
+    measured = [r["lateness"] for r in runs if r.get("lateness")]
+    if not measured:
+        return None
+    line = f"late rows: {sum(m.get('late_rows', 0) for m in measured)} in the last {len(runs)} runs"
+    lagged = next((m for m in measured if m.get("lag_rows")), None)
+    if lagged:
+        p50, p99, top = (_lag(lagged.get(k)) for k in ("lag_p50_s", "lag_p99_s", "lag_max_s"))
+        line += f"; newest lag p50 {p50}, p99 {p99}, max {top}"
+    return line
+
+
+def _lag(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            rest = s - (s // size) * size
+            sub = {"d": ("h", 3600), "h": ("m", 60), "m": ("s", 1)}[unit]
+            return f"{s // size}{unit}" + (f"{rest // sub[1]}{sub[0]}" if rest // sub[1] else "")
+    return f"{s}s"
+
+
+def pipelines(entries: list[dict[str, Any]], shown: str | None) -> None:
     """A line per pipeline at 80 columns: its last run, watermark, pending dead letters, health; then the
-    name of the pipeline whose runs ``status`` shows below."""
+    name of the pipeline whose runs ``status`` shows below (None: none, how to see one's)."""
     table = _compact_table(
         "pipelines, times UTC",
         text=("pipeline", "last run", "status", "finished", "watermark"),
@@ -183,7 +215,10 @@ def pipelines(entries: list[dict[str, Any]], shown: str) -> None:
         )
     con = console()
     con.print(table)
-    con.print(escape(f"pipeline {shown}:"))
+    if shown is None:
+        con.print("one pipeline's runs and dead letters: status --pipeline NAME", style="dim")
+    else:
+        con.print(escape(f"pipeline {shown}:"))
 
 
 def _short_time(value: str | None) -> str:
@@ -216,8 +251,8 @@ def partitions(results: list[PartitionResult]) -> None:
             failures.append(f"{short_window(r.since, r.until)}: {r.error}")
     con = console()
     con.print(table)
-    for line in failures:
-        con.print(escape(_clip(line)))
+    for line in failures:  # whole, wrapped at the console's width: the runner's log line of it is not shown
+        con.print(escape(line))
 
 
 def dry_run(d: DryRun) -> None:
@@ -242,8 +277,7 @@ def source_check(c: SourceCheck) -> None:
     out.print(f"window [{iso(c.window.since)}, {iso(c.window.until)})")
     out.print(f"  {escape(c.window.why)}")
     out.print(f"sent as {escape(str(c.sent))}")
-    pages = "page" if c.pages == 1 else "pages"
-    out.print(f"read {c.pages} {pages}: {c.total} records")
+    out.print(f"read {counted(c.pages, 'page')}: {counted(c.total, 'record')}")
     reasons = ", ".join(f"{name} {count}" for name, count in c.reasons.items())
     for label, count, more in (
         ("would load", c.would_load, ""),
@@ -285,12 +319,15 @@ def _cut(text: str, width: int = 160) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def param_lines(known: dict[str, tuple[str, Any, str]], width: int = 80) -> list[str]:
-    """``params``: per parameter a line of key, type and default, then its meaning indented below it, every
-    line wrapped at ``width`` between words (a long default continues under the default column)."""
+def param_lines(
+    known: dict[str, tuple[str, Any, str]], width: int = 80, header: str = "default"
+) -> list[str]:
+    """``params``: per parameter a line of key, type and default (or a pipeline's value: ``header``), then its
+    meaning indented below it, every line wrapped at ``width`` between words (a long default continues under
+    the default column)."""
     key_width = max(len(key) for key in known)
     type_width = max(len(t) for t, _, _ in known.values())
-    out = [f"{'key':<{key_width}}  {'type':<{type_width}}  default", "    meaning"]
+    out = [f"{'key':<{key_width}}  {'type':<{type_width}}  {header}", "    meaning"]
     for key, (type_name, default, meaning) in known.items():
         head = f"{key:<{key_width}}  {type_name:<{type_width}}  {json.dumps(default)}"
         out += _wrap(head, width, " " * (key_width + type_width + 4))

@@ -1,6 +1,7 @@
 """One stage of a run as an orchestrator's task, in the project's environment.
 
-``python -m eventpipe.cli.task extract --run-id R --since S --until U [--kind airflow] [--params F] [-p K=V]…``
+``python -m eventpipe.cli.task extract --run-id R --since S --until U [--kind airflow] [--pipeline NAME]
+[--params F] [-p K=V]…``
 runs that stage's notebook exactly as the CLI runner does (same report folder,
 failure class and banner, run record), claiming the run's window for the
 stage's duration. The first stage records the run; the later ones resume it and
@@ -11,14 +12,19 @@ the database, ``paths.runs_dir`` and ``paths.reports_dir``.
 ``python -m eventpipe.cli.task mark-failed --run-id R --failed-stage S --detail TEXT`` is for
 the orchestrator when a stage's process died before it could say so itself.
 
-Exit codes: 0 the stage succeeded, 1 it failed (the run is marked ``failed``), 2 bad settings.
+Exit codes: 0 the stage succeeded, 1 it failed (the run is marked ``failed``), 2 bad settings, 3 it succeeded
+but its audit files could not all be written, 143 (130) it was stopped by SIGTERM (SIGINT): the run is marked
+``failed`` (``terminated``) and its report written first.
+
+``--pipeline NAME`` runs the pipeline ``NAME`` (its state, table and window locks) with
+``params/pipelines/NAME.yaml``, or with the ``--params`` file when one is given (an orchestrator's DAG
+may keep a pipeline's params elsewhere); without it, the pipeline ``default``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +32,9 @@ from ..errors import PipelineError, SettingsError
 from ..logs import setup_cli_logging
 from ..orchestration.failures import stamp_failure
 from ..orchestration.runner import STAGES, Runner, RunPlan
-from ..settings import load_settings, parse_instant
+from ..orchestration.stopping import STOP
+from ..settings import Settings, load_settings, parse_instant
+from ..settings.pipelines import check_destination, named_pipeline, resolve_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +44,21 @@ STAGE_NAMES = tuple(s for s, _ in STAGES)
 def run_stage(runner: Runner, plan: RunPlan, wait: bool = True) -> int:
     """Execute ``plan.stages`` (one stage) while holding the run's window; 0 on success, 1 on failure."""
     from ..storage.lock import WindowLocks
+    from .progress import stage_lines
 
     runner.preflight()
+    # a task's log is not a terminal: a plain line for its stage (papermill's cell log stays in run.log)
     with WindowLocks(runner.store).hold(plan.since, plan.until, plan.run_id, wait=wait):
-        outcome = runner.execute(plan)
+        with stage_lines(terminal=False) as on_stage:
+            outcome = runner.execute(plan, on_stage)
+    if outcome.terminated:
+        raise STOP.error(outcome.run_id, plan.stages[0])
     if outcome.status != "succeeded":
         print(f"{outcome.error}", file=sys.stderr)
         return 1
+    if outcome.audit_problem is not None:
+        print(f"error: {outcome.audit_problem}", file=sys.stderr)
+        return outcome.audit_problem.exit_code
     return 0
 
 
@@ -59,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="window start (ISO 8601, UTC unless it has an offset)")
     p.add_argument("--until", help="window end, exclusive")
     p.add_argument("--kind", default="airflow", help="the run's kind in pipeline_runs")
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        metavar="NAME",
+        help="the pipeline (default: default); its params are params/pipelines/NAME.yaml unless --params",
+    )
     p.add_argument("--params", dest="params_file", help="a params YAML file")
     p.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
@@ -72,16 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .main import _terminate
+def task_settings(pipeline: str | None, params_file: str | None, overrides: Sequence[str]) -> Settings:
+    """The settings of ``pipeline``: its params file (or ``params_file``) and ``overrides``; resolved as the
+    CLI resolves them, but that a pipeline may take its params from a file outside params/pipelines/."""
+    if pipeline is None or not params_file:
+        return resolve_pipeline(pipeline, params_file or None, overrides)
+    # an orchestrator's DAG may keep a pipeline's params elsewhere: that file, under the pipeline's name
+    settings = named_pipeline(load_settings(params_file, list(overrides)), pipeline, params_file)
+    check_destination(settings)
+    return settings
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_cli_logging()
-    signal.signal(
-        signal.SIGTERM, _terminate
-    )  # an orchestrator stops a task with SIGTERM: the run is marked failed
+    STOP.install()  # an orchestrator stops a task with SIGTERM: the run is marked failed and reported first
     try:
-        runner = Runner(load_settings(args.params_file, args.overrides))
+        runner = Runner(task_settings(args.pipeline, args.params_file, args.overrides))
         if args.stage == "mark-failed":
             if not args.failed_stage:
                 raise SettingsError("mark-failed needs --failed-stage")

@@ -8,8 +8,11 @@ path or a list of paths tried in order (the first one present and not null wins)
     timestamp: {path: properties.time, unit: s}
     properties: {path: properties, drop: [time, distinct_id]}
 
-A field left out keeps its own name (``event`` reads ``event``). The original record is untouched,
-so a dead letter keeps it exactly as the API sent it.
+Without a map (``fields: {}``, the default) every field reads its own name: the contract's records. A map
+names every field it reads: ``properties`` or ``session_id`` left out, or ``null`` ("this API has no such
+field"), is absent (null) in every record; ``user_id``, ``event`` and ``timestamp`` are required, so a
+map that leaves one out (or sets it null) is a configuration error before anything is fetched. The
+original record is untouched, so a dead letter keeps it exactly as the API sent it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..errors import SettingsError
 from ..rundir import UNPARSED
 
 TARGETS = ("user_id", "event", "timestamp", "properties", "session_id")
+REQUIRED = ("user_id", "event", "timestamp")  # the record rules reject every record without them
 UNITS = ("s", "ms", "us")
 _ABSENT = object()
 
@@ -87,6 +91,10 @@ def _rule(key: str, spec: Any) -> FieldRule:
     return FieldRule(_paths(key, spec["path"]), unit, tuple(drop))
 
 
+def _shown(spec: Mapping[str, Any], target: str) -> str:
+    return "left out" if target not in spec else "null" if spec[target] is None else "[]"
+
+
 @dataclass(frozen=True)
 class FieldMap:
     """Each target field's rule; ``identity`` when the API already uses the record rules' names."""
@@ -96,10 +104,23 @@ class FieldMap:
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> FieldMap:
+        """``{}``: every field reads its own name. Otherwise what ``spec`` names, and nothing else: a field
+        it leaves out, sets null or to ``[]`` is absent, which the three required fields cannot be."""
         unknown = sorted(set(spec) - set(TARGETS))
         if unknown:
             raise SettingsError(f"source.fields: unknown field {unknown[0]!r}: map only {', '.join(TARGETS)}")
-        rules = tuple(_rule(t, spec[t]) if t in spec else FieldRule(((t,),)) for t in TARGETS)
+        if not spec:
+            own = tuple(FieldRule(((t,),)) for t in TARGETS)
+            return cls(own, True)
+        unmapped = [t for t in REQUIRED if spec.get(t) in (None, [])]
+        if unmapped:
+            named = ", ".join(f"{t}: {_shown(spec, t)}" for t in unmapped)
+            raise SettingsError(
+                f"source.fields maps no {' / '.join(unmapped)} ({named}): a field map names every field it "
+                f"reads, and {', '.join(REQUIRED)} are required; name the path that holds each "
+                f"(e.g. {unmapped[0]}: {unmapped[0]})"
+            )
+        rules = tuple(FieldRule(()) if spec.get(t) in (None, []) else _rule(t, spec[t]) for t in TARGETS)
         identity = all(r == FieldRule(((t,),)) for r, t in zip(rules, TARGETS))
         return cls(rules, identity)
 

@@ -6,6 +6,7 @@ one in API order wins" holds across chunk boundaries in one pass with bounded me
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -156,29 +157,35 @@ def prepare(
         c.rejected_quality = int((ok & ~passed).sum())
         c.passed = int(passed.sum())
         bad = np.flatnonzero(~passed)
-
+        # what the rejects and a replay need of the items, then the items go: the part is held once
+        raw_hashes = [record_hash(raw_text(items[j])) for j in keep[ok]] if replay else []
+        if replay:
+            settled += [record_hash(raw_text(items[keep[j]])) for j in np.flatnonzero(passed)]
+        bad_raw = [raw_text(items[keep[j]]) for j in bad]
+        del items
+        reject_row = np.full(len(df), -1, dtype=np.int64)
+        reject_row[bad] = np.arange(len(bad))
+        bad_reasons = [all_reasons[j] for j in bad]
+        bad_seq = df["seq"].to_numpy()[bad]
         clean = enrich(df[passed])
+        del df, all_reasons, q_reasons
         pq.write_table(
             pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
             clean_path,
         )
         hours = clean["timestamp"].dt.floor("h").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-        raw_hashes = [record_hash(raw_text(items[j])) for j in keep[ok]] if replay else []
-        if replay:
-            settled += [record_hash(raw_text(items[keep[j]])) for j in np.flatnonzero(passed)]
-        reject_row = np.full(len(df), -1, dtype=np.int64)
-        reject_row[bad] = np.arange(len(bad))
-        bad_reasons = [all_reasons[j] for j in bad]
+        del clean
         if len(bad):
             rej = pd.DataFrame(
                 {
-                    "seq": df["seq"].to_numpy()[bad],
+                    "seq": bad_seq,
                     "stage": np.where(ok[bad], "quality", "transform"),
                     "reasons": bad_reasons,
-                    "raw": [raw_text(items[keep[j]]) for j in bad],
+                    "raw": bad_raw,
                 }
             )
             pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False), reject_path)
+            del rej, bad_raw
         out = Prepared(
             index,
             clean_path,
@@ -192,9 +199,28 @@ def prepare(
             settled,
             raw_hashes,
         )
-        del items, df, clean
         gc.collect(1)  # the part's frames leave a few reference cycles; free them now, not at the end
+    release_free_memory()
     return out
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps a part's freed arenas otherwise, so
+    each process's RSS stays at its largest part's high-water mark). Elsewhere a no-op."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _drop_rows(path: Path, rows: np.ndarray) -> None:
@@ -272,6 +298,7 @@ def process(run: RunDir, rules: Rules, replay: bool = False, workers: int = 0) -
     file for file, whatever ``workers`` is.
     """
     started = time.perf_counter()
+    release_free_memory()  # what the extract freed, before a worker starts beside this process
     raw_parts = run.parts("raw")
     clean_dir = run.fresh("clean")
     rejects_dir = run.fresh("rejects")

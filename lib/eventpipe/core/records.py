@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from itertools import repeat
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from ..jsonio import dumps, loads
@@ -84,7 +86,9 @@ def _session_id(v: Any) -> tuple[str | None, str | None]:
         return None, None
     if type(v) is str:
         return (v, None) if "\x00" not in v else (None, "session_id_invalid: contains a NUL character")
-    return None, f"session_id_invalid: {type(v).__name__} is not text or null"
+    if type(v) is int:  # Amplitude's and Mixpanel's session ids are numbers: kept as text, like user_id
+        return str(v), None
+    return None, f"session_id_invalid: {type(v).__name__} is not text, an integer or null"
 
 
 def _with_offset(text: str) -> str | None:
@@ -100,119 +104,334 @@ def _with_offset(text: str) -> str | None:
     return s if _OFFSET.search(s, sep + 1) else s + "+00:00"
 
 
-def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
-    """Mixed ISO text / epoch numbers -> UTC timestamps (µs precision) and a reason per failure."""
-    n = len(values)
-    out = np.full(n, np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
-    reasons: list[str | None] = [None] * n
-    str_idx, num_idx, num_vals = [], [], []
-    for i, v in enumerate(values):
-        t = type(v)
-        if t is str:
-            str_idx.append(i)
-        elif t is int or t is float:
-            num_idx.append(i)
-            num_vals.append(float(v))
-        elif v is None or v is _MISSING:
-            reasons[i] = "timestamp_missing: absent or null"
-        else:
-            reasons[i] = (
-                f"timestamp_unparseable: {type(v).__name__} is neither ISO 8601 text nor epoch number"
-            )
-    if num_idx:
-        arr = np.asarray(num_vals, dtype="float64")
-        with np.errstate(invalid="ignore", over="ignore"):
-            us = np.where(np.abs(arr) >= 1e11, arr * 1e3, arr * 1e6)  # >= 1e11: milliseconds
-            ok = np.isfinite(us) & (np.abs(us) < _MAX_EPOCH_US)
-        idx = np.asarray(num_idx)
-        out[idx[ok]] = (np.round(us[ok]).astype("int64") * 1000).astype("datetime64[ns]")
-        for i in idx[~ok]:
-            reasons[i] = f"timestamp_unparseable: epoch {values[i]!r} is out of range"
-    if str_idx:
-        # no offset means UTC; normalise first, because pandas applies one element's offset to naive ones
-        fixed = pd.Series([_with_offset(values[i]) for i in str_idx], dtype=object)
-        parsed = pd.to_datetime(fixed, format="ISO8601", utc=True, errors="coerce")
-        idx = np.asarray(str_idx)
-        good = parsed.notna().to_numpy()
-        out[idx[good]] = parsed[good].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-        for j in np.flatnonzero(~good):
-            reasons[str_idx[j]] = f"timestamp_unparseable: {values[str_idx[j]]!r:.60} is not ISO 8601"
-    ts = pd.Series(out, dtype="datetime64[ns]").dt.floor("us").dt.tz_localize("UTC")
-    return ts, reasons
+# Column-wise rules. A column is handled by the type of its values: the common types (text, integers,
+# objects, null) through C-level maps over the whole column, anything else one value at a time through
+# the scalar rules above, which ``records_reference`` (the per-record oracle) also uses. Reasons are rare:
+# each rule writes its reason into a column of its own, and only flagged rows build their lists.
+_NONE, _STR, _INT, _FLOAT, _DICT, _OTHER = range(6)
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_TYPE_CODE: dict[type, int] = {type(None): _NONE, str: _STR, int: _INT, float: _FLOAT, dict: _DICT}
+# the two common ISO forms (upper-cased, trimmed) whose offset ``_with_offset`` would find, or not find
+_ISO_WITH_OFFSET = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+).fullmatch
+_ISO_NO_OFFSET = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+).fullmatch
 
 
-_NO_REASONS: list[str] = []  # shared by every clean row; never mutated
-_FIELD_NAMES = ("user_id", "event", "timestamp", "properties", "session_id")
-_NOT_OBJECT = (_MISSING,) * len(_FIELD_NAMES)
+def _objects(values: Any, n: int) -> np.ndarray:
+    """An object array of ``n`` values (lists and dicts stay single values)."""
+    return np.fromiter(values, dtype=object, count=n)
 
 
-def _FIELDS_GETTER(item: dict) -> tuple[Any, ...]:
-    g = item.get
-    return (
-        g("user_id", _MISSING),
-        g("event", _MISSING),
-        g("timestamp", _MISSING),
-        g("properties", _MISSING),
-        g("session_id", _MISSING),
+def _type_codes(values: list[Any]) -> np.ndarray:
+    return np.fromiter(
+        map(_TYPE_CODE.get, map(type, values), repeat(_OTHER)), dtype=np.int8, count=len(values)
     )
 
 
-def _flagged(reasons: tuple[str | None, ...] | list[str | None]) -> list[int]:
-    """Indices whose reason is set."""
-    return [i for i, r in enumerate(reasons) if r is not None]
+def _has_nul(texts: list[str], needle: str = "\x00") -> list[int]:
+    """Indices of the texts that contain ``needle`` (one search over the whole column first)."""
+    if needle not in "".join(texts):
+        return []
+    return [j for j, s in enumerate(texts) if needle in s]
 
 
-def _event_type(v: Any, cache: dict[str, str | None]) -> str | None:
-    if type(v) is not str:
-        return None
-    if v not in cache:  # few distinct spellings: trim, lower, runs of spaces/hyphens -> "_", once each
-        norm = _EVENT_SEP.sub("_", v.strip().lower())
-        cache[v] = norm or None
-    return cache[v]
+class _Column:
+    """One field of every record: its values, their type codes, the parsed values and a reason per row."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.n = n = len(values)
+        self.values = _objects(values, n)
+        self.codes = _type_codes(values)
+        self.out = np.full(n, None, dtype=object)
+        self.why = np.full(n, None, dtype=object)
+
+    def where(self, code: int) -> np.ndarray:
+        return np.flatnonzero(self.codes == code)
+
+    def one_by_one(self, idx: np.ndarray, rule: Any) -> None:
+        """The scalar rule, value by value (rare types)."""
+        for i in idx:
+            self.out[i], self.why[i] = rule(self.values[i])
+
+    def others(self, handled: tuple[int, ...]) -> np.ndarray:
+        return np.flatnonzero(~np.isin(self.codes, handled))
+
+
+def _user_ids(values: list[Any]) -> _Column:
+    col = _Column(values)
+    i = col.where(_STR)
+    if len(i):
+        s = list(map(str.strip, col.values[i]))
+        col.out[i] = _objects(s, len(s))
+        empty = i[np.fromiter(map(len, s), dtype=np.int64, count=len(s)) == 0]
+        col.out[empty] = None
+        col.why[empty] = "user_id_missing: empty text"
+        nul = i[_has_nul(s)]
+        col.out[nul] = None
+        col.why[nul] = "user_id_invalid: contains a NUL character"
+    i = col.where(_INT)
+    col.out[i] = _objects(map(str, col.values[i]), len(i))
+    col.why[col.where(_NONE)] = "user_id_missing: absent or null"
+    col.one_by_one(col.others((_STR, _INT, _NONE)), _user_id)
+    return col
+
+
+def _event_types(values: list[Any]) -> _Column:
+    col = _Column(values)
+    i = col.where(_STR)
+    if len(i):
+        texts = col.values[i]
+        norm = {v: _EVENT_SEP.sub("_", v.strip().lower()) or None for v in dict.fromkeys(texts)}
+        col.out[i] = _objects(map(norm.__getitem__, texts), len(i))
+    unset = col.out == None  # noqa: E711 (element-wise)
+    missing = unset & ((col.codes == _NONE) | (col.codes == _STR))
+    col.why[missing] = "event_missing: absent, null or empty"
+    for j in np.flatnonzero(unset & ~missing):
+        col.why[j] = f"event_invalid: {type(col.values[j]).__name__} is not text"
+    return col
+
+
+def _with_offsets(texts: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+    """``_with_offset`` of every text (the two common ISO forms by one regex each, the rest one by one),
+    and which of them were in a common form (now all with an offset)."""
+    up = list(map(str.upper, map(str.strip, texts)))
+    fixed: list[str | None] = []
+    strict = np.zeros(len(up), dtype=bool)
+    add = fixed.append
+    for j, s in enumerate(up):
+        if _ISO_WITH_OFFSET(s):
+            add(s)
+        elif _ISO_NO_OFFSET(s):
+            add(s + "+00:00")
+        else:
+            add(_with_offset(texts[j]))
+            continue
+        strict[j] = True
+    return fixed, strict
+
+
+def _iso_fast(fixed: list[str | None], strict: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nanoseconds since the epoch of the texts in the two common ISO forms (``_ISO_WITH_OFFSET`` with
+    ``+00:00`` added to the naive ones) whose fields are plainly in range, and a mask of those; the rest
+    (other forms, years outside 1700-2200, hour 24, second 60, a day past its month's end) is left to
+    pandas, so every result equals ``pd.to_datetime(..., format="ISO8601")``'s."""
+    n = len(fixed)
+    ok = strict.copy()
+    idx = np.flatnonzero(ok)
+    ns = np.zeros(n, dtype=np.int64)
+    if not len(idx):
+        return ns, ok
+    raw = np.array([fixed[i] for i in idx], dtype="S35")
+    chars = raw.view(np.uint8).reshape(len(idx), 35)  # one byte a character; a column at a time widened
+    rows = np.arange(len(idx))
+
+    def at(k: int | np.ndarray) -> np.ndarray:  # the character at position k (per row when an array)
+        return (chars[:, k] if isinstance(k, int) else chars[rows, np.minimum(k, 34)]).astype(np.int64)
+
+    def num(a: int, b: int) -> np.ndarray:
+        out = np.zeros(len(idx), dtype=np.int64)
+        for k in range(a, b):
+            out = out * 10 + (at(k) - 48)
+        return out
+
+    year, month, day = num(0, 4), num(5, 7), num(8, 10)
+    hour, minute, second = num(11, 13), num(14, 16), num(17, 19)
+    frac = np.zeros(len(idx), dtype=np.int64)
+    run = at(19) == ord(".")
+    pos = np.full(len(idx), 19, dtype=np.int64)
+    pos[run] = 20
+    for j in range(9):
+        c = at(20 + j)
+        digit = run & (c >= 48) & (c <= 57)
+        frac += np.where(digit, (c - 48) * 10 ** (8 - j), 0)
+        pos += digit
+        run &= digit
+    sign = at(pos)
+    zulu = sign == ord("Z")
+    off_h = (at(pos + 1) - 48) * 10 + (at(pos + 2) - 48)
+    off_m = (at(pos + 4) - 48) * 10 + (at(pos + 5) - 48)
+    offset = np.where(zulu, 0, np.where(sign == ord("-"), -1, 1) * (off_h * 60 + off_m))
+    months = (year - 1970) * 12 + month - 1
+    first = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+    days_in = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first
+    sane = (
+        (year >= 1700)
+        & (year <= 2200)
+        & (month >= 1)
+        & (month <= 12)
+        & (day >= 1)
+        & (day <= days_in)
+        & (hour <= 23)
+        & (minute <= 59)
+        & (second <= 59)
+        & (zulu | ((off_h <= 23) & (off_m <= 59)))
+    )
+    secs = (first + day - 1) * 86400 + hour * 3600 + minute * 60 + second - offset * 60
+    ns[idx] = np.where(sane, secs * 1_000_000_000 + frac, 0)
+    ok[idx] = sane
+    return ns, ok
+
+
+def _timestamps(values: list[Any]) -> tuple[pd.Series, np.ndarray]:
+    """Mixed ISO text / epoch numbers -> UTC timestamps (µs precision) and a reason per failure."""
+    col = _Column(values)
+    n = col.n
+    out = np.full(n, np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
+    why = col.why
+    why[col.where(_NONE)] = "timestamp_missing: absent or null"
+    for i in col.others((_NONE, _STR, _INT, _FLOAT)):
+        why[i] = (
+            f"timestamp_unparseable: {type(col.values[i]).__name__} is neither ISO 8601 text nor epoch number"
+        )
+    idx = np.flatnonzero((col.codes == _INT) | (col.codes == _FLOAT))
+    if len(idx):
+        arr = np.fromiter(map(float, col.values[idx]), dtype="float64", count=len(idx))
+        with np.errstate(invalid="ignore", over="ignore"):
+            us = np.where(np.abs(arr) >= 1e11, arr * 1e3, arr * 1e6)  # >= 1e11: milliseconds
+            ok = np.isfinite(us) & (np.abs(us) < _MAX_EPOCH_US)
+        out[idx[ok]] = (np.round(us[ok]).astype("int64") * 1000).astype("datetime64[ns]")
+        for i in idx[~ok]:
+            why[i] = f"timestamp_unparseable: epoch {col.values[i]!r} is out of range"
+    idx = col.where(_STR)
+    if len(idx):
+        # no offset means UTC; normalise first, because pandas applies one element's offset to naive ones
+        texts = col.values[idx]
+        fixed, strict = _with_offsets(texts)
+        ns, good = _iso_fast(fixed, strict)
+        parsed_ns = ns.astype("datetime64[ns]")
+        rest = np.flatnonzero(~good)
+        if len(rest):
+            parsed = pd.to_datetime(
+                pd.Series([fixed[j] for j in rest], dtype=object), format="ISO8601", utc=True, errors="coerce"
+            )
+            got = parsed.notna().to_numpy()
+            parsed_ns[rest[got]] = parsed[got].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+            good[rest] = got
+        out[idx[good]] = parsed_ns[good]
+        for j in np.flatnonzero(~good):
+            why[idx[j]] = f"timestamp_unparseable: {texts[j]!r:.60} is not ISO 8601"
+    ts = pd.Series(out, dtype="datetime64[ns]").dt.floor("us").dt.tz_localize("UTC")
+    return ts, why
+
+
+def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
+    """Mixed ISO text / epoch numbers -> UTC timestamps and a reason per failure, by the record rules (the
+    arrival times of ``core.lateness`` are read as the event times are)."""
+    ts, why = _timestamps(values)
+    return ts, list(why)
+
+
+def _properties_texts(values: list[Any]) -> _Column:
+    col = _Column(values)
+    col.out[col.where(_NONE)] = "{}"
+    i = col.where(_DICT)
+    if len(i):
+        try:
+            texts = list(map(bytes.decode, map(orjson.dumps, col.values[i])))
+        except TypeError:  # e.g. integers beyond 64 bits: the scalar rule, which falls back to json
+            col.one_by_one(i, _properties)
+        else:
+            col.out[i] = _objects(texts, len(i))
+            for j in _has_nul(texts, "\\u0000"):
+                if _NUL_ESCAPE.search(texts[j]):
+                    col.out[i[j]] = None
+                    col.why[i[j]] = (
+                        "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
+                    )
+    i = col.where(_STR)
+    if len(i):
+        _properties_from_text(col, i)
+    col.one_by_one(col.others((_NONE, _DICT, _STR)), _properties)
+    return col
+
+
+def _properties_from_text(col: _Column, i: np.ndarray) -> None:
+    """Properties given as JSON text: orjson over the column; anything it does not read as an object
+    (not JSON, a lone surrogate, a number beyond 64 bits, another type) goes through ``_properties``."""
+    texts = col.values[i]
+    if _LONG_DIGITS.search("\x01".join(texts)):  # integers orjson would turn into floats
+        col.one_by_one(i, _properties)
+        return
+    parsed: list[Any] = []
+    add = parsed.append
+    for t in texts:
+        try:
+            add(orjson.loads(t))
+        except orjson.JSONDecodeError:
+            add(None)
+    objects = np.fromiter((type(v) is dict for v in parsed), bool, len(parsed))
+    col.one_by_one(i[~objects], _properties)
+    j = np.flatnonzero(objects)
+    try:
+        out = list(map(bytes.decode, map(orjson.dumps, (parsed[k] for k in j))))
+    except TypeError:
+        col.one_by_one(i[j], _properties)
+        return
+    col.out[i[j]] = _objects(out, len(out))
+    for k in _has_nul(out, "\\u0000"):
+        if _NUL_ESCAPE.search(out[k]):
+            col.out[i[j[k]]] = None
+            col.why[i[j[k]]] = (
+                "properties_invalid: contains a NUL character (\\u0000), which jsonb cannot store"
+            )
+
+
+def _session_ids(values: list[Any]) -> _Column:
+    col = _Column(values)
+    i = col.where(_STR)
+    col.out[i] = col.values[i]
+    nul = i[_has_nul(list(col.values[i]))]
+    col.out[nul] = None
+    col.why[nul] = "session_id_invalid: contains a NUL character"
+    i = col.where(_INT)
+    col.out[i] = _objects(map(str, col.values[i]), len(i))
+    col.one_by_one(col.others((_NONE, _STR, _INT)), _session_id)
+    return col
+
+
+_NO_REASONS: list[str] = []  # shared by every clean row; never mutated
+_EMPTY: dict[str, Any] = {}
 
 
 def parse_items(seq: np.ndarray | list[int], items: list[Any]) -> pd.DataFrame:
-    """Parsed API items -> one row per item with typed columns and its transform reasons (a list)."""
-    n = len(items)
-    get = _FIELDS_GETTER
-    # one pass pulls the five fields of every object (an item that is not an object gets none)
-    rows = [get(x) if type(x) is dict else _NOT_OBJECT for x in items]
-    user_raw, ev_raw, ts_raw, prop_raw, sess_raw = zip(*rows) if n else ((), (), (), (), ())
-    users, user_r = zip(*map(_user_id, user_raw)) if n else ((), ())
-    props, prop_r = zip(*map(_properties, prop_raw)) if n else ((), ())
-    sess, sess_r = zip(*map(_session_id, sess_raw)) if n else ((), ())
-    ts, ts_r = parse_timestamps(list(ts_raw))
-    cache: dict[str, str | None] = {}
-    events = [_event_type(v, cache) for v in ev_raw]
+    """Parsed API items -> one row per item with typed columns and its transform reasons (a list).
 
-    # reasons are rare: find the rows that have any, then build their lists
-    bad = {i for col in (user_r, ts_r, prop_r, sess_r) for i in _flagged(col)}
-    bad.update(i for i, e in enumerate(events) if e is None)
+    The same frame as ``records_reference.parse_items`` (the per-record rules), computed a column at
+    a time."""
+    n = len(items)
+    kinds = list(map(type, items))
+    objects = kinds.count(dict) == n
+    src = items if objects else [x if t is dict else _EMPTY for x, t in zip(items, kinds)]
+    get = dict.get
+    user = _user_ids(list(map(get, src, repeat("user_id"))))
+    event = _event_types(list(map(get, src, repeat("event"))))
+    ts, ts_why = _timestamps(list(map(get, src, repeat("timestamp"))))
+    props = _properties_texts(list(map(get, src, repeat("properties"))))
+    sess = _session_ids(list(map(get, src, repeat("session_id"))))
+
+    whys = (user.why, event.why, ts_why, props.why, sess.why)
+    flagged = np.zeros(n, dtype=bool)
+    for why in whys:
+        flagged |= why != None  # noqa: E711 (element-wise)
+    not_object = np.zeros(n, dtype=bool) if objects else np.fromiter((t is not dict for t in kinds), bool, n)
     reasons: list[list[str]] = [_NO_REASONS] * n
-    for i in bad:
-        if type(items[i]) is not dict:
-            reasons[i] = [f"record_not_object: item is a {type(items[i]).__name__}"]
-            continue
-        v = ev_raw[i]
-        ev_reason = (
-            None
-            if events[i] is not None
-            else (
-                "event_missing: absent, null or empty"
-                if v is _MISSING or v is None or type(v) is str
-                else f"event_invalid: {type(v).__name__} is not text"
-            )
-        )
-        reasons[i] = [x for x in (user_r[i], ev_reason, ts_r[i], prop_r[i], sess_r[i]) if x]
+    for i in np.flatnonzero(flagged | not_object):
+        if not_object[i]:
+            reasons[i] = [f"record_not_object: item is a {kinds[i].__name__}"]
+        else:
+            reasons[i] = [w[i] for w in whys if w[i]]
 
     df = pd.DataFrame(
         {
             "seq": pd.Series(seq, dtype="int64"),
-            "user_id": pd.Series(users, dtype=object),
-            "event_type": pd.Series(events, dtype=object),
+            "user_id": pd.Series(user.out, dtype=object),
+            "event_type": pd.Series(event.out, dtype=object),
             "timestamp": ts,
-            "properties": pd.Series(props, dtype=object),
-            "session_id": pd.Series(sess, dtype=object),
+            "properties": pd.Series(props.out, dtype=object),
+            "session_id": pd.Series(sess.out, dtype=object),
         }
     )
     df["reasons"] = reasons
@@ -228,7 +447,7 @@ def parse_chunk(seq: np.ndarray | list[int], raw: list[bytes]) -> pd.DataFrame:
 
 def enrich(df: pd.DataFrame) -> pd.DataFrame:
     """Columns derived from the event time: ``event_date`` (UTC date) and ``event_hour``."""
-    out = df.copy()
+    out = df.copy(deep=False)  # the new columns go to the copy; the shared ones are not written
     out["event_date"] = out["timestamp"].dt.date
     out["event_hour"] = out["timestamp"].dt.hour.astype("Int16")
     return out

@@ -4,7 +4,8 @@ The runner builds it as a run ends; the audit trail adds the ledger; the index, 
 Prometheus and OpenLineage exports and the CLI read it back through ``from_json``. The file's keys and
 their shapes are a contract (tests and external readers parse it): ``to_json`` writes them in the order
 they have always had, ``pipeline`` only for a pipeline other than ``default``, ``error`` only for a failed
-run and ``ledger`` once the audit trail recorded it.
+run, ``ledger`` once the audit trail recorded it, and ``lateness`` (``core.lateness``) for a run that
+measured its late rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .counts import RunCounts
+from .lateness import Lateness
 
 KEYS = (
     "run_id",
@@ -35,6 +37,7 @@ KEYS = (
     "pipeline",
     "error",
     "ledger",
+    "lateness",
 )
 
 
@@ -79,6 +82,7 @@ class RunMetrics:
     pipeline: str = "default"  # written since named pipelines; an older file's run was pipeline default
     error: RunError | None = None
     ledger: dict[str, Any] | None = None
+    lateness: Lateness | None = None
     # keys this version does not know (a file written by another one): kept, and written back as they were
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +119,8 @@ class RunMetrics:
             out["error"] = self.error.to_json()
         if self.ledger is not None:
             out["ledger"] = self.ledger
+        if self.lateness is not None:
+            out["lateness"] = self.lateness.to_json()
         return {**out, **self.extra}
 
     @classmethod
@@ -148,5 +154,6 @@ class RunMetrics:
             pipeline=d.get("pipeline") or "default",
             error=RunError.from_json(d["error"]) if d.get("error") else None,
             ledger=d.get("ledger"),
+            lateness=Lateness.from_json(d["lateness"]) if isinstance(d.get("lateness"), dict) else None,
             extra={k: v for k, v in d.items() if k not in KEYS},
         )

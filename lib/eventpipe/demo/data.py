@@ -14,7 +14,7 @@ import json
 import random
 import threading
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -147,6 +147,11 @@ def _render_exact(rng: random.Random, ms: int) -> Any:
     return value if denoted == ms else _iso_ms(ms)
 
 
+def _session(n: int) -> str:
+    """A session id: a quarter are whole numbers (as Amplitude's and Mixpanel's are), kept as their text."""
+    return str(n) if n % 4 == 0 else f"s{n}"
+
+
 def _make_item(rng: random.Random, truth: Truth) -> dict:
     """Render a clean event in one of its many accepted shapes."""
     user: Any = int(truth.user_id) if truth.user_id.isdigit() else truth.user_id
@@ -229,7 +234,7 @@ def _generate_hour(seed: int, eph: int, dirty: float, dup: float, hour: int) -> 
         if rng.random() < 0.15:
             ms -= ms % 1000  # whole seconds, so epoch-seconds forms occur too
         props = {} if rng.random() < 0.1 else _properties(rng, i)
-        session = None if rng.random() < 0.2 else f"s{rng.randrange(5000)}"
+        session = None if rng.random() < 0.2 else _session(rng.randrange(5000))
         truth = Truth(user, ms, event, props, session)
         out.append(Generated(ms, i, orjson.dumps(_make_item(rng, truth)), truth, None))
         if rng.random() < dup:
@@ -371,6 +376,19 @@ class DemoData:
         if extra:
             events = sorted(events + extra, key=lambda g: (g.sort_ms, g.ordinal))
         yield from events
+
+    def uploaded(
+        self, since: datetime, until: datetime, upload_ms: Callable[[Generated], int], max_lag_ms: int
+    ) -> list[Generated]:
+        """The events an API that selects by upload time serves for ``[since, until)`` of upload time (never
+        an upload later than the server's clock), in upload order; ``upload_ms`` says when each was
+        uploaded, at most ``max_lag_ms`` after its place in the stream."""
+        lo_ms, hi_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+        if self.config.live:
+            hi_ms = min(hi_ms, int((self.config.now or clock.now()).timestamp() * 1000))
+        lo = datetime.fromtimestamp((lo_ms - max_lag_ms) / 1000, tz=timezone.utc)
+        hits = [(upload_ms(g), g) for g in self.events(lo, until)]
+        return [g for up, g in sorted(hits, key=lambda x: x[0]) if lo_ms <= up < hi_ms]
 
     def expected_rows(self, since: datetime, until: datetime) -> dict[tuple[str, int, str], Truth]:
         """Key ``(user_id, timestamp_ms, event_type)`` -> the row a correct load stores (last copy wins)."""

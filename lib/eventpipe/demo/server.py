@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import orjson
 
+from .. import clock
 from ..errors import SettingsError
 from ..settings import Secret, Settings, parse_instant
 from . import styles
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DEMO_KEY = "demo-key"
 DEMO_USER = "demo-user"
+DEMO_PROJECT_ID = "12345"  # the Mixpanel project a service account names (mixpanel-export)
+DEMO_PROJECT_SECRET = "demo-project-secret"  # the Mixpanel project's API secret (mixpanel-export)
 
 
 def _cursor(page: int) -> str:
@@ -48,6 +51,14 @@ def _page_of(cursor: str) -> int:
     if not text.startswith("page:"):
         raise ValueError(cursor)
     return int(text[5:])
+
+
+def _us(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _parse_instant_param(value: str) -> int:
@@ -133,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
         if app.lazy_has_more:  # say "more" whenever the page is full: the last page may then be empty
             more = count >= per_page
         records = b",".join(styles.render_all(app.style, items) if app.style != "contract" else items)
-        if app.style == "posthog":
+        if app.style in ("posthog", "posthog-events"):
             return self.answer(
                 200, b'{"results":[' + records + b'],"next":' + self._next_link(q, more) + b"}"
             )
@@ -162,6 +173,8 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         if app.style in styles.HEADER_KEY:
             auth = "Bearer " + self.headers.get(styles.HEADER_KEY[app.style], "")
+        if app.style in styles.MIXPANEL_AUTH:
+            return self._mixpanel_auth(auth)
         if app.style in styles.BASIC_AUTH:
             expected = "Basic " + base64.b64encode(f"{app.api_user}:{app.api_key}".encode()).decode()
             ok = hmac.compare_digest(auth.encode(), expected.encode())
@@ -171,6 +184,29 @@ class Handler(BaseHTTPRequestHandler):
             return 403, "this key is revoked"
         if not given or not hmac.compare_digest(given, app.api_key.encode()):
             return 401, "missing or wrong bearer key"
+        return None
+
+    def _mixpanel_auth(self, auth: str) -> tuple[int, str] | None:
+        """Mixpanel's two ways into the raw export: a service account (its user name and secret, and the
+        ``project_id`` query parameter, which a service account must name) or the project's API secret as
+        the user name with an empty password."""
+        app = self.server
+        missing = 401, "missing basic credentials: a service account, or the project secret as the user name"
+        if not auth.startswith("Basic "):
+            return missing
+        try:
+            user, _, password = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return missing
+        if _same(user, app.project_secret) and password == "":
+            return None
+        if not (_same(user, app.api_user) and _same(password, app.api_key)):
+            return 401, "Invalid username or password"
+        project = parse_qs(urlparse(self.path).query).get("project_id", [""])[-1]
+        if not project:
+            return 400, "project_id is required when authenticating with a service account"
+        if project != app.project_id:
+            return 403, f"this service account has no access to project {project}"
         return None
 
     def _window(self, q: dict[str, str]) -> tuple[int, int, int, int]:
@@ -184,7 +220,16 @@ class Handler(BaseHTTPRequestHandler):
                 int(q.get("offset", "0")) // limit + 1,
                 limit,
             )
-        if style == "mixpanel":  # whole days, both ends inclusive
+        if style == "posthog-events":  # PostHog's limits on its deprecated listing
+            limit, offset = int(q.get("limit", "100")), int(q.get("offset", "0"))
+            now_us = _us(self.server.data.config.now or clock.now())
+            # both bounds exclusive (timestamp > after AND timestamp < before); no after: the last 24 hours
+            after = _us(parse_instant(q["after"])) if q.get("after") else now_us - 24 * HOUR_MS * 1000
+            before = _us(parse_instant(q["before"])) if q.get("before") else now_us
+            if offset > 50_000 or before - after >= 365 * 24 * HOUR_MS * 1000:
+                raise ValueError(q)
+            return after // 1000 + 1, -(-before // 1000), offset // limit + 1, limit
+        if style in ("mixpanel", "mixpanel-export"):  # whole days, both ends inclusive
             lo, hi = styles.parse_date(q["from_date"]), styles.parse_date(q["to_date"]) + timedelta(days=1)
             return int(lo.timestamp() * 1000), int(hi.timestamp() * 1000), 1, 1
         if style == "amplitude":  # whole hours, both ends inclusive
@@ -222,18 +267,14 @@ class Handler(BaseHTTPRequestHandler):
         """The whole window in one answer: JSON Lines (gzipped if asked) or a zip of gzipped JSON Lines.
         ``cut``: only its first half is sent, under an honest Content-Length (a body that ends early)."""
         app = self.server
-        bodies = [g.body for g in app.data.events(_dt(since), _dt(until))]
-        rendered = styles.render_all(app.style, bodies)
-        if app.style == "mixpanel":
-            body, headers = styles.jsonl(rendered), {}
+        if app.style in ("mixpanel", "mixpanel-export"):
+            bodies = [g.body for g in app.data.events(_dt(since), _dt(until))]
+            body, headers = styles.jsonl(styles.render_all(app.style, bodies)), {}
             if "gzip" in self.headers.get("Accept-Encoding", ""):
                 body, headers = gzip.compress(body, mtime=0), {"Content-Encoding": "gzip"}
-        else:
-            by_hour: dict[int, list[bytes]] = {}
-            for g, line in zip(app.data.events(_dt(since), _dt(until)), rendered):
-                by_hour.setdefault(g.sort_ms // HOUR_MS, []).append(line)
-            hours = [(_dt(h * HOUR_MS), b) for h, b in sorted(by_hour.items())]
-            body, headers = styles.amplitude_zip(hours), {"Content-Type": "application/zip"}
+        else:  # Amplitude's export selects by upload time, [since, until), of the uploads made by now
+            uploaded = app.data.uploaded(_dt(since), _dt(until), styles.upload_ms, styles.MAX_UPLOAD_LAG_MS)
+            body, headers = styles.amplitude_export(uploaded), {"Content-Type": "application/zip"}
         self.answer(200, body[: len(body) // 2] if cut else body, headers)
 
 
@@ -266,6 +307,8 @@ class DemoServer(ThreadingHTTPServer):
         style: str = "contract",
         api_user: str = DEMO_USER,
         latency_s: float = 0.0,
+        project_id: str = DEMO_PROJECT_ID,
+        project_secret: str = DEMO_PROJECT_SECRET,
     ):
         if style not in styles.STYLES:
             raise SettingsError(
@@ -277,6 +320,8 @@ class DemoServer(ThreadingHTTPServer):
         self.style = style
         self.api_user = api_user
         self.api_key = api_key
+        self.project_id = project_id
+        self.project_secret = project_secret
         self.faults = faults or FaultPlan()
         self.revoked_keys: set[str] = set()
         self.lazy_has_more = False

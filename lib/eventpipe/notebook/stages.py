@@ -23,10 +23,11 @@ import pandas as pd
 
 from .. import clock
 from ..core.counts import RunCounts
+from ..core.lateness import Lateness, late_rule, measure
 from ..core.process import Rules, process, transform_workers
 from ..core.quality import gate
 from ..demo import server as demo
-from ..errors import CountsMismatch, SettingsError
+from ..errors import CountsMismatch, QualityGateFailed, SettingsError
 from ..jsonio import gc_paused
 from ..logs import redact_console
 from ..logs import setup_logging as _setup_logging
@@ -48,10 +49,21 @@ from ..settings_file import RunSettings, scratch_database_url
 from ..source.client import SourceClient
 from ..source.config import SourceConfig
 from ..source.extract import extract_window
+from ..source.window import WindowSpec
+from ..storage.keys import stored_keys
 from ..storage.loaders import loader_for
 from ..storage.store import Store
+from ..testing.inject import checkpoint
 
-__all__ = ["StageContext", "TransformSummary", "extract", "load", "setup_logging", "transform_quality"]
+__all__ = [
+    "StageContext",
+    "TransformSummary",
+    "check_gate",
+    "extract",
+    "load",
+    "setup_logging",
+    "transform_quality",
+]
 
 log = logging.getLogger(__name__)
 
@@ -272,13 +284,19 @@ def source_client(settings: Settings) -> Iterator[SourceClient]:
 
 
 def extract(ctx: StageContext) -> dict[str, Any]:
-    """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics."""
+    """Fetch every page of the window into ``raw/part-*.parquet``; return the stage metrics.
+
+    On the arrival clock, a window of event time asks for its arrivals up to ``until`` plus the horizon
+    (``source.window``), once the API can have them all."""
+    spec = WindowSpec.parse(ctx.settings.source.window)
+    spec.check_complete(ctx.kind, ctx.since, ctx.until, clock.now() - ctx.settings.window.settle)
+    since, until = spec.request_window(ctx.kind, ctx.since, ctx.until)
     with source_client(ctx.settings) as client, gc_paused():
-        log.info("extracting [%s, %s) from %s", iso(ctx.since), iso(ctx.until), client.url)
+        log.info("extracting [%s, %s) from %s", iso(since), iso(until), client.url)
         res = extract_window(
             client,
-            ctx.since,
-            ctx.until,
+            since,
+            until,
             ctx.run.fresh("raw"),
             ctx.settings.load.batch_size,
             on_page=ctx.run.progress_writer(),
@@ -311,12 +329,12 @@ class TransformSummary:
 def transform_quality(
     ctx: StageContext, now: datetime | None = None, replay: bool = False
 ) -> TransformSummary:
-    """The record and quality rules over the run's raw parts (``core.process``), then the pass-rate gate.
-
-    Raises ``QualityGateFailed`` (after writing the manifest) when the pass rate is too low.
-    """
+    """The record and quality rules over the run's raw parts (``core.process``) and the gate's verdict in the
+    manifest. It does not raise on a failed gate: the notebook shows the reasons and samples first, then
+    ``check_gate`` stops it."""
     q = ctx.settings.quality
-    rules = Rules.of(ctx.settings, now or clock.now(), None if replay else (ctx.since, ctx.until))
+    kept = WindowSpec.parse(ctx.settings.source.window).kept_window(ctx.kind, ctx.since, ctx.until)
+    rules = dataclasses.replace(Rules.of(ctx.settings, now or clock.now()), window=None if replay else kept)
     workers = transform_workers(ctx.settings.runner.transform_workers, len(ctx.run.parts("raw")))
     result = process(ctx.run, rules, replay=replay, workers=workers)
     c = result.counts
@@ -347,8 +365,12 @@ def transform_quality(
         c.duplicates,
         result.pass_rate * 100,
     )
-    gate(result.pass_rate, q, result.reasons)
     return TransformSummary(metrics, result.reasons, result.per_hour)
+
+
+def check_gate(ctx: StageContext, summary: TransformSummary) -> None:
+    """Raise ``QualityGateFailed`` when the pass rate is under ``quality.min_pass_rate``: nothing is loaded."""
+    gate(summary.metrics["pass_rate"], ctx.settings.quality, summary.reasons)
 
 
 # -- 03 load ------------------------------------------------------------------------------------
@@ -357,6 +379,9 @@ def transform_quality(
 def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = False) -> dict[str, Any]:
     """Upsert the clean rows and dead letters, finish the run record, move the watermark: one transaction."""
     tq = ctx.read_manifest("transform_quality")
+    if tq.get("gate") == "failed":  # 02 stopped at its gate (or was stopped before it): nothing may load
+        top = dict(Counter(tq.get("reasons") or {}).most_common(5))
+        raise QualityGateFailed(tq["pass_rate"], tq["min_pass_rate"], top)
     extracted = ctx.read_manifest("extract")["extracted"] if not replay else tq["extracted"]
     if extracted != tq["extracted"]:
         raise CountsMismatch(f"extract wrote {extracted} records but transform read {tq['extracted']}")
@@ -365,6 +390,7 @@ def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = Fals
     store = Store(ctx.settings)
     store.create_schema()
     replayed = json.loads(ctx.run.replayed.read_text()) if replay else []
+    lateness = None if replay else _lateness(ctx, store)
     run_values = {
         **counts.as_dict(),
         "pass_rate": tq["pass_rate"],
@@ -384,6 +410,7 @@ def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = Fals
         )
     finally:
         store.dispose()
+    checkpoint("load.after_commit")  # the run is loaded from here on, whatever stops the notebook
     counts = counts.with_load(loaded)
     counts.check()
     metrics = {
@@ -394,5 +421,20 @@ def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = Fals
         "database": store.masked_url,
         "watermark": iso(ctx.until) if advance_watermark else None,
     }
+    if lateness is not None:
+        metrics["lateness"] = lateness.to_json()
     ctx.run.write_manifest("load", metrics)
     return metrics
+
+
+def _lateness(ctx: StageContext, store: Store) -> Lateness | None:
+    """The run's late rows (``core.lateness``), measured against the table before the load writes it."""
+    spec = WindowSpec.parse(ctx.settings.source.window)
+    watermark = store.watermark() if ctx.kind == "incremental" else None
+    rule = late_rule(ctx.kind, spec.clock, ctx.until, watermark, spec.arrival_field)
+    if rule is None:
+        return None
+    found = measure(rule, ctx.run.parts("clean"), ctx.run.parts("raw"), lambda keys: stored_keys(store, keys))
+    if found.late_rows:
+        log.info("%d late rows (%s %s)", found.late_rows, found.measure, found.at)
+    return found

@@ -17,11 +17,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from .. import clock
+from ..errors import Terminated
 from ..logs import setup_cli_logging
 from ..settings import Settings, iso
+from ..source.window import WindowSpec
 from ..storage.lock import WindowLocks
 from .kernel import SharedKernel
 from .runner import Runner, RunPlan, new_run_id
+from .stopping import STOP, install_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,9 @@ class PartitionResult:
     loaded: int | None = None
     rejected: int | None = None
     error: str | None = None
+    outside: int | None = None  # returned by its requests, kept by no window of its own (outside_window)
+    late: int | None = None  # rows it inserted late (core.lateness), where measured
+    audit_incomplete: bool = False  # it loaded, but not all its audit files could be written
 
 
 def partitions(start: datetime, end: datetime, chunk: timedelta) -> list[tuple[datetime, datetime]]:
@@ -92,11 +99,15 @@ def _run_partition(
     try:
         with WindowLocks(runner.store).hold(since, until, plan.run_id, wait=wait):
             outcome = runner.execute(plan)
+    except Terminated:
+        raise  # a signal stops the backfill, not just this partition
     except Exception as e:  # one partition's failure never stops the others
         return PartitionResult(since, until, "failed", error=f"{type(e).__name__}: {e}")
     finally:
         if own:
             runner.store.dispose()
+    if outcome.terminated:
+        raise STOP.error(outcome.run_id, outcome.error.stage if outcome.error else None)
     c = outcome.metrics.known_counts()
     rejected = outcome.metrics.counts.rejected if "extracted" in c else None
     return PartitionResult(
@@ -107,8 +118,20 @@ def _run_partition(
         c.get("extracted"),
         c.get("loaded"),
         rejected,
-        str(outcome.error) if outcome.error else None,
+        str(outcome.error or outcome.audit_problem or "") or None,
+        c.get("outside_window"),
+        outcome.metrics.lateness.late_rows if outcome.metrics.lateness else None,
+        audit_incomplete=outcome.audit_problem is not None,
     )
+
+
+def check_arrivals_complete(settings: Settings, parts: list[tuple[datetime, datetime]]) -> None:
+    """On the arrival clock a partition reads arrivals up to its end plus ``source.window.horizon``: refuse
+    the backfill, before anything runs, when the last of them may not have reached the API yet."""
+    spec = WindowSpec.parse(settings.source.window)
+    available = clock.now() - settings.window.settle
+    for since, until in parts[-1:]:  # partitions end in order: the last reaches furthest
+        spec.check_complete("backfill", since, until, available)
 
 
 def run_backfill(
@@ -123,6 +146,7 @@ def run_backfill(
     """``kernel``: a started ``SharedKernel`` for the inline partitions (the caller shuts it down).
     ``on_result``: called with each partition's result as it is known (skipped ones first)."""
     report = on_result or (lambda _r: None)
+    check_arrivals_complete(settings, parts)
     runner = Runner(settings, kernel=kernel)
     runner.preflight()
     parent = new_run_id("backfill")
@@ -145,13 +169,22 @@ def run_backfill(
     else:
         settings = one_core_transform(settings)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=install_in_worker) as pool:
             futures = {pool.submit(_run_partition, settings, s, u, parent, wait): (s, u) for s, u in todo}
-            for fut, (s, u) in futures.items():
-                try:
-                    results[(s, u)] = fut.result()
-                except Exception as e:  # a worker process that died
-                    results[(s, u)] = PartitionResult(s, u, "failed", error=f"worker died: {e}")
-                log.info("partition [%s, %s): %s", iso(s), iso(u), results[(s, u)].result)
-                report(results[(s, u)])
+            try:
+                for fut, (s, u) in futures.items():
+                    try:
+                        results[(s, u)] = fut.result()
+                    except Terminated:
+                        raise
+                    except Exception as e:  # a worker process that died
+                        results[(s, u)] = PartitionResult(s, u, "failed", error=f"worker died: {e}")
+                    log.info("partition [%s, %s): %s", iso(s), iso(u), results[(s, u)].result)
+                    report(results[(s, u)])
+            except Terminated:
+                # the partitions not started are dropped; the running ones are stopped and recorded
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():
+                    worker.terminate()
+                raise
     return [results[p] for p in parts]

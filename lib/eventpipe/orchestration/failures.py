@@ -16,7 +16,8 @@ import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from ..audit.notebook_html import failure_banner
+from ..audit.notebook_html import PAPERMILL_ERROR_TAG, STOPPED_TAG, failure_banner, stop_message
+from ..errors import clean_error_line
 
 FAILURE_BANNER = "eventpipe-failure"
 
@@ -76,5 +77,30 @@ def stamp_failure(
             if "outputs" in cell:
                 cell["outputs"] = [nbformat.from_dict(_scrub(o, redactor)) for o in cell["outputs"]]
     nb.cells = [c for c in nb.cells if FAILURE_BANNER not in c.get("metadata", {}).get("tags", [])]
+    mark_stop(nb)
     nb.cells.insert(0, banner)
     nbformat.write(nb, str(path))
+
+
+def mark_stop(nb: Any) -> None:
+    """Tag the cell the stage stopped in. A failure the pipeline raised on purpose (a ``PipelineError``: its
+    traceback is its one line, see ``errors.PipelineError._render_traceback_``) becomes a message there, and
+    papermill's "An Exception was encountered at 'In [n]'" cells go; a bug keeps its traceback."""
+    for cell in nb.cells:
+        for i, out in enumerate(cell.get("outputs", [])):
+            if out.get("output_type") != "error":
+                continue
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if STOPPED_TAG not in tags:
+                tags.append(STOPPED_TAG)
+            ename, evalue = out.get("ename", ""), out.get("evalue", "")
+            if list(out.get("traceback") or []) == [clean_error_line(ename, evalue)]:
+                cell.outputs[i] = nbformat.v4.new_output(
+                    "display_data",
+                    data={"text/markdown": stop_message(ename, evalue), "text/plain": f"{ename}: {evalue}"},
+                    metadata={"eventpipe": {"ename": ename, "evalue": evalue}},
+                )
+                nb.cells = [
+                    c for c in nb.cells if PAPERMILL_ERROR_TAG not in c.get("metadata", {}).get("tags", [])
+                ]
+            return

@@ -213,6 +213,13 @@ class SharedKernel:
             "get_ipython().run_line_magic('reset', '-f')", timeout=60, store_history=False
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The kernel's process id (it leads a process group of its own); None before it starts."""
+        if not self.km.has_kernel:
+            return None
+        return getattr(self.km.provisioner, "pid", None)
+
     def discard(self) -> None:
         """Throw the kernel away (after a failed stage); the next notebook starts a fresh one."""
         self.shutdown()

@@ -3,8 +3,10 @@
 Each run gets ``reports/<run_id>/`` (the executed notebooks: the audit log,
 ``metrics.json`` and ``run.log``) and ``runs/<run_id>/`` (intermediate Parquet).
 On any failure the executed notebook is kept, stamped at the top with what
-happened and where, the run is marked ``failed`` with a failure class, and a
-``StageFailed`` is raised.
+happened and where, and the run is marked ``failed`` with a failure class; a
+SIGTERM or SIGINT (``stopping``) is such a failure, class ``terminated``. Once the
+load committed, nothing that happens after it (a stage's later cell, a signal, a
+report folder that cannot be written) makes the run a failure.
 """
 
 from __future__ import annotations
@@ -16,22 +18,25 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..audit.attest import signing_key
 from ..audit.build import finish_run, stage_manifests
 from ..audit.metrics_export import emit_lineage, lineage_clients
-from ..core.counts import RunCounts
+from ..core.counts import LOAD_NAMES, RunCounts
+from ..core.lateness import Lateness
 from ..core.run_metrics import RunError, RunMetrics
-from ..errors import PipelineError, SettingsError, StageFailed, Terminated
-from ..jsonio import write_json_atomic
-from ..logs import attach_file_log, detach_file_log
+from ..errors import AuditIncomplete, PipelineError, SettingsError, StageFailed
+from ..logs import OUTCOME, attach_file_log, detach_file_log
 from ..rundir import RunDir, new_run_id
 from ..settings import Settings, WindowSettings, format_duration, iso, parse_instant, redact
 from ..settings_file import RunSettings, with_overrides
+from ..storage.runs import TERMINATED
 from ..storage.store import Store
-from .failures import classify, stamp_failure
+from .alerts import notify
+from .failures import Failure, classify, stamp_failure
 from .kernel import SharedKernel, check_kernel_name
+from .stopping import STOP
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,13 @@ class RunPlan:
         self.run_id = self.run_id or new_run_id(self.kind)
 
 
+class StageObserver(Protocol):
+    """Told as each stage starts (``metrics`` None), ends (its metrics scrap) or fails (``"failed"``): the
+    command line's progress lines follow a run through it."""
+
+    def __call__(self, stage: str, event: str, metrics: dict[str, Any] | None, run_dir: Path) -> None: ...
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -71,6 +83,12 @@ class RunOutcome:
     report_dir: Path
     error: StageFailed | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # the run ended as ``status`` says, but some of its audit files could not be written (``report RUN_ID``)
+    audit_problem: AuditIncomplete | None = None
+
+    @property
+    def terminated(self) -> bool:
+        return self.error is not None and self.error.failure_class == TERMINATED
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -129,6 +147,11 @@ class Runner:
         if self.kernel is None:  # a kernel started early was checked as it started
             check_kernel_name(self.settings.runner.kernel_name)
         self.store.create_schema()
+        from .recovery import recover
+
+        recover(
+            self.settings, self.store
+        )  # runs whose process died: marked interrupted, their reports written
 
     # -- windows -------------------------------------------------------------------------------
 
@@ -151,22 +174,27 @@ class Runner:
 
     # -- execution -----------------------------------------------------------------------------
 
-    def execute(self, plan: RunPlan) -> RunOutcome:
-        """Run ``plan.stages`` in order. A failed stage ends the run ``failed`` (the outcome says so); anything
-        else that stops it (a signal, a runner error) marks it failed and propagates."""
-        run = self._open(plan)
-        try:
-            for stage, notebook in STAGES:
-                if stage in plan.stages:
-                    self._run_stage(run, stage, notebook)
-            return self._finish(run)
-        except StageFailed as failure:
-            return self._fail(run, failure)
-        except PipelineError as e:
-            self._abort(run, e)
-            raise
-        finally:
-            self._close(run)
+    def execute(self, plan: RunPlan, on_stage: StageObserver | None = None) -> RunOutcome:
+        """Run ``plan.stages`` in order. A failed stage, or a SIGTERM/SIGINT (``stopping``), ends the run
+        ``failed`` (the outcome says so); anything else that stops it (a runner error) marks it failed and
+        propagates. A signal before the run is recorded raises ``Terminated``: nothing started."""
+        STOP.check()
+        with STOP.recording():
+            run = self._open(plan)
+            try:
+                for stage, notebook in STAGES:
+                    if stage in plan.stages:
+                        self._run_stage(run, stage, notebook, on_stage)
+                return self._finish(run)
+            except StageFailed as failure:
+                if failure.stage == "load" and self.store.run_status(plan.run_id) == "succeeded":
+                    return self._loaded_anyway(run, failure)
+                return self._fail(run, failure)
+            except PipelineError as e:
+                self._abort(run, e)
+                raise
+            finally:
+                self._close(run)
 
     def _open(self, plan: RunPlan) -> _Execution:
         """The run's report folder, its ``run.log`` and its ``pipeline_runs`` row (resumed for a later task)."""
@@ -217,8 +245,13 @@ class Runner:
             raise
         return run
 
-    def _run_stage(self, run: _Execution, stage: str, notebook: str) -> None:
-        """One stage's notebook executed by papermill; its ``metrics`` scrap and its seconds join the run's."""
+    def _run_stage(
+        self, run: _Execution, stage: str, notebook: str, on_stage: StageObserver | None = None
+    ) -> None:
+        """One stage's notebook executed by papermill; its ``metrics`` scrap and its seconds join the run's.
+        papermill's cell-by-cell log and the notebook's outputs go to its logger (``run.log``; the console
+        shows them with -v only, see ``logs.DETAIL_LOGGERS``)."""
+        tell = on_stage or _silent
         import papermill as pm
         import scrapbook as sb
 
@@ -227,23 +260,25 @@ class Runner:
         out = run.report_dir / notebook
         t0 = time.perf_counter()
         log.info("stage %s: executing %s", stage, notebook)
+        tell(stage, "started", None, run.run_dir)
         try:
-            pm.execute_notebook(
-                str(self.notebooks_dir / notebook),
-                str(out),
-                parameters=self._parameters(run.plan, run.run_dir),
-                kernel_name=self.settings.runner.kernel_name,
-                log_output=True,
-                progress_bar=False,
-                execution_timeout=self.settings.runner.cell_timeout_s,
-                cwd=str(self.notebooks_dir),
-                **run.kernel.for_next_notebook(),
-            )
+            kernel = run.kernel.for_next_notebook()
+            with STOP.stage(run.kernel.pid):  # a signal now kills this kernel: papermill returns at once
+                pm.execute_notebook(
+                    str(self.notebooks_dir / notebook),
+                    str(out),
+                    parameters=self._parameters(run.plan, run.run_dir),
+                    kernel_name=self.settings.runner.kernel_name,
+                    log_output=True,
+                    progress_bar=False,
+                    execution_timeout=self.settings.runner.cell_timeout_s,
+                    cwd=str(self.notebooks_dir),
+                    **kernel,
+                )
             scraps = sb.read_notebook(str(out)).scraps  # its report folder may be gone meanwhile
-        except Terminated:
-            raise
-        except Exception as e:  # papermill, nbclient and kernel failures all end the run here
+        except Exception as e:  # papermill, nbclient and kernel failures, and a signal, all end the run here
             run.seconds[stage] = round(time.perf_counter() - t0, 3)
+            tell(stage, "failed", {"seconds": run.seconds[stage]}, run.run_dir)
             raise self._stage_failure(stage, out, e) from None
         finally:
             if not self.settings.runner.shared_kernel:
@@ -252,17 +287,44 @@ class Runner:
         run.seconds[stage] = round(time.perf_counter() - t0, 3)
         run.stage_metrics[stage] = scraps[SCRAP].data
         log.info("stage %s: done in %.2fs", stage, run.seconds[stage])
+        tell(stage, "done", {**run.stage_metrics[stage], "seconds": run.seconds[stage]}, run.run_dir)
 
     def _finish(self, run: _Execution) -> RunOutcome:
         """The stages ran. When the last one did, the counts are checked and the audit trail written."""
         metrics = self._metrics(run, "succeeded")
+        problem = None
         if "load" in run.plan.stages:  # the run ends with this execution
             metrics.counts.check()
-            write_json_atomic(run.report_dir / "metrics.json", metrics.to_json())
-            self._audit(run, metrics, "COMPLETE")
-            if not self.settings.runner.keep_runs:
+            problem = self._audit(run, metrics, "COMPLETE")
+            if not self.settings.runner.keep_runs and problem is None:
                 shutil.rmtree(run.run_dir, ignore_errors=True)  # kept after a failure, for inspection
-        return RunOutcome(run.plan.run_id, "succeeded", metrics, run.report_dir, stage_seconds=run.seconds)
+        return RunOutcome(
+            run.plan.run_id,
+            "succeeded",
+            metrics,
+            run.report_dir,
+            stage_seconds=run.seconds,
+            audit_problem=problem,
+        )
+
+    def _loaded_anyway(self, run: _Execution, failure: StageFailed) -> RunOutcome:
+        """The load stage stopped (a signal, a later cell, its kernel) after its transaction committed: the run
+        loaded, and is recorded and reported as it is, ``succeeded``."""
+        run.discard_kernel()
+        log.warning(
+            "stage load stopped after its transaction committed (%s: %s): the run is loaded and stays succeeded",
+            failure.failure_class,
+            failure.detail,
+        )
+        run.stage_metrics.update(stage_manifests(run.run_dir, run.stage_metrics))
+        if "load" not in run.stage_metrics:  # stopped before it wrote its manifest: its record has the counts
+            row = self.store.run_entry(run.plan.run_id) or {}
+            run.stage_metrics["load"] = {
+                "stage": "load",
+                **{k: row[k] for k in LOAD_NAMES if row.get(k) is not None},
+                "watermark": iso(run.plan.until) if run.plan.advance_watermark else None,
+            }
+        return self._finish(run)
 
     def _fail(self, run: _Execution, failure: StageFailed) -> RunOutcome:
         """A stage failed: the run is recorded ``failed`` with what its stages left, and its audit trail written."""
@@ -271,16 +333,21 @@ class Runner:
         run.stage_metrics.update(stage_manifests(run.run_dir, run.stage_metrics))
         metrics = self._metrics(run, "failed")
         metrics.error = RunError(failure.stage, failure.failure_class, failure.detail)
-        self.store.fail_run(run.plan.run_id, failure.stage, failure.failure_class, failure.detail)
-        write_json_atomic(run.report_dir / "metrics.json", metrics.to_json())
-        log.error("%s", failure)
-        self._audit(run, metrics, "FAIL")
-        return RunOutcome(run.plan.run_id, "failed", metrics, run.report_dir, failure, run.seconds)
+        # the counts its stages reported, so that ``status`` shows what the run page shows
+        reported = {**metrics.known_counts(), "pass_rate": metrics.pass_rate}
+        self.store.fail_run(
+            run.plan.run_id, failure.stage, failure.failure_class, failure.detail, values=reported
+        )
+        log.error("%s", failure, extra={OUTCOME: True})  # in run.log; the caller's summary prints it
+        problem = self._audit(run, metrics, "FAIL")
+        return RunOutcome(
+            run.plan.run_id, "failed", metrics, run.report_dir, failure, run.seconds, audit_problem=problem
+        )
 
     def _abort(self, run: _Execution, e: PipelineError) -> None:
-        """Something other than a stage stopped the run (a signal, a runner error): the notebook it was in is
-        stamped and the run marked failed; the caller re-raises."""
-        cls = "terminated" if isinstance(e, Terminated) else "runner error"
+        """Something other than a stage stopped the run (a runner error): the notebook it was in is stamped
+        and the run marked failed; the caller re-raises."""
+        cls = "runner error"
         stage = next((s for s, _ in STAGES if s in run.plan.stages and s not in run.seconds), None)
         if stage:
             stamp_failure(run.report_dir / dict(STAGES)[stage], stage, cls, str(e), self.redact)
@@ -292,25 +359,49 @@ class Runner:
             run.kernel.shutdown()
         detach_file_log(run.file_log)
 
-    def _audit(self, run: _Execution, metrics: RunMetrics, event: str) -> None:
+    def _audit(self, run: _Execution, metrics: RunMetrics, event: str) -> AuditIncomplete | None:
         """The audit trail of a finished run (HTML, ledger, metrics.prom, index, seal) and its lineage event.
-        ``run.log`` is closed first: the seal covers it as it stays."""
-        detach_file_log(run.file_log)
-        finish_run(
-            self.settings,
-            self.store,
-            metrics,
-            run.report_dir,
-            [self.notebooks_dir / nb for _, nb in STAGES],
-            self.signing_key,
-        )
-        self._lineage(event, metrics.run_id, metrics.kind)
+        ``run.log`` is closed first: the seal covers it as it stays. The alerts go before: their lines are in
+        ``run.log`` and what they did in ``metrics.json``.
 
-    def _lineage(self, event: str, run_id: str, kind: str) -> None:
+        Files that cannot be written (a full disk) leave the run as it ended: a run that loaded stays
+        ``succeeded``, flagged ``audit incomplete`` in its record, and the problem is returned."""
+        notify(self.settings, self.store, metrics)
+        detach_file_log(run.file_log)
+        unwritten = ["run.log"] if getattr(run.file_log, "error", None) else []
+        problem = None
+        try:
+            finish_run(
+                self.settings,
+                self.store,
+                metrics,
+                run.report_dir,
+                [self.notebooks_dir / nb for _, nb in STAGES],
+                self.signing_key,
+                unwritten=unwritten,
+            )
+        except AuditIncomplete as e:
+            problem = e
+            if metrics.status == "succeeded":
+                self.store.flag_audit(metrics.run_id, str(e))
+        self._lineage(event, metrics.run_id, metrics.kind, metrics.stages.get("transform_quality"))
+        return problem
+
+    def _lineage(self, event: str, run_id: str, kind: str, transform: dict[str, Any] | None = None) -> None:
         api = self.settings.api
         source = (api.base_url or "http://demo-api.local").rstrip("/") + api.endpoint
         table = self.store.t.analytics.name
-        emit_lineage(self.lineage, event, run_id, kind, source, table, self.settings.lineage.namespace)
+        emit_lineage(
+            self.lineage,
+            event,
+            run_id,
+            kind,
+            source,
+            table,
+            self.settings.lineage.namespace,
+            transform=transform,
+            quality=self.settings.quality,
+        )
 
     def _parameters(self, plan: RunPlan, run_dir: Path) -> dict[str, Any]:
         """The notebook's one parameter: the run's resolved settings file, (re)written in its folder."""
@@ -330,9 +421,15 @@ class Runner:
         return redact(text, self.settings)
 
     def _stage_failure(self, stage: str, out: Path, exc: Exception) -> StageFailed:
-        failure = classify(exc, self.settings.runner.cell_timeout_s)
+        if STOP.requested:  # whatever the stage raised as its kernel was killed
+            failure = Failure(TERMINATED, f"terminated by {STOP.name} during stage {stage}")
+        else:
+            failure = classify(exc, self.settings.runner.cell_timeout_s)
         detail = self.redact(failure.detail)
-        stamp_failure(out, stage, failure.failure_class, detail, self.redact)
+        try:
+            stamp_failure(out, stage, failure.failure_class, detail, self.redact)
+        except OSError as e:  # a full disk: the run is still recorded, its report says what it could
+            log.warning("no failure banner in %s: %s", out, e.strerror or e)
         return StageFailed(stage, failure.failure_class, detail, str(out) if out.exists() else None)
 
     def _metrics(self, run: _Execution, status: str) -> RunMetrics:
@@ -357,7 +454,12 @@ class Runner:
             database=self.store.masked_url,
             watermark=stages.get("load", {}).get("watermark"),
             pipeline=self.settings.pipeline.name,
+            lateness=Lateness.from_json(late) if (late := stages.get("load", {}).get("lateness")) else None,
         )
+
+
+def _silent(stage: str, event: str, metrics: dict[str, Any] | None, run_dir: Path) -> None:
+    """No one follows the stages."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def check_source(settings: Settings, window: CheckWindow, pages: int = 1) -> Sou
             f"source check: source.fields.user_id finds no user id in any of the {len(records)} records read "
             f"(keys of the first record: {keys}); map user_id to the field that holds it"
         )
-    outcomes = fates(records, Rules.of(settings, datetime.now(timezone.utc), (window.since, window.until)))
+    outcomes = fates(records, Rules.of(settings, clock.now(), (window.since, window.until)))
     reasons = Counter(r.split(":", 1)[0] for fate in outcomes if fate for r in fate)
     return SourceCheck(
         client.url,

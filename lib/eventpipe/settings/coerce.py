@@ -16,6 +16,8 @@ from .schema import DEFAULT_PIPELINE, SECTIONS, QualitySettings
 from .values import _to_plain, parse_duration, parse_instant, shown
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ALERT_EVENTS = ("failure", "success", "recovery", "quiet")
 # the tables every pipeline shares (``storage/tables.py``): no pipeline's destination
 STATE_TABLES = ("pipeline_runs", "pipeline_state", "dead_letter", "run_locks", "eventpipe_schema_version")
 
@@ -187,6 +189,25 @@ def value_problems(built: dict[str, Any], problems: list[str]) -> list[str]:
             f"parameter pipeline.table={shown(pipeline.table)} is a table of the pipelines' state or of "
             "pipeline default: name a table of this pipeline's own"
         )
+    if pipeline.shared and not pipeline.table:
+        found.append(
+            "parameter pipeline.shared=true needs pipeline.table: name the table the pipelines share, "
+            "e.g. pipeline: {table: events, shared: true}"
+        )
+    alerts, schedule = built["alerts"], built["schedule"]
+    for i, name in enumerate(alerts.channels, 1):
+        if not ENV_NAME_RE.fullmatch(str(name)):  # perhaps a URL with its token: never echoed
+            found.append(
+                f"parameter alerts.channels: item {i} is not an environment variable's name: name the "
+                "variable that holds the channel's URL (e.g. ALERT_WEBHOOK_URL), never the URL itself"
+            )
+    unknown = [e for e in alerts.on if e not in ALERT_EVENTS]
+    if unknown:
+        found.append(f"parameter alerts.on lists {shown(unknown[0])}: use {', '.join(ALERT_EVENTS)}")
+    if alerts.quiet_runs < 1 or not 0 < alerts.timeout_s <= 300:
+        found.append("parameter alerts.quiet_runs must be at least 1 and alerts.timeout_s in (0, 300]")
+    if schedule.every and schedule.cron:
+        found.append("parameters schedule.every and schedule.cron are both set: give one")
     if not q.allowed_events:
         found.append("parameter quality.allowed_events is empty: list at least one event type")
     if built["window"].initial_since:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import SettingsError
-from .coerce import build_sections, value_problems
+from .coerce import ENV_NAME_RE, build_sections, value_problems
 from .project import PROJECT_ROOT, resolve_path
 from .schema import Secret, Settings
 from .urls import api_url_problem, normalise_database_url
@@ -160,6 +160,32 @@ def auth_secrets(auth: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Secre
     return tuple(Secret(v) for v in values)
 
 
+def _alert_channels(
+    names: Iterable[str], env: Mapping[str, str], problems: list[str]
+) -> tuple[tuple[str, Secret], ...]:
+    """Each ``alerts.channels`` variable and its Apprise URL, read like every secret (``NAME_FILE`` too);
+    one problem line per variable that is unset or holds no URL (its value never shown)."""
+    out = []
+    for name in (n for n in names if ENV_NAME_RE.fullmatch(str(n))):  # the others: a problem of their own
+        try:
+            url = read_secret(env, name).strip()
+        except SettingsError as e:
+            problems.append(str(e))
+            continue
+        if not url:
+            problems.append(
+                f"parameter alerts.channels names {name}, which is not set: export {name} (or {name}_FILE) "
+                "as an Apprise URL, e.g. mailto://… or json://…"
+            )
+        elif "://" not in url:
+            problems.append(
+                f"{name} (alerts.channels) holds no URL: set it to an Apprise URL, e.g. json://host/path"
+            )
+        else:
+            out.append((name, Secret(url)))
+    return tuple(out)
+
+
 def load_settings(
     params_file: str | Path | None = None,
     overrides: Iterable[str] = (),
@@ -191,6 +217,7 @@ def load_settings(
         except SettingsError as e:
             problems.append(str(e))
     problems.extend(_short_key_problems(built["source"].auth, secrets))
+    channels = _alert_channels(built["alerts"].channels, env, problems)
 
     db_raw = secrets.get("DATABASE_URL", "").strip()
     if db_raw:
@@ -209,6 +236,7 @@ def load_settings(
         database_url=Secret(db_url),
         api_key=Secret(secrets["API_KEY"]),
         auth_secrets=auth_secrets(built["source"].auth, secrets),
+        alert_channels=channels,
         params_file=str(params_file) if params_file else None,
         overrides=tuple(overrides),
     )

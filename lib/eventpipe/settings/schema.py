@@ -13,6 +13,7 @@ from typing import Any
 
 from .project import resolve_path
 from .redact import Redactor
+from .urls import url_tokens
 
 
 class Secret:
@@ -52,6 +53,10 @@ class PipelineSettings:
         DEFAULT_PIPELINE, "the pipeline's name (--pipeline NAME reads params/pipelines/NAME.yaml)"
     )
     table: str = _param("", "destination table; empty means analytics (pipeline default) or analytics_<name>")
+    shared: bool = _param(
+        False,
+        "pipeline.table is shared with other pipelines: a source column (the pipeline's name) joins its key",
+    )
 
     @property
     def table_name(self) -> str:
@@ -94,7 +99,9 @@ class SourceSettings:
     )
     format: str = _param("json", "response format: json, jsonl (JSON Lines) or zip (of gzipped JSON Lines)")
     window: dict = _param(
-        {}, "how since/until are sent: params, format, end, granularity, step, filter_field"
+        {},
+        "how since/until are sent: params, format, end, granularity, step, filter_field; the clock the API "
+        "selects by (clock: event|arrival, horizon, arrival_field)",
     )
     fields: dict = _param({}, "field map: user_id/event/timestamp/properties/session_id -> path(s)")
     auth: dict = _param(
@@ -186,6 +193,31 @@ class LineageSettings:
     namespace: str = _param("eventpipe", "OpenLineage namespace of the job and the output table")
 
 
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """When ``schedule`` runs this pipeline (``schedule --all``: each pipeline on its own); one of the two."""
+
+    every: str = _param("", "run every this long, e.g. 15m (the first run at start)")
+    cron: str = _param("", 'crontab expression in UTC, e.g. "*/15 * * * *"')
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Messages about a run's outcome through Apprise (see "Alerts" in the README)."""
+
+    channels: tuple = _param(
+        [], "environment variables each holding one Apprise URL (or NAME_FILE): where alerts go"
+    )
+    on: tuple = _param(["failure"], "when: failure, success, recovery (first success after a failure), quiet")
+    quiet_runs: int = _param(
+        3, "quiet: a window with 0 records after this many runs in a row that had records"
+    )
+    run_page: str = _param(
+        "", "base URL of the reports folder for the run link (…/<run_id>/); empty: the local path"
+    )
+    timeout_s: float = _param(10.0, "seconds one channel may take to take a message")
+
+
 SECTIONS = {
     "pipeline": PipelineSettings,
     "api": ApiSettings,
@@ -198,6 +230,8 @@ SECTIONS = {
     "reports": ReportSettings,
     "lineage": LineageSettings,
     "source": SourceSettings,
+    "schedule": ScheduleSettings,
+    "alerts": AlertSettings,
 }
 
 
@@ -214,6 +248,8 @@ class Settings:
     lineage: LineageSettings
     source: SourceSettings
     pipeline: PipelineSettings
+    schedule: ScheduleSettings
+    alerts: AlertSettings
     database_url: Secret
     api_key: Secret
     params_file: str | None = None
@@ -221,13 +257,23 @@ class Settings:
     auth_secrets: tuple[
         Secret, ...
     ] = ()  # what source.auth sends, read from the environment (load.auth_secrets)
+    # alerts.channels: each variable's name and the Apprise URL it holds (load.alert_channels)
+    alert_channels: tuple[tuple[str, Secret], ...] = ()
 
     def path(self, name: str) -> Path:
         return resolve_path(getattr(self.paths, name))
 
     @functools.cached_property
     def redactor(self) -> Redactor:
-        """Built once: the API key, the database password and what ``source.auth`` sends, in every form."""
+        """Built once: the API key, the database password, what ``source.auth`` sends and the alert channels'
+        URLs (whole, and the tokens in their paths and queries), in every form."""
+        channels = [url.reveal() for _, url in self.alert_channels]
         return Redactor(
-            (self.api_key.reveal(), *(s.reveal() for s in self.auth_secrets)), (self.database_url.reveal(),)
+            (
+                self.api_key.reveal(),
+                *(s.reveal() for s in self.auth_secrets),
+                *channels,
+                *(t for url in channels for t in url_tokens(url)),
+            ),
+            (self.database_url.reveal(), *channels),
         )

@@ -107,3 +107,20 @@ def api_url_problem(url: str) -> str | None:
             "configured auth); put them in the environment variables that source.auth names"
         )
     return None
+
+
+def url_tokens(url: str) -> list[str]:
+    """The pieces of a notification URL that may be a credential (a Slack webhook's path, a ``?token=``,
+    ``slack://TOKEN/…``'s "host"): each path segment, query value and dotless host of 8 characters or more
+    that holds a digit, or of 16 or more."""
+    parsed = urlparse(url)
+    pieces = [*parsed.path.split("/"), *(v for pair in parsed.query.split("&") for v in pair.split("=")[1:])]
+    pieces += [parsed.username or "", parsed.password or ""]
+    host = parsed.netloc.rsplit("@", 1)[-1].split(":", 1)[0]  # as written: hostname is lower-cased
+    if "." not in host and "[" not in host:  # no host name nor address: an Apprise token in its place
+        pieces.append(host)
+    return [
+        p
+        for p in (unquote(piece) for piece in pieces)
+        if len(p) >= 16 or (len(p) >= 8 and any(c.isdigit() for c in p))
+    ]

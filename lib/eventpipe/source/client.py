@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -34,6 +35,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from ..errors import ResponseShapeError, RetriesExhausted, SourceError
 from ..jsonio import loads
 from ..settings import ApiSettings, Redactor
+from ..words import counted
 from .concurrent import Cancelled, Gate, SliceBuffer
 from .config import SourceConfig
 from .deadline import Watch, deadline, mount
@@ -107,6 +109,29 @@ def _done(fn: Callable[..., Any], *args: Any) -> Future:
     except BaseException as e:  # noqa: BLE001 (handed on whole, as a pool's future would)
         future.set_exception(e)
     return future
+
+
+def connection_failure(e: BaseException, url: str) -> str | None:
+    """What a failed connection to ``url`` was, in words (refused, unknown host, reset), from the exceptions
+    requests and urllib3 wrap around the socket's; None when it says nothing clearer than "dropped"."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    where = f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    seen: set[int] = set()
+    todo: list[Any] = [e]
+    while todo:
+        x = todo.pop()
+        if not isinstance(x, BaseException) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, ConnectionRefusedError):
+            return f"connection refused by {where} — is the API running? check api.base_url"
+        if isinstance(x, socket.gaierror):
+            return f"cannot find the host {host} ({x.strerror}) — check api.base_url"
+        if isinstance(x, ConnectionResetError):
+            return f"connection reset by {where}"
+        todo += [x.__cause__, x.__context__, getattr(x, "reason", None), *x.args]
+    return None
 
 
 class SourceClient:
@@ -336,7 +361,7 @@ class SourceClient:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise RetriesExhausted(
                 self.redactor.redact(
-                    f"page {number} of {self.url} still failing after {attempts} attempts (last: {e}); "
+                    f"page {number} of {self.url} still failing after {counted(attempts, 'attempt')} (last: {e}); "
                     f"the run stops here and the next run re-reads this window. Raise api.max_retries "
                     f"or api.retry_budget_s if the API is known to be slow to recover"
                 ),
@@ -400,7 +425,9 @@ class SourceClient:
             self._fault("timeout")
             raise RetryableFault("timeout", f"no answer within api.timeout_s={timeout}s") from None
         except requests.ConnectionError as e:
-            raise self._dropped(watch, timeout, type(e).__name__) from None
+            raise self._dropped(
+                watch, timeout, type(e).__name__, connection_failure(e, request.url)
+            ) from None
         with resp:
             self._check_status(resp, number)
             try:
@@ -449,8 +476,9 @@ class SourceClient:
             page=number,
         )
 
-    def _dropped(self, watch: Watch, timeout: float, detail: str) -> RetryableFault:
-        """A broken connection: the deadline's doing (a server that trickles), the extract's stop, or the network's."""
+    def _dropped(self, watch: Watch, timeout: float, detail: str, said: str | None = None) -> RetryableFault:
+        """A broken connection: the deadline's doing (a server that trickles), the extract's stop, or the network's
+        (``said``: what the network said, when it said something clearer than "dropped")."""
         if self.gate.stopped:
             raise Cancelled("the extract is stopping")
         if watch.fired:
@@ -459,7 +487,7 @@ class SourceClient:
                 "timeout", f"page not complete within api.timeout_s={timeout}s (it trickles)"
             )
         self._fault("connection")
-        return RetryableFault("connection", f"connection dropped ({detail})")
+        return RetryableFault("connection", said or f"connection dropped ({detail})")
 
     def _check_status(self, resp: requests.Response, number: int) -> None:
         status = resp.status_code

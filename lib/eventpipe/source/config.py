@@ -19,9 +19,9 @@ from .window import WindowSpec
 
 AUTH_TYPES = ("bearer", "api_key", "basic", "none")
 _AUTH_KEYS = {
-    "bearer": {"token_env"},
-    "api_key": {"name", "location", "key_env"},
-    "basic": {"username_env", "password_env"},
+    "bearer": {"token_env", "query_env"},
+    "api_key": {"name", "location", "key_env", "query_env"},
+    "basic": {"username_env", "password_env", "query_env"},
     "none": set(),
 }
 
@@ -38,7 +38,22 @@ class Auth:
     env_names: tuple[str, ...] = ()
 
 
-def _auth(spec: Mapping[str, Any], env: Mapping[str, str]) -> Auth:
+def _query_env(spec: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """``query_env: {project_id: MIXPANEL_PROJECT_ID}``: query parameters the credentials go with (an account's
+    project), each from an environment variable; one that is not set is not sent. Not secrets."""
+    names = spec.get("query_env") or {}
+    if not isinstance(names, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in names.items()
+    ):
+        raise SettingsError(
+            "source.auth.query_env: expected query parameter -> environment variable, "
+            "e.g. {project_id: MIXPANEL_PROJECT_ID}"
+        )
+    return {param: read_secret(env, name) for param, name in names.items() if read_secret(env, name)}
+
+
+def _auth(spec: Mapping[str, Any], env: Mapping[str, str], raw_env: Mapping[str, str] | None = None) -> Auth:
+    """``env``: the secrets' values by variable name; ``raw_env``: the environment (for ``query_env``)."""
     kind = str(spec.get("type", "bearer"))
     if kind not in AUTH_TYPES:
         raise SettingsError(f"source.auth.type {kind!r} is unknown: use one of {', '.join(AUTH_TYPES)}")
@@ -51,9 +66,11 @@ def _auth(spec: Mapping[str, Any], env: Mapping[str, str]) -> Auth:
     if kind == "none":
         return Auth(kind)
     names = auth_env_names(spec)
+    query = _query_env(spec, raw_env or {})
     if kind == "bearer":
         token = env.get(names[0], "")
-        return Auth(kind, {"Authorization": f"Bearer {token}"} if token else {}, env_names=names)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return Auth(kind, headers, query=query, env_names=names)
     if kind == "api_key":
         key, param = env.get(names[0], ""), str(spec.get("name", "X-API-Key"))
         location = str(spec.get("location", "header"))
@@ -61,10 +78,12 @@ def _auth(spec: Mapping[str, Any], env: Mapping[str, str]) -> Auth:
             raise SettingsError(f"source.auth.location {location!r}: use header or query")
         sent = {param: key} if key else {}
         if location == "header":
-            return Auth(kind, headers=sent, env_names=names)
-        return Auth(kind, query=sent, env_names=names)
+            return Auth(kind, headers=sent, query=query, env_names=names)
+        return Auth(kind, query={**query, **sent}, env_names=names)
+    # basic: a user and a password; a user alone (Mixpanel's project secret, Stripe's key) goes with an
+    # empty password, which is how those APIs take a key as the user name
     user, password = env.get(names[0], ""), env.get(names[1], "")
-    return Auth(kind, basic=(user, password) if user or password else None, env_names=names)
+    return Auth(kind, query=query, basic=(user, password) if user or password else None, env_names=names)
 
 
 @dataclass(frozen=True)
@@ -107,7 +126,7 @@ class SourceConfig:
             src.records.strip(),
             fmt,
             WindowSpec.parse(src.window),
-            _auth(src.auth, auth_env),
+            _auth(src.auth, auth_env, env),
             dict(src.params),
             settings.redactor,
             repeat_ends(src.paginator),

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from ..rundir import RAW_SCHEMA, part_name
 from ..settings import iso
 from ..testing.inject import checkpoint
+from ..words import counted
 from .client import SourceClient
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,10 @@ def extract_window(
         on_page(client.stats.pages, seq, final=True)
     elapsed = time.perf_counter() - started
     log.info(
-        "extracted %d records in %d pages (%d attempts) in %.2fs",
-        seq,
-        client.stats.pages,
-        client.stats.attempts,
+        "extracted %s in %s (%s) in %.2fs",
+        counted(seq, "record"),
+        counted(client.stats.pages, "page"),
+        counted(client.stats.attempts, "attempt"),
         elapsed,
     )
     return ExtractResult(iso(since), iso(until), seq, parts, elapsed, client.stats.as_dict())

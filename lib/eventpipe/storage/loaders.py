@@ -7,6 +7,10 @@ Rows go into a temporary staging table first, then one set-based
 A row whose data did not change is left as it is (its lineage too), so a
 rerun over unchanged data leaves an identical table.
 
+A shared destination (``pipeline.shared``) has a ``source`` column first in its key, filled with the
+pipeline's name: the conflict target, the changed-row count and the empty-range check all include it, so
+one pipeline's load never updates, counts or collapses another's rows.
+
 ``Loader`` holds what both dialects share; ``PostgresLoader`` (``COPY``, a direct ``COPY`` into an
 empty range, counting inserts with ``xmax``) and ``SQLiteLoader`` (batched inserts) hold what differs.
 ``loader_for`` picks one.
@@ -36,7 +40,7 @@ from ..core.records import record_hash
 from ..errors import CountsMismatch
 from ..testing.inject import checkpoint
 from .store import Store
-from .tables import utcnow
+from .tables import SOURCE_COLUMN, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,9 @@ class Loader:
         self.q = prep.quote
         self.analytics = prep.format_table(self.t.analytics)
         self.dead_letter = prep.format_table(self.t.dead_letter)
+        # a shared table: every row this loader writes or matches is the pipeline's own (its ``source``)
+        self.source = {SOURCE_COLUMN: store.pipeline} if store.shared else {}
+        self.key = [*self.source, *KEY_COLUMNS]
 
     def load(
         self,
@@ -215,15 +222,16 @@ class Loader:
         """One set-based upsert from staging; returns (inserted, updated). Unchanged rows are not touched."""
         q = self.q
         cols = ", ".join(q(c) for c in STAGED_COLUMNS)
-        key = ", ".join(q(c) for c in KEY_COLUMNS)
+        key = ", ".join(q(c) for c in self.key)
         sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in DATA_COLUMNS + ["run_id", "loaded_at"])
+        lineage = [*self.source, "run_id", "loaded_at"]
         upsert = (
-            f"INSERT INTO {self.analytics} ({cols}, {q('run_id')}, {q('loaded_at')}) "
-            f"SELECT {cols}, :run_id, :loaded_at FROM {STAGING} WHERE true "
+            f"INSERT INTO {self.analytics} ({cols}, {', '.join(q(c) for c in lineage)}) "
+            f"SELECT {cols}, {', '.join(f':{c}' for c in lineage)} FROM {STAGING} WHERE true "
             f"ON CONFLICT ({key}) DO UPDATE SET {sets} "
             f"WHERE {self._changed_predicate(self.analytics, 'excluded')}"
         )
-        counts = self.run_upsert(conn, upsert, {"run_id": run_id, "loaded_at": loaded_at})
+        counts = self.run_upsert(conn, upsert, {**self.source, "run_id": run_id, "loaded_at": loaded_at})
         self.drop_staging(conn, STAGING)
         return counts
 
@@ -348,12 +356,13 @@ class PostgresLoader(Loader):
         if lo is None:
             return None
         q = self.q
+        mine = "".join(f" AND {q(c)} = :{c}" for c in self.source)
         taken = conn.execute(
             text(
                 f"SELECT 1 FROM {self.analytics} WHERE {q('event_date')} BETWEEN :d0 AND :d1 "
-                f"AND {q('timestamp')} BETWEEN :t0 AND :t1 LIMIT 1"
+                f"AND {q('timestamp')} BETWEEN :t0 AND :t1{mine} LIMIT 1"
             ),
-            {"d0": lo.date(), "d1": hi.date(), "t0": lo, "t1": hi},
+            {"d0": lo.date(), "d1": hi.date(), "t0": lo, "t1": hi, **self.source},
         ).first()
         if taken:
             return None
@@ -364,7 +373,8 @@ class PostgresLoader(Loader):
         savepoint = conn.begin_nested()
         total = 0
         try:
-            for rows, encoded in self._ready_parts(parts, {"run_id": run_id, "loaded_at": stamp}):
+            lineage = {**self.source, "run_id": run_id, "loaded_at": stamp}
+            for rows, encoded in self._ready_parts(parts, lineage):
                 self.copy_encoded(conn, self.analytics, encoded)
                 total += rows
             savepoint.commit()
@@ -421,10 +431,15 @@ class SQLiteLoader(Loader):
 
     def run_upsert(self, conn: Connection, upsert: str, params: dict[str, Any]) -> tuple[int, int]:
         q = self.q
-        on = " AND ".join(f"a.{q(c)} = s.{q(c)}" for c in KEY_COLUMNS)
-        matched, changed = conn.exec_driver_sql(
-            f"SELECT count(*), coalesce(sum(CASE WHEN {self._changed_predicate('a', 's')} THEN 1 ELSE 0 END), 0) "
-            f"FROM {STAGING} s JOIN {self.analytics} a ON {on}"
+        on = " AND ".join(
+            [*(f"a.{q(c)} = :{c}" for c in self.source), *(f"a.{q(c)} = s.{q(c)}" for c in KEY_COLUMNS)]
+        )
+        matched, changed = conn.execute(
+            text(
+                f"SELECT count(*), coalesce(sum(CASE WHEN {self._changed_predicate('a', 's')} THEN 1 ELSE 0 END), 0) "
+                f"FROM {STAGING} s JOIN {self.analytics} a ON {on}"
+            ),
+            self.source,
         ).one()
         staged = conn.exec_driver_sql(f"SELECT count(*) FROM {STAGING}").scalar()
         conn.execute(_typed(upsert), params)

@@ -14,7 +14,8 @@ A claim is alive exactly as long as its holder's operating-system resource:
 on PostgreSQL a session advisory lock keyed by the claim's row in ``run_locks``
 (the server drops it with the session), on SQLite an ``flock`` on the claim's
 file in ``<db>.windows/`` (the kernel drops it with the process). A killed
-holder therefore never blocks later runs.
+holder therefore never blocks later runs, and a run whose holder died is marked interrupted by the next
+command that opens the database (``recover``); a live holder's claim is never taken.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ log = logging.getLogger(__name__)
 MANAGER_KEY = 0x6576_7069_7065  # "evpipe": the global lock, held only while a claim is checked and recorded
 CLAIM_NS = 0x6576_7770  # "evwp": advisory-lock namespace of the claims, keyed (CLAIM_NS, run_locks.id)
 EVERYTHING = (datetime(1, 1, 2, tzinfo=timezone.utc), datetime(9999, 12, 30, tzinfo=timezone.utc))
+# A claim's session sits idle while its run executes. If the holder's machine is lost (powered off, cut off the
+# network), no FIN or RST ever reaches the server, which by default keeps the session (and the claim) for the
+# operating system's keepalive time, two hours on Linux. On the holder's own session the server probes after
+# 30 s of silence, every 10 s, and drops it after 3 unanswered probes: a lost holder's claim goes within about a
+# minute; a live holder's kernel answers the probes by itself, whatever its run is doing.
+HOLDER_KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 # runs that an orchestrator owns between its tasks: no lock is held then, and the orchestrator marks their failures
 ORCHESTRATED_KINDS = ("airflow",)
 
@@ -135,6 +142,12 @@ class WindowLocks:
     def live_claims(self) -> list[Claim]:
         with self.backend.critical_section() as section:
             return section.live_claims()
+
+    def recover(self) -> list[str]:
+        """Clear the claims of dead holders and mark the runs they left ``running`` interrupted; return those
+        runs' ids. A live claim is never touched: its holder's lock says it is alive (see the module)."""
+        with self.backend.critical_section() as section:
+            return self._mark_interrupted({c.run_id for c in section.live_claims()})
 
     def _mark_interrupted(self, alive: set[str]) -> list[str]:
         """Runs left ``running`` by a process that holds no claim any more died before they finished."""
@@ -246,6 +259,8 @@ class _PgSection:
         ).scalar_one()
         # the holder's own session locks the row before the section commits, so no one ever sees it unlocked
         self.holder = self.b.store.engine.connect()
+        for name, value in HOLDER_KEEPALIVE.items():  # the server's probes: its heartbeat
+            self.holder.execute(text(f"SET {name} = {int(value)}"))
         self.holder.execute(select(func.pg_advisory_lock(CLAIM_NS, claim_id)))
         self.holder.commit()
         return _PgHeld(self.holder, claim_id)

@@ -17,10 +17,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select, update
 
+from ..errors import PipelineError
 from .tables import as_utc, utcnow
 
 ERROR_LIMIT = 4000  # characters of an error kept in the row (the report keeps all of it)
 INTERRUPTED = "interrupted: the process running it died before it finished"
+# the failure classes of a run that ended without finishing its stages, apart from a stage's own failure
+TERMINATED = "terminated"  # stopped by SIGTERM or SIGINT: recorded by the runner before it exited
+INTERRUPTED_CLASS = "interrupted"  # its process died (SIGKILL, out of memory, a lost machine): recorded later
+# a run that loaded (``succeeded``) whose audit files could not all be written: the flag sits in failure_class
+AUDIT_INCOMPLETE = "audit incomplete"
 LEDGER_JSON = ("notebooks_sha256", "reports_sha256", "params")
 JSON_COLUMNS = (*LEDGER_JSON, "ledger_entry")  # text on SQLite: decoded as they are read
 
@@ -82,14 +88,27 @@ class RunRecords:
 
     def finish(self, conn: Connection, run_id: str, values: dict[str, Any]) -> None:
         """``succeeded``, with ``values`` (the counts, the pass rate; keys that are no column are ignored).
-        A notebook run by hand, outside the runner, has no row yet: it gets one."""
+        A notebook run by hand, outside the runner, has no row yet: it gets one.
+
+        A row that no longer says ``running`` (its run was marked interrupted or terminated meanwhile, while an
+        orphaned kernel carried on) is not finished: ``RunNotRunning`` rolls the caller's transaction back, so
+        a run recorded as not loaded never loads. A hand run's row (kind ``manual``) may be finished again.
+        """
         cols = {c.name for c in self.t.columns}
         vals = {k: v for k, v in values.items() if k in cols and k != "run_id"}
         now = utcnow()
-        started = self._started_at(conn, run_id)
-        if started is None:
+        row = conn.execute(
+            select(self.t.c.started_at, self.t.c.status, self.t.c.kind, self.t.c.failure_class).where(
+                self.t.c.run_id == run_id
+            )
+        ).first()
+        if row is None:
             self._insert(conn, run_id, vals.pop("kind", "manual"), now)
             started = now
+        else:
+            if row.status != "running" and row.kind != "manual":
+                raise RunNotRunning(run_id, row.status, row.failure_class)
+            started = as_utc(row.started_at)
         vals.update(
             status="succeeded",
             finished_at=now,
@@ -100,20 +119,70 @@ class RunRecords:
         )
         self._set(conn, run_id, **vals)
 
-    def fail(self, conn: Connection, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
-        """``failed`` in ``stage`` (None: outside any stage); ``error`` must already be free of secrets."""
+    def fail(
+        self,
+        conn: Connection,
+        run_id: str,
+        stage: str | None,
+        failure_class: str,
+        error: str,
+        finished_at: datetime | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """``failed`` in ``stage`` (None: outside any stage); ``error`` must already be free of secrets.
+        ``finished_at``: when it ended, if not now (a dead run's last sign of life). ``values``: what the
+        stages that ran reported (counts, pass rate), as ``metrics.json`` has them.
+
+        A run whose load committed stays ``succeeded``: what happens after the commit cannot make it a
+        failure. Returns whether the row was failed."""
         started = self._started_at(conn, run_id)
-        now = utcnow()
-        self._set(
-            conn,
-            run_id,
-            status="failed",
-            stage=stage,
-            failure_class=failure_class,
-            error=error[:ERROR_LIMIT],
-            finished_at=now,
-            duration_s=(now - started).total_seconds() if started else None,
+        now = finished_at or utcnow()
+        cols = {c.name for c in self.t.columns}
+        reported = {k: v for k, v in (values or {}).items() if k in cols and k != "run_id"}
+        result = conn.execute(
+            update(self.t)
+            .where(self.t.c.run_id == run_id, self.t.c.status != "succeeded")
+            .values(
+                **reported,
+                status="failed",
+                stage=stage,
+                failure_class=failure_class,
+                error=error[:ERROR_LIMIT],
+                finished_at=now,
+                duration_s=max(0.0, (now - started).total_seconds()) if started else None,
+            )
         )
+        return bool(result.rowcount)
+
+    def status_of(self, conn: Connection, run_id: str) -> str | None:
+        return conn.execute(select(self.t.c.status).where(self.t.c.run_id == run_id)).scalar()
+
+    def flag_audit(self, conn: Connection, run_id: str, error: str) -> None:
+        """A run that loaded but whose audit files could not all be written: still ``succeeded`` (its rows,
+        dead letters and watermark are committed), with class ``audit incomplete`` and what was not written."""
+        conn.execute(
+            update(self.t)
+            .where(self.t.c.run_id == run_id, self.t.c.status == "succeeded")
+            .values(failure_class=AUDIT_INCOMPLETE, error=error[:ERROR_LIMIT])
+        )
+
+    def clear_audit(self, conn: Connection, run_id: str) -> None:
+        """Its audit files were written after all (``report RUN_ID``)."""
+        conn.execute(
+            update(self.t)
+            .where(self.t.c.run_id == run_id, self.t.c.failure_class == AUDIT_INCOMPLETE)
+            .values(failure_class=None, error=None)
+        )
+
+    def unfinished_audits(self, conn: Connection) -> list[str]:
+        """Runs that ended without their audit trail sealed and are waiting for it: those marked interrupted,
+        and those flagged ``audit incomplete`` (any pipeline's)."""
+        q = select(self.t.c.run_id).where(
+            self.t.c.failure_class.in_((INTERRUPTED_CLASS, AUDIT_INCOMPLETE)),
+            self.t.c.status != "running",
+            self.t.c.ledger_seq.is_(None),
+        )
+        return list(conn.execute(q).scalars())
 
     def running(self, conn: Connection, except_kinds: Collection[str] = ()) -> list[str]:
         """The ids of the runs whose row says ``running``, but for runs of ``except_kinds``."""
@@ -125,7 +194,7 @@ class RunRecords:
         conn.execute(
             update(self.t)
             .where(self.t.c.run_id.in_(run_ids), self.t.c.status == "running")
-            .values(status="failed", failure_class="interrupted", finished_at=utcnow(), error=INTERRUPTED)
+            .values(status="failed", failure_class=INTERRUPTED_CLASS, finished_at=utcnow(), error=INTERRUPTED)
         )
 
     def ledger(self, conn: Connection, run_id: str, entry: dict[str, Any]) -> None:
@@ -177,3 +246,14 @@ class RunRecords:
 def _this_process() -> dict[str, Any]:
     """Where a run executes now (``status`` shows it; a later task may run elsewhere)."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+class RunNotRunning(PipelineError):
+    """A load tried to finish a run that is no longer ``running``: nothing of it is committed."""
+
+    def __init__(self, run_id: str, status: str, failure_class: str | None):
+        how = f"{status} ({failure_class})" if failure_class else status
+        super().__init__(
+            f"run {run_id} is recorded as {how}, no longer running: its load was rolled back, nothing was "
+            "written; the next run re-reads its window"
+        )

@@ -20,11 +20,11 @@ from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..core.records import reason_code
-from ..errors import DatabaseUnavailable
+from ..errors import DatabaseUnavailable, SettingsError
 from ..settings import Settings, mask_url, redact
 from .migrate import upgrade
 from .runs import JSON_COLUMNS, RunRecords
-from .tables import as_utc, define_tables
+from .tables import SOURCE_COLUMN, as_utc, define_tables
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class Store:
             self.reader = self.engine
         self.schema = settings.load.schema if not self.is_sqlite else ""
         self.pipeline = settings.pipeline.name
-        self.t = define_tables(self.schema or None, settings.pipeline.table_name)
+        self.shared = settings.pipeline.shared
+        self.t = define_tables(self.schema or None, settings.pipeline.table_name, self.shared)
         self.records = RunRecords(self.t.runs, self.pipeline)
 
     def ping(self) -> None:
@@ -118,16 +119,36 @@ class Store:
 
     def create_schema(self) -> None:
         """Create or upgrade the pipeline's tables to the newest migration (a read when already there), and
-        the pipeline's own destination table."""
+        the pipeline's own destination table; a destination that is shared, or not, against the pipeline's
+        ``pipeline.shared`` stops the run here, before anything is fetched."""
         upgrade(self.engine, self.reader, self.schema or None)
         table = self.t.analytics
-        if table.name == "analytics":
-            return
         # a pipeline's own table, analytics's twin: made as the pipeline first runs, a read after that
         with self.reader.connect() as conn:
-            exists = inspect(conn).has_table(table.name, schema=self.schema or None)
-        if not exists:
+            found = inspect(conn)
+            exists = found.has_table(table.name, schema=self.schema or None)
+            columns = (
+                {c["name"] for c in found.get_columns(table.name, self.schema or None)} if exists else set()
+            )
+        if exists:
+            self._check_destination(SOURCE_COLUMN in columns)
+        elif table.name != "analytics":
             table.create(self.engine, checkfirst=True)
+
+    def _check_destination(self, has_source: bool) -> None:
+        """A shared table's rows are told apart by ``source``; one without it holds a single pipeline's rows.
+        Loading one as the other would mix two sources' rows under one key: refuse, in one line."""
+        name = self.t.analytics.name
+        if self.shared and not has_source:
+            raise SettingsError(
+                f"pipeline {self.pipeline}: pipeline.shared is true but table {name} already exists without "
+                f"a {SOURCE_COLUMN} column (another pipeline's own table): name a new table in pipeline.table"
+            )
+        if has_source and not self.shared:
+            raise SettingsError(
+                f"pipeline {self.pipeline}: table {name} is a shared table (it has a {SOURCE_COLUMN} column): "
+                "set pipeline.shared: true in this pipeline's params, or name a table of its own"
+            )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -135,9 +156,36 @@ class Store:
 
     # -- run records (``RunRecords`` writes them; these callers want a transaction of their own) ---------
 
-    def fail_run(self, run_id: str, stage: str | None, failure_class: str, error: str) -> None:
+    def fail_run(
+        self,
+        run_id: str,
+        stage: str | None,
+        failure_class: str,
+        error: str,
+        finished_at: datetime | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """``failed`` unless its load committed (then it stays ``succeeded``: returns False)."""
         with self.engine.begin() as conn:
-            self.records.fail(conn, run_id, stage, failure_class, redact(error, self.settings))
+            return self.records.fail(
+                conn, run_id, stage, failure_class, redact(error, self.settings), finished_at, values
+            )
+
+    def run_status(self, run_id: str) -> str | None:
+        with self.reader.connect() as conn:
+            return self.records.status_of(conn, run_id)
+
+    def flag_audit(self, run_id: str, error: str) -> None:
+        with self.engine.begin() as conn:
+            self.records.flag_audit(conn, run_id, redact(error, self.settings))
+
+    def clear_audit(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            self.records.clear_audit(conn, run_id)
+
+    def unfinished_audits(self) -> list[str]:
+        with self.reader.connect() as conn:
+            return self.records.unfinished_audits(conn)
 
     def record_ledger(self, run_id: str, entry: dict[str, Any]) -> None:
         """Store a run's ledger entry (``audit.ledger.ledger_entry``) in its ``pipeline_runs`` row."""
@@ -304,11 +352,13 @@ class Store:
         never counts a table of millions of rows; only the window's rows are counted, through the date index.
         """
         a, dl, st, r = self.t.analytics, self.t.dead_letter, self.t.state, self.t.runs
+        mine = [a.c[SOURCE_COLUMN] == self.pipeline] if self.shared else []
         with self.reader.connect() as conn:
             in_window = conn.execute(
                 select(func.count())
                 .select_from(a)
                 .where(
+                    *mine,
                     a.c.event_date >= since.date(),
                     a.c.event_date <= until.date(),
                     a.c.timestamp >= since,

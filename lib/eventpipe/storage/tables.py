@@ -2,7 +2,8 @@
 
 Every one is created and altered by the migrations (``storage/migrations/versions/``) only, but for the
 destination table of a pipeline other than ``default`` (``analytics_<name>`` or ``pipeline.table``): it is
-``analytics``'s twin, created as the pipeline first runs (``Store.create_schema``). The other tables hold
+``analytics``'s twin, created as the pipeline first runs (``Store.create_schema``); a shared one
+(``pipeline.shared``) has a ``source`` column in front of the key. The other tables hold
 every pipeline's rows, told apart by their ``pipeline`` column (migration 0006).
 """
 
@@ -62,12 +63,20 @@ def _pipeline(primary_key: bool = False, index: bool = False) -> Column:
     )
 
 
-def define_tables(schema: str | None = None, analytics_name: str = "analytics") -> Tables:
+SOURCE_COLUMN = "source"
+
+
+def define_tables(
+    schema: str | None = None, analytics_name: str = "analytics", shared: bool = False
+) -> Tables:
+    """``shared``: the destination is a table several pipelines load, its ``source`` column (the pipeline's
+    name) first in the key, so each pipeline's rows are upserted and deduplicated apart from the others'."""
     md = MetaData(schema=schema or None)
     ts = DateTime(timezone=True)
     analytics = Table(
         analytics_name,
         md,
+        *([Column(SOURCE_COLUMN, Text, primary_key=True)] if shared else []),
         Column("user_id", Text, primary_key=True),
         Column("timestamp", ts, primary_key=True),
         Column("event_type", Text, primary_key=True),

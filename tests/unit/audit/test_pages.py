@@ -101,9 +101,8 @@ def test_index_and_run_pages_show_hostile_run_data_as_text(tmp_path):
         tags = _parse(markup)
         assert tags.tags.count("script") <= 1 and "img" not in tags.tags and "onerror" not in tags.attrs
         assert "nonce-" in markup and "https://" not in markup.split("<body>", 1)[1]
-    assert (
-        'data-status="failed"' in page and "a" * 7 + "+dirty" in page and "11-25 00:53 → 12-02 00:53" in page
-    )
+    assert 'data-status="failed"' in page and "a" * 7 + "*" in page and "with uncommitted changes" in page
+    assert '<span class="nowrap">11-25 00:53</span> → <span class="nowrap">12-02 00:53</span>' in page
     run_page = (tmp_path / runs[0].run_id / "run.html").read_text()
     assert 'id="failure-banner"' in run_page and "✓ holds" in run_page and run_page.count("<svg") == 2
 
@@ -234,7 +233,85 @@ def test_count_identity_checks_only_the_sums_a_run_reached():
     assert load[-1] == ("loaded 7 = passed 7 = inserted 5 + updated 1 + unchanged 0", False)
 
 
-def test_the_index_has_a_column_for_each_way_a_record_leaves_a_run(tmp_path):
+def test_the_index_names_each_way_a_record_leaves_a_run_in_its_rejected_cell(tmp_path):
+    """The index keeps to read / rejected / loaded (as ``status`` does) so that a row fits; each way a record
+    left before the load is in the rejected cell's tooltip, and every count is on the run's page."""
+    counts = {
+        "extracted": 11,
+        "rejected_transform": 1,
+        "duplicates": 1,
+        "outside_window": 1,
+        "rejected_quality": 1,
+    }
+    _run_folder(tmp_path, "20261202T000000-incremental-aaaaaa", "succeeded", counts=counts)
+    page = index.write_index(tmp_path).read_text()
+    assert '<th class="num">extracted</th><th class="num">rejected</th><th class="num">loaded</th>' in page
+    cell = page.split('data-label="rejected"', 1)[1].split("</td>", 1)[0]
+    assert "outside the window" in cell and "rejected (quality)" in cell and "duplicates" in cell
+
+
+def test_the_index_charts_lateness_only_when_the_runs_metrics_carry_it(tmp_path):
     _run_folder(tmp_path, "20261202T000000-incremental-aaaaaa", "succeeded")
     page = index.write_index(tmp_path).read_text()
-    assert "<th>outside the window</th>" in page and "<th>rejected (quality)</th>" in page
+    assert "records extracted per run" in page and "pass rate per run" in page and "late rows" not in page
+    late = {
+        "measure": "arrival",
+        "late_rows": 12,
+        "lag_p50_s": 60.0,
+        "lag_p99_s": 3000.0,
+        "lag_max_s": 7200.0,
+    }
+    _run_folder(tmp_path, "20261202T010000-incremental-bbbbbb", "succeeded", lateness=late)
+    page = index.write_index(tmp_path).read_text()
+    assert "late rows per run" in page and "latest late arrival per run (minutes)" in page
+    assert "12 rows" in page and "120.0 min" in page  # the bars' tooltips: the count, lag_max_s in minutes
+
+
+def test_the_grid_shows_where_a_failed_run_stopped(tmp_path):
+    error = {"stage": "transform_quality", "class": "cell error", "detail": "QualityGateFailed: x"}
+    _run_folder(
+        tmp_path,
+        "20261202T010000-incremental-bbbbbb",
+        "failed",
+        error=error,
+        stage_seconds={"extract": 1.0, "transform_quality": 2.0},
+    )
+    (run,) = index.read_runs(tmp_path)
+    assert run.stage_states() == {"extract": "succeeded", "transform_quality": "failed", "load": "none"}
+    page = index.write_index(tmp_path).read_text()
+    grid = page.split('id="grid"', 1)[1].split("</table>", 1)[0]
+    assert grid.count('class="sq st-failed"') == 1 and grid.count('class="sq st-none"') == 1
+
+
+def test_the_gate_s_checks_become_openlineage_assertions():
+    from eventpipe.audit.metrics_export import quality_assertions
+    from eventpipe.settings import QualitySettings
+
+    transform = {
+        "pass_rate": 0.5,
+        "min_pass_rate": 0.95,
+        "reasons": {"event_not_allowed": 3, "user_id_missing": 2},
+    }
+    out = {a["assertion"]: a for a in quality_assertions(transform, QualitySettings())}
+    assert out["event_not_allowed"] == {
+        "assertion": "event_not_allowed",
+        "success": False,
+        "column": "event_type",
+        "severity": "error",
+        "description": "event type is in quality.allowed_events",
+        "expected": "0",
+        "actual": "3",
+    }
+    assert (
+        out["timestamp_in_future"]["success"] is True and out["timestamp_in_future"]["column"] == "timestamp"
+    )
+    assert out["user_id_missing"]["column"] == "user_id" and out["user_id_missing"]["actual"] == "2"
+    assert out["pass_rate"]["success"] is False and out["pass_rate"]["expected"] == ">= 0.95"
+    assert quality_assertions({}, QualitySettings()) == []  # the run stopped before the transform
+    event = lineage_event(
+        "FAIL", "r", "incremental", "http://api/analytics", "analytics", "ns", assertions=list(out.values())
+    )
+    from openlineage.client.serde import Serde
+
+    facet = json.loads(Serde.to_json(event))["inputs"][0]["inputFacets"]["dataQualityAssertions"]
+    assert [a["assertion"] for a in facet["assertions"]][-1] == "pass_rate"

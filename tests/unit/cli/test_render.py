@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.progress import Progress
 
 from eventpipe.cli import progress, render
 from eventpipe.logs import JsonFormatter
@@ -108,19 +110,53 @@ def test_backfill_partitions_fit_80_columns(screen):
     assert "05-01 00:00 → 05-02 00:00" in "\n".join(lines) and "abcdef" in "\n".join(lines)
 
 
-def test_progress_bars_only_on_a_terminal(tmp_path: Path):
+def test_progress_bars_only_on_a_terminal():
     with progress.backfill_bar(3, enabled=False) as on_result:
         assert on_result is None
     with progress.backfill_bar(2, enabled=True) as on_result:
         d = datetime(2024, 5, 1, tzinfo=UTC)
         on_result(PartitionResult(d, d, "ok"))
         on_result(PartitionResult(d, d, "failed"))
-    f = tmp_path / "extract.progress.json"
-    f.write_text(json.dumps({"pages": 3, "records": 300, "done": True}))
-    with progress.extract_bar(f, enabled=True, every_s=0.01):
-        pass
-    with progress.extract_bar(f, enabled=False):
-        pass
+
+
+def test_stage_lines_off_a_terminal_one_plain_line_per_stage(tmp_path: Path):
+    out = io.StringIO()
+    with progress.stage_lines(terminal=False, out=out) as on_stage:
+        on_stage("extract", "started", None, tmp_path)
+        on_stage("extract", "done", {"pages": 1, "extracted": 100, "seconds": 0.51}, tmp_path)
+        on_stage("transform_quality", "started", None, tmp_path)
+        on_stage("transform_quality", "failed", {"seconds": 2.0}, tmp_path)
+    assert _lines(out) == ["extract    1 page, 100 records  0.5s", "transform  failed after 2.0s"]
+
+
+def test_stage_lines_as_log_lines_for_json_logs(tmp_path: Path):
+    logged: list[str] = []
+    with progress.stage_lines(terminal=True, emit=logged.append) as on_stage:  # never a live display then
+        on_stage("load", "started", None, tmp_path)
+        on_stage("load", "done", {"loaded": 2, "inserted": 1, "updated": 1, "seconds": 0.25}, tmp_path)
+    assert logged == ["load       2 rows: 1 inserted, 1 updated, 0 unchanged  0.2s"]
+
+
+def test_stage_lines_on_a_terminal_follow_the_run_folder(tmp_path: Path, monkeypatch):
+    """Live: the extract line reads the pages so far from the run folder, and ends with what the stage did."""
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        progress,
+        "_progress",
+        lambda *c, transient: Progress(
+            *c, console=Console(file=screen, width=80, force_terminal=True), transient=transient
+        ),
+    )
+    (tmp_path / "extract.progress.json").write_text(json.dumps({"pages": 3, "records": 300, "done": False}))
+    with progress.stage_lines(terminal=True, every_s=0.01) as on_stage:
+        on_stage("extract", "started", None, tmp_path)
+        deadline = time.monotonic() + 5
+        while "3 pages, 300 records" not in screen.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        on_stage("extract", "done", {"pages": 4, "extracted": 301, "seconds": 1.0}, tmp_path)
+    shown = screen.getvalue()
+    assert "extract    3 pages, 300 records" in shown
+    assert "extract    4 pages, 301 records  1.0s" in shown
 
 
 def test_json_log_lines():
@@ -130,3 +166,16 @@ def test_json_log_lines():
         line["level"] == "WARNING" and line["logger"] == "eventpipe.x" and line["message"] == "page 3 failed"
     )
     assert line["time"].endswith("+00:00")
+
+
+def test_the_late_rows_line_sums_the_runs_and_shows_the_newest_lag():
+    late = {"measure": "m", "at": "t", "late_rows": 7, "lag_rows": 7}
+    runs = [
+        {"lateness": {**late, "lag_p50_s": 185.0, "lag_p99_s": 845.2, "lag_max_s": 900.0}},
+        {"lateness": None},
+        {"lateness": {**late, "late_rows": 2, "lag_rows": 0}},
+    ]
+    line = render.lateness_line(runs)
+    assert line == "late rows: 9 in the last 3 runs; newest lag p50 3m5s, p99 14m5s, max 15m"
+    assert len(line) <= 80
+    assert render.lateness_line([{"lateness": None}, {}]) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from eventpipe.core.fields import FieldMap
@@ -10,6 +12,7 @@ from eventpipe.rundir import unparsed
 
 MIXPANEL = {
     "user_id": ["properties.distinct_id", "distinct_id"],
+    "event": "event",
     "timestamp": {"path": "properties.time", "unit": "s"},
     "properties": {"path": "properties", "drop": ["time", "distinct_id"]},
     "session_id": "properties.$session_id",
@@ -33,7 +36,7 @@ def test_paths_fallbacks_units_and_drops():
 
 
 def test_first_present_and_not_null_wins_and_null_stays_null():
-    m = FieldMap.parse({"user_id": ["a", "b", "c"]}).mapper()
+    m = FieldMap.parse({"user_id": ["a", "b", "c"], "event": "e", "timestamp": "t"}).mapper()
     assert [x.get("user_id", "absent") for x in m([{"a": None, "b": "u2"}, {"a": None}, {}])] == [
         "u2",
         None,
@@ -50,7 +53,8 @@ def test_first_present_and_not_null_wins_and_null_stays_null():
     ],
 )
 def test_units(unit, value, expected):
-    [out] = FieldMap.parse({"timestamp": {"path": "t", "unit": unit}}).mapper()([{"t": value}])
+    spec = {"user_id": "u", "event": "e", "timestamp": {"path": "t", "unit": unit}}
+    [out] = FieldMap.parse(spec).mapper()([{"t": value}])
     assert out["timestamp"] == expected
 
 
@@ -64,11 +68,47 @@ def test_identity_map_is_free_and_unparsed_records_pass_unchanged():
     "spec, mentions",
     [
         ({"user": "x"}, "unknown field 'user'"),
-        ({"timestamp": {"path": "t", "unit": "h"}}, "unit 'h'"),
-        ({"event": []}, "source.fields.event"),
-        ({"event": {"from": "x"}}, "path"),
+        ({"timestamp": {"path": "t", "unit": "h"}, "user_id": "u", "event": "e"}, "unit 'h'"),
+        ({"event": [""], "user_id": "u", "timestamp": "t"}, "source.fields.event"),
+        ({"event": {"from": "x"}, "user_id": "u", "timestamp": "t"}, "path"),
     ],
 )
 def test_bad_field_maps_name_their_key(spec, mentions):
     with pytest.raises(SettingsError, match=mentions):
+        FieldMap.parse(spec)
+
+
+SEND_ALL = {
+    "user_id": "u1",
+    "event": "click",
+    "timestamp": 1714557600,
+    "properties": {"k": 1},
+    "session_id": "s",
+}
+
+
+def test_without_a_map_every_field_reads_its_own_name():
+    [out] = FieldMap.parse({}).mapper()([SEND_ALL])
+    assert out == SEND_ALL
+
+
+@pytest.mark.parametrize(
+    "unmapped", [{}, {"session_id": None}, {"session_id": []}], ids=["left out", "null", "[]"]
+)
+def test_a_map_reads_only_what_it_names(unmapped):
+    """The record's own session_id and properties are not read when the map leaves them out (or null)."""
+    spec = {"user_id": "user_id", "event": "event", "timestamp": "timestamp", "properties": None, **unmapped}
+    [out] = FieldMap.parse(spec).mapper()([SEND_ALL])
+    assert out == {"user_id": "u1", "event": "click", "timestamp": 1714557600}
+
+
+@pytest.mark.parametrize("field", ["user_id", "event", "timestamp"])
+@pytest.mark.parametrize("how", ["left out", "null", "[]"])
+def test_a_map_without_a_required_field_is_a_settings_error(field, how):
+    spec: dict = {"user_id": "user_id", "event": "event", "timestamp": "timestamp"}
+    if how == "left out":
+        del spec[field]
+    else:
+        spec[field] = None if how == "null" else []
+    with pytest.raises(SettingsError, match=f"maps no {field} \\({field}: {re.escape(how)}\\)"):
         FieldMap.parse(spec)

@@ -70,3 +70,19 @@ def test_keys_it_does_not_know_are_kept(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(_text({**FILE, "future": {"a": 1}}))
     assert RunMetrics.read(path).to_json()["future"] == {"a": 1}
+
+
+def test_lateness_is_written_when_measured_and_read_back():
+    late = {
+        "measure": "arrived at or after the window's end",
+        "at": "2026-12-02T00:00:00Z",
+        "late_rows": 7,
+        "lag_rows": 7,
+        "lag_p50_s": 180.5,
+        "lag_p99_s": 840.0,
+        "lag_max_s": 900.0,
+    }
+    m = RunMetrics.from_json({**FILE, "lateness": late, "future": 1})
+    assert m.lateness is not None and m.lateness.late_rows == 7
+    assert m.to_json()["lateness"] == late and m.to_json()["future"] == 1
+    assert "lateness" not in RunMetrics("r", "backfill", "succeeded").to_json()

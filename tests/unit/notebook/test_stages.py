@@ -96,3 +96,26 @@ def test_a_hand_run_loads_into_its_scratch_database_unless_told_otherwise(tmp_pa
     assert real.settings.database_url.reveal() == f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
     with pytest.raises(SettingsError, match="scratch 'no' is not true or false"):
         StageContext.from_parameters("2024-05-01", "2024-05-02", "r3", scratch="no")
+
+
+def test_the_load_refuses_a_transform_whose_gate_failed(tmp_path):
+    """02 shows its reasons before its gate raises; 03 run by hand after it must still load nothing."""
+    from eventpipe.errors import QualityGateFailed
+    from eventpipe.notebook import stages
+
+    ctx = context(tmp_path, run_id="gate")
+    ctx.run.write_manifest("extract", {"stage": "extract", "extracted": 2})
+    tq = {"stage": "transform_quality", "extracted": 2, "transformed": 2, "passed": 1, "rejected_quality": 1}
+    ctx.run.write_manifest(
+        "transform_quality",
+        {
+            **tq,
+            "pass_rate": 0.5,
+            "min_pass_rate": 0.95,
+            "reasons": {"event_not_allowed": 1},
+            "gate": "failed",
+        },
+    )
+    with pytest.raises(QualityGateFailed, match="pass rate 50.00%.*event_not_allowed"):
+        stages.load(ctx)
+    assert not (tmp_path / "data").exists() and not ctx.run.parts("clean")

@@ -147,3 +147,37 @@ def test_requests_without_a_key_are_rejected(plain_api):
 
     r = requests.get(plain_api.url + "/analytics", timeout=5)
     assert r.status_code == 401
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("max_retries, said", [(0, "after 1 attempt "), (2, "after 3 attempts ")])
+def test_a_refused_connection_is_said_as_such_with_its_attempts_in_words(max_retries, said):
+    port = _closed_port()
+    settings = ApiSettings(per_page=10, backoff_initial_s=0.01, backoff_max_s=0.02, max_retries=max_retries)
+    client = make_client(f"http://127.0.0.1:{port}", API_KEY, settings)
+    with pytest.raises(RetriesExhausted) as err:
+        list(client.pages(SINCE, UNTIL))
+    message = str(err.value)
+    assert f"connection refused by 127.0.0.1:{port} — is the API running?" in message
+    assert said in message and "dropped" not in message
+    assert err.value.attempts == max_retries + 1
+
+
+def test_a_connection_failure_without_a_clearer_cause_stays_dropped():
+    import requests
+
+    from eventpipe.source.client import connection_failure
+
+    assert connection_failure(requests.ConnectionError("eof"), "http://h:1/x") is None
+    refused = requests.ConnectionError(OSError("wrapped"))
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert connection_failure(refused, "https://api.example.com/v1") == (
+        "connection refused by api.example.com:443 — is the API running? check api.base_url"
+    )

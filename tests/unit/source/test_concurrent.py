@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+from eventpipe.demo import styles
 from eventpipe.demo.data import DemoConfig
 from eventpipe.demo.faults import FaultPlan
 from eventpipe.demo.server import DEMO_USER
@@ -33,8 +34,8 @@ ENV = {
 
 
 def preset(style: str) -> dict:
-    """The ``source:`` section and endpoint of ``params/sources/<style>.yaml``."""
-    doc = yaml.safe_load((ROOT / "params" / "sources" / f"{style}.yaml").read_text())
+    """The ``source:`` section and endpoint of the preset that reads ``style`` (``params/sources/``)."""
+    doc = yaml.safe_load((ROOT / "params" / "sources" / f"{styles.PRESETS[style]}.yaml").read_text())
     return {"source": doc["source"], "endpoint": doc["api"]["endpoint"]}
 
 
@@ -67,7 +68,7 @@ def test_every_concurrency_hands_on_the_same_pages_in_the_same_order(dup_api, st
         assert pages(dup_api.url, c, step) == one  # numbers, chunks and counts, byte for byte
 
 
-@pytest.mark.parametrize("style", ["offset", "cursor", "posthog"])
+@pytest.mark.parametrize("style", ["offset", "cursor", "posthog-events"])
 @pytest.mark.parametrize("step", ["", "1h"])
 def test_paginators_that_can_or_cannot_predict_keep_the_order_too(style, step):
     a = start_api(DemoConfig(start=SINCE, events_per_hour=60, dirty_share=0.05), style=style)

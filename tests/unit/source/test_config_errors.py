@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+from eventpipe.demo import styles
 from eventpipe.demo.data import DemoConfig
 from eventpipe.errors import ResponseShapeError, SettingsError, SourceError
 from eventpipe.settings import ApiSettings
@@ -200,7 +201,7 @@ def test_repeat_takes_fail_or_end():
 
 
 def _preset(style: str) -> dict:
-    doc = yaml.safe_load((ROOT / "params" / "sources" / f"{style}.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "params" / "sources" / f"{styles.PRESETS[style]}.yaml").read_text())
     return {"source": doc["source"], "endpoint": doc["api"]["endpoint"]}
 
 
@@ -211,7 +212,14 @@ def _preset(style: str) -> dict:
         ("contract", {"paginator": {"type": "page_number", "has_more_path": "more"}}, "has_more path 'more'"),
         ("offset", {"paginator": {"type": "offset", "total_path": "count"}}, "total path 'count'"),
         ("cursor", {"paginator": {"type": "cursor", "cursor_path": "metadata.next_cursor"}}, "cursor path"),
-        ("posthog", {"paginator": {"type": "json_link", "next_url_path": "links.next"}}, "next-link path"),
+        (
+            "posthog-events",  # one window, not the preset's hourly slices (each would be asked at once)
+            {
+                "paginator": {"type": "json_link", "next_url_path": "links.next"},
+                "window": {"since_param": "after", "until_param": "before", "start": "exclusive"},
+            },
+            "next-link path",
+        ),
     ],
 )
 def test_each_preset_wire_format_with_a_wrong_path_fails_after_one_request(style, change, named):
@@ -245,3 +253,32 @@ def test_a_streamed_page_tells_an_absent_cursor_object_from_an_absent_cursor():
         with pytest.raises(ResponseShapeError, match="cursor path .*top-level keys: events, metadata"):
             fetch(api.url, paginator=cursor, records="events")
     assert len(api.seen) == 1
+
+
+def _config(auth: dict, env: dict):
+    from eventpipe.settings import load_settings
+    from eventpipe.source.config import SourceConfig
+
+    settings = load_settings(None, [f"source.auth={orjson.dumps(auth).decode()}"], env=env)
+    return SourceConfig.from_settings(settings, env).auth
+
+
+MIXPANEL_AUTH = {
+    "type": "basic",
+    "username_env": "MP_USER",
+    "password_env": "MP_SECRET",
+    "query_env": {"project_id": "MP_PROJECT"},
+}
+
+
+def test_auth_query_env_sends_a_parameter_only_when_its_variable_is_set():
+    account = _config(MIXPANEL_AUTH, {"MP_USER": "sa.x", "MP_SECRET": "secret-123456", "MP_PROJECT": "42"})
+    assert account.basic == ("sa.x", "secret-123456") and account.query == {"project_id": "42"}
+    secret = _config(MIXPANEL_AUTH, {"MP_USER": "project-secret-1"})  # a key as the user name
+    assert secret.basic == ("project-secret-1", "") and secret.query == {}
+
+
+@pytest.mark.parametrize("query_env", [["project_id"], {"project_id": ""}, {"project_id": 7}])
+def test_a_bad_auth_query_env_is_a_settings_error(query_env):
+    with pytest.raises(SettingsError, match="source.auth.query_env"):
+        _config({**MIXPANEL_AUTH, "query_env": query_env}, {"MP_USER": "u"})

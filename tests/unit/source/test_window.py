@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -24,6 +24,9 @@ B = datetime(2024, 5, 3, 7, 0, tzinfo=timezone.utc)
         ({"format": "date", "end": "inclusive"}, "2024-05-01", "2024-05-03"),
         ({"format": "date"}, "2024-05-01", "2024-05-04"),
         ({"format": "hour", "end": "inclusive"}, "20240501T10", "20240503T06"),
+        # PostHog's after keeps what is later than it: a microsecond earlier keeps an event at since
+        ({"start": "exclusive"}, "2024-05-01T10:29:59.999999Z", "2024-05-03T07:00:00Z"),
+        ({"format": "epoch_s", "start": "exclusive"}, 1714559399, 1714719600),
     ],
 )
 def test_each_format_and_end(spec, since, until):
@@ -58,3 +61,60 @@ def test_step_slices_at_multiples_of_the_step_so_day_requests_never_overlap():
 def test_bad_window_specs_name_their_key(spec, mentions):
     with pytest.raises(SettingsError, match=mentions):
         WindowSpec.parse(spec)
+
+
+ARRIVAL = {"clock": "arrival", "horizon": "30m", "arrival_field": "server_upload_time"}
+
+
+def test_the_event_clock_asks_for_the_window_itself_and_filters_only_with_filter_field():
+    spec = WindowSpec.parse({})
+    assert spec.clock == "event" and spec.horizon == timedelta(0)
+    for kind in ("incremental", "backfill", "airflow"):
+        assert spec.request_window(kind, A, B) == (A, B)
+        assert spec.kept_window(kind, A, B) is None
+    assert WindowSpec.parse({"filter_field": "timestamp"}).kept_window("incremental", A, B) == (A, B)
+
+
+def test_the_arrival_clock_reads_a_window_of_event_time_up_to_its_end_plus_the_horizon():
+    spec = WindowSpec.parse(ARRIVAL)
+    for kind in ("backfill", "airflow", "manual"):
+        assert spec.request_window(kind, A, B) == (A, B + timedelta(minutes=30))
+        assert spec.kept_window(kind, A, B) == (A, B)  # each event kept by the window its event time is in
+
+
+def test_the_arrival_clock_keeps_everything_an_incremental_or_full_run_reads():
+    spec = WindowSpec.parse(ARRIVAL)
+    for kind in ("incremental", "full"):
+        assert spec.request_window(kind, A, B) == (A, B)
+        assert spec.kept_window(kind, A, B) is None
+
+
+def test_the_horizon_defaults_to_an_hour_on_the_arrival_clock():
+    assert WindowSpec.parse({"clock": "arrival"}).horizon == timedelta(hours=1)
+
+
+def test_a_window_whose_late_arrivals_may_still_come_is_refused():
+    spec = WindowSpec.parse(ARRIVAL)
+    spec.check_complete("backfill", A, B, B + timedelta(minutes=30))  # settled: fine
+    spec.check_complete("incremental", A, B, A)  # an arrival window needs nothing more
+    with pytest.raises(
+        SettingsError,
+        match=r"needs the arrivals up to 2024-05-03T07:30:00Z .* end it by 2024-05-03T06:59:00Z",
+    ):
+        spec.check_complete("backfill", A, B, B + timedelta(minutes=29))
+
+
+@pytest.mark.parametrize(
+    "spec, said",
+    [
+        ({"clock": "upload"}, "source.window.clock 'upload': use event"),
+        ({"horizon": "1h"}, "source.window.horizon applies to clock: arrival only"),
+        ({"clock": "arrival", "horizon": "soon"}, "source.window.horizon: 'soon' is not a duration"),
+        ({"clock": "arrival", "arrival_field": "a..b"}, "source.window.arrival_field 'a..b'"),
+        ({"clock": "arrival", "arrival_field": 5}, "source.window.arrival_field 5"),
+    ],
+)
+def test_a_bad_clock_setting_is_one_line(spec, said):
+    with pytest.raises(SettingsError) as e:
+        WindowSpec.parse(spec)
+    assert said in str(e.value) and "\n" not in str(e.value)

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from eventpipe.settings import Secret, load_settings, normalise_database_url
-from eventpipe.storage.runs import ERROR_LIMIT, INTERRUPTED
+from eventpipe.storage.runs import AUDIT_INCOMPLETE, ERROR_LIMIT, INTERRUPTED, RunNotRunning
 from eventpipe.storage.store import Store
 
 SINCE = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -126,3 +126,45 @@ def test_last_success_is_the_newest_succeeded_run_of_that_kind(store):
     newest = _row(store, "new")["finished_at"]
     assert store.last_success("incremental").isoformat() == newest
     assert store.last_success("replay") is None
+
+
+def test_nothing_after_a_committed_load_makes_the_run_a_failure(store):
+    _start(store, "r1", "incremental")
+    with store.engine.begin() as conn:
+        store.records.finish(conn, "r1", {"loaded": 3})
+    assert store.fail_run("r1", "load", "terminated", "SIGTERM after the commit") is False
+    row = _row(store, "r1")
+    assert (row["status"], row["failure_class"], row["loaded"]) == ("succeeded", None, 3)
+
+
+def test_a_load_never_finishes_a_run_that_is_no_longer_running(store):
+    """An orphaned kernel whose run was marked interrupted meanwhile: its load rolls back, nothing lands."""
+    _start(store, "r1", "incremental")
+    with store.engine.begin() as conn:
+        store.records.interrupt(conn, ["r1"])
+    with pytest.raises(RunNotRunning, match="recorded as failed \\(interrupted\\)"):
+        with store.engine.begin() as conn:
+            store.records.finish(conn, "r1", {"loaded": 3})
+    assert (_row(store, "r1")["status"], _row(store, "r1")["loaded"]) == ("failed", None)
+    with store.engine.begin() as conn:  # a hand run's row may be finished again (03 executed twice)
+        store.records.finish(conn, "by-hand", {"loaded": 1})
+        store.records.finish(conn, "by-hand", {"loaded": 1})
+    assert _row(store, "by-hand")["status"] == "succeeded"
+
+
+def test_an_audit_problem_is_a_flag_on_a_succeeded_run_until_cleared(store):
+    _start(store, "loaded", "incremental")
+    _start(store, "dead", "incremental")
+    with store.engine.begin() as conn:
+        store.records.finish(conn, "loaded", {"loaded": 3})
+        store.records.interrupt(conn, ["dead"])
+    store.flag_audit("loaded", "metrics.json not written (No space left on device)")
+    store.flag_audit("dead", "a failed run is not flagged: its class says how it failed")
+    row = _row(store, "loaded")
+    assert (row["status"], row["failure_class"]) == ("succeeded", AUDIT_INCOMPLETE)
+    assert _row(store, "dead")["failure_class"] == "interrupted"
+    assert sorted(store.unfinished_audits()) == ["dead", "loaded"]
+    store.clear_audit("loaded")
+    row = _row(store, "loaded")
+    assert (row["status"], row["failure_class"], row["error"]) == ("succeeded", None, None)
+    assert store.unfinished_audits() == ["dead"]
