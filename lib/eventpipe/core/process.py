@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import multiprocessing
 import os
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..jsonio import dumps, gc_paused
@@ -31,7 +33,7 @@ from ..testing.inject import checkpoint
 from . import quality
 from .counts import RunCounts
 from .fields import FieldMap
-from .records import KeySet, duplicate_mask, enrich, key_hashes, parse_items, record_hash
+from .records import KeySet, duplicate_mask, key_hashes, parse_items, record_hash
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,29 @@ def fates(items: list[Any], rules: Rules) -> list[list[str] | None]:
     return [None if out else r + q for r, q, out in zip(df["reasons"], checked, outside)]
 
 
+_DERIVED = ("event_date", "event_hour")
+_PARSED = pa.schema([f for f in CLEAN_SCHEMA if f.name not in _DERIVED])
+# pandas' notes on the derived columns, as ``from_pandas`` writes a column of dates and an Int16 one (read
+# back, the clean file's frame has the same dtypes as when pandas derived them)
+_DERIVED_PANDAS = [
+    {"name": n, "field_name": n, "pandas_type": t, "numpy_type": d, "metadata": None}
+    for n, t, d in (("event_date", "date", "object"), ("event_hour", "int16", "Int16"))
+]
+
+
+def clean_table(df: pd.DataFrame) -> pa.Table:
+    """Passing rows -> the clean file's table, with the columns derived from the event time: ``event_date``
+    (UTC date) and ``event_hour``. Arrow derives them from the timestamp column; pandas' ``dt.date`` made a
+    Python date per row for Arrow to convert back (~0.02 CPU s per 100k rows)."""
+    table = pa.Table.from_pandas(df[_PARSED.names], schema=_PARSED, preserve_index=False)
+    ts = table["timestamp"]  # UTC: its local date and hour are the UTC ones
+    table = table.append_column(CLEAN_SCHEMA.field("event_date"), pc.cast(ts, pa.date32()))
+    table = table.append_column(CLEAN_SCHEMA.field("event_hour"), pc.cast(pc.hour(ts), pa.int16()))
+    notes = json.loads(table.schema.metadata[b"pandas"])
+    notes["columns"] += _DERIVED_PANDAS
+    return table.replace_schema_metadata({b"pandas": json.dumps(notes).encode()})
+
+
 def prepare(
     index: int, raw_path: Path, clean_path: Path, reject_path: Path, rules: Rules, replay: bool
 ) -> Prepared:
@@ -167,12 +192,9 @@ def prepare(
         reject_row[bad] = np.arange(len(bad))
         bad_reasons = [all_reasons[j] for j in bad]
         bad_seq = df["seq"].to_numpy()[bad]
-        clean = enrich(df[passed])
+        clean = df[passed]
         del df, all_reasons, q_reasons
-        pq.write_table(
-            pa.Table.from_pandas(clean[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False),
-            clean_path,
-        )
+        pq.write_table(clean_table(clean), clean_path)
         hours = clean["timestamp"].dt.floor("h").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
         del clean
         if len(bad):

@@ -7,8 +7,9 @@ becomes a per-record reason and the schema itself documents the rules.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
@@ -61,43 +62,58 @@ def build_schema(q: QualitySettings, now: datetime | None = None) -> pa.DataFram
     )
 
 
-_DETAIL = {
-    "event_not_allowed": lambda v, q, now: f"{v!r} is not in quality.allowed_events",
-    "timestamp_before_min": lambda v, q, now: (
-        f"{v} is before quality.min_timestamp {q.min_timestamp:%Y-%m-%d}"
-    ),
-    "timestamp_in_future": lambda v, q, now: (
-        f"{v} is more than quality.max_future ahead of {now:%Y-%m-%dT%H:%M}Z"
-    ),
-}
+def _details(q: QualitySettings, now: datetime) -> dict[str, Callable[[Any], str]]:
+    """Per check: the detail of a reason, from the failed value (the settings' parts formatted once)."""
+    earliest = f"{q.min_timestamp:%Y-%m-%d}"
+    ahead = f"{now:%Y-%m-%dT%H:%M}Z"
+    return {
+        "event_not_allowed": lambda v: f"{v!r} is not in quality.allowed_events",
+        "timestamp_before_min": lambda v: f"{v} is before quality.min_timestamp {earliest}",
+        "timestamp_in_future": lambda v: f"{v} is more than quality.max_future ahead of {ahead}",
+    }
 
 
-_ORDER = {name: i for i, name in enumerate(_DETAIL)}  # the schema's checks, column by column
 _NONE: list[str] = []  # shared by every passing row; never mutated
 
 
 def check(df: pd.DataFrame, q: QualitySettings, now: datetime | None = None) -> list[list[str]]:
-    """Every quality reason per row of ``df`` (empty list: the row passes)."""
+    """Every quality reason per row of ``df`` (empty list: the row passes), in the schema's order.
+
+    The schema's checks run a column at a time, each through pandera's own ``Check`` call (which drops
+    the nulls an ``ignore_na`` check skips), and only the failed rows build reasons. ``validate(lazy=True)``
+    ran the same checks, then made a failure-case frame of every failure (100k rows, 68 % failing: 0.85
+    CPU s, now 0.31 s; ``bench/transform_part.py``); its reasons are the reference of
+    ``tests/unit/core/test_quality_differential.py``. The columns are nullable and untyped
+    (``build_schema``), so no rule but the checks can fail a row.
+    """
     now = now or datetime.now(timezone.utc)
     reasons: list[list[str]] = [_NONE] * len(df)
     if df.empty:
         return reasons
-    frame = df[["event_type", "timestamp"]].reset_index(drop=True)
-    try:
-        build_schema(q, now).validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as e:
-        fc = e.failure_cases
-        fc = fc[fc["index"].notna()]
-        for idx, name, value in zip(fc["index"].astype(int), fc["check"], fc["failure_case"]):
-            name = str(name)
-            detail = _DETAIL.get(name)
-            if reasons[idx] is _NONE:
-                reasons[idx] = []
-            reasons[idx].append(f"{name}: {detail(value, q, now)}" if detail else f"{name}: {value!r}")
-    for rs in reasons:  # pandera's failure cases come in no fixed order: the schema's order, always
-        if len(rs) > 1:
-            rs.sort(key=lambda r: _ORDER.get(reason_code(r), len(_ORDER)))
+    schema = build_schema(q, now)
+    frame = df[list(schema.columns)].reset_index(drop=True)  # the failure cases' labels are row numbers
+    details = _details(q, now)
+    for column, col in schema.columns.items():
+        for rule in col.checks:
+            prefix, detail = f"{rule.name}: ", details.get(rule.name, repr)
+            for idx, value in _failures(rule, frame, column):
+                if reasons[idx] is _NONE:
+                    reasons[idx] = []
+                reasons[idx].append(prefix + detail(value))
     return reasons
+
+
+def _failures(rule: pa.Check, frame: pd.DataFrame, column: str) -> Iterable[tuple[int, Any]]:
+    """(row, value) of each row whose ``column`` fails ``rule``, as pandera's column backend runs it. A check
+    that raises, or that does not answer row by row, fails no row: ``validate`` reports it without rows."""
+    try:
+        result = rule(frame, column)
+    except Exception:  # as pandera's run_checks: the error is the check's, not a row's
+        return ()
+    if result.check_passed or result.failure_cases is None:
+        return ()
+    cases = result.failure_cases
+    return zip(cases.index, cases)
 
 
 def pass_rate(passed: int, distinct: int) -> float:

@@ -445,14 +445,6 @@ def parse_chunk(seq: np.ndarray | list[int], raw: list[bytes]) -> pd.DataFrame:
     return df
 
 
-def enrich(df: pd.DataFrame) -> pd.DataFrame:
-    """Columns derived from the event time: ``event_date`` (UTC date) and ``event_hour``."""
-    out = df.copy(deep=False)  # the new columns go to the copy; the shared ones are not written
-    out["event_date"] = out["timestamp"].dt.date
-    out["event_hour"] = out["timestamp"].dt.hour.astype("Int16")
-    return out
-
-
 def key_hashes(df: pd.DataFrame) -> np.ndarray:
     """A 128-bit hash of the natural key per row (two independent 64-bit halves)."""
     keys = df[KEY]

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eventpipe.core.process import Rules, process, transform_workers
+from eventpipe.core.process import Rules, clean_table, process, transform_workers
 from eventpipe.core.quality import check
-from eventpipe.rundir import RAW_SCHEMA, RunDir, part_name
+from eventpipe.core.records import parse_items
+from eventpipe.rundir import CLEAN_SCHEMA, RAW_SCHEMA, RunDir, part_name
 from eventpipe.settings import QualitySettings
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
@@ -133,8 +134,8 @@ def test_transform_workers_zero_means_one_per_cpu(monkeypatch):
 
 
 def test_quality_reasons_come_in_the_schemas_order_whatever_the_batch():
-    """pandera returns failure cases in no fixed order (an unstable sort: from about nine rows failing two
-    checks on, some come timestamp first); a reason list must not depend on the rest of the batch."""
+    """A reason list must not depend on the rest of the batch (pandera's ``validate`` returned failure cases
+    in no fixed order: from about nine rows failing two checks on, some came timestamp first)."""
     import pandas as pd
 
     bad = {"event_type": "scroll", "timestamp": pd.Timestamp("2024-05-01T20:00:00Z")}
@@ -144,3 +145,28 @@ def test_quality_reasons_come_in_the_schemas_order_whatever_the_batch():
         assert reasons[0] == []
         for rs in reasons[1:]:
             assert [r.split(":")[0] for r in rs] == ["event_not_allowed", "timestamp_in_future"], n
+
+
+def test_the_clean_table_is_the_one_pandas_derived_columns_made():
+    """Arrow derives ``event_date`` and ``event_hour``; the table (and its pandas notes) is the one that
+    ``from_pandas`` made of the frame with the columns pandas derived (``dt.date``, ``dt.hour``)."""
+    import numpy as np
+    import pandas as pd
+
+    stamps = [
+        "2024-05-01T23:30:00-02:00",
+        "2024-05-02T00:30:00+02:00",
+        "2024-05-01T00:00:00Z",
+        1714607999.999999,
+    ]
+    df = parse_items(
+        np.arange(len(stamps)), [{"user_id": "u", "event": "click", "timestamp": t} for t in stamps]
+    )
+    for frame in (df, df.iloc[:0]):
+        derived = frame.assign(
+            event_date=frame["timestamp"].dt.date, event_hour=frame["timestamp"].dt.hour.astype("Int16")
+        )
+        want = pa.Table.from_pandas(derived[CLEAN_SCHEMA.names], schema=CLEAN_SCHEMA, preserve_index=False)
+        got = clean_table(frame)
+        assert got.equals(want, check_metadata=True)
+        pd.testing.assert_frame_equal(got.to_pandas(), want.to_pandas())

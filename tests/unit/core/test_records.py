@@ -19,8 +19,9 @@ import orjson
 import pandas as pd
 import pytest
 
+from eventpipe.core.process import clean_table
 from eventpipe.core.quality import check
-from eventpipe.core.records import duplicate_mask, enrich, key_hashes, parse_chunk
+from eventpipe.core.records import duplicate_mask, key_hashes, parse_chunk
 from eventpipe.settings import QualitySettings
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -500,16 +501,17 @@ def test_one_bad_record_does_not_affect_its_neighbours():
 
 
 @pytest.mark.parametrize(
-    "raw_ts, expected_date",
+    "raw_ts, expected_date, expected_hour",
     [
-        ("2024-05-01T23:30:00-02:00", date(2024, 5, 2)),  # 01:30Z the next day
-        ("2024-05-02T00:30:00+02:00", date(2024, 5, 1)),  # 22:30Z the day before
-        ("2024-05-01T10:00:00Z", date(2024, 5, 1)),
+        ("2024-05-01T23:30:00-02:00", date(2024, 5, 2), 1),  # 01:30Z the next day
+        ("2024-05-02T00:30:00+02:00", date(2024, 5, 1), 22),  # 22:30Z the day before
+        ("2024-05-01T10:00:00Z", date(2024, 5, 1), 10),
     ],
 )
-def test_enrichment_adds_event_date_in_utc(raw_ts, expected_date):
-    df = enrich(parse(item(timestamp=raw_ts)))
-    assert df["event_date"][0] == expected_date
+def test_enrichment_adds_event_date_and_hour_in_utc(raw_ts, expected_date, expected_hour):
+    table = clean_table(parse(item(timestamp=raw_ts)))
+    assert table["event_date"].to_pylist() == [expected_date]
+    assert table["event_hour"].to_pylist() == [expected_hour]
 
 
 # -- duplicates ----------------------------------------------------------------------------------
