@@ -104,16 +104,32 @@ def check(df: pd.DataFrame, q: QualitySettings, now: datetime | None = None) -> 
 
 
 def _failures(rule: pa.Check, frame: pd.DataFrame, column: str) -> Iterable[tuple[int, Any]]:
-    """(row, value) of each row whose ``column`` fails ``rule``, as pandera's column backend runs it. A check
-    that raises, or that does not answer row by row, fails no row: ``validate`` reports it without rows."""
+    """(row, value) of each row whose ``column`` fails ``rule``, as pandera's column backend runs it.
+
+    A check that cannot compare the column (naive or text timestamps) would fail no row under
+    ``validate``, which reports such an error without rows: every row would pass unseen. The transform
+    always hands over UTC timestamps and text event types, so this is a program error and stops the stage.
+    """
     try:
         result = rule(frame, column)
-    except Exception:  # as pandera's run_checks: the error is the check's, not a row's
+    except Exception as e:
+        raise QualityRuleError(rule.name, column, frame[column].dtype, e) from e
+    if result.check_passed:
         return ()
-    if result.check_passed or result.failure_cases is None:
-        return ()
+    if result.failure_cases is None:  # an answer for the column as a whole, not row by row
+        raise QualityRuleError(rule.name, column, frame[column].dtype, "no answer per row")
     cases = result.failure_cases
     return zip(cases.index, cases)
+
+
+class QualityRuleError(TypeError):
+    """A quality check that could not judge a column row by row (a program error, never a record's)."""
+
+    def __init__(self, rule: str, column: str, dtype: object, cause: object) -> None:
+        super().__init__(
+            f"quality check {rule} cannot judge column {column!r} ({dtype}) row by row: {cause}; "
+            "the transform must hand over UTC timestamps and text event types"
+        )
 
 
 def pass_rate(passed: int, distinct: int) -> float:

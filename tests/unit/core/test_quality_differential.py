@@ -4,8 +4,9 @@ The reference is the former ``check``, kept here as it was: ``validate(lazy=True
 failure cases turned into reasons by their own copy of the detail texts, each row's list sorted into the
 schema's order. Hypothesis generates frames of event types and timestamps on both sides of every bound
 (nulls of every kind, nanoseconds, object columns, any index) and the settings (a bound may be past the
-other); hand-made frames add the columns a check cannot compare (naive or text timestamps), where
-pandera reports the check's error without rows. Both must give every row the same reasons, in order.
+other): both must give every row the same reasons, in order. Hand-made frames add the columns a check
+cannot compare (naive or text timestamps): there pandera reports the check's error without rows, and
+``check`` stops instead of letting every row pass.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventpipe.core.quality import build_schema, check
+from eventpipe.core.quality import QualityRuleError, build_schema, check
 from eventpipe.core.records import reason_code
 from eventpipe.settings import QualitySettings
 
@@ -130,8 +131,24 @@ def test_check_equals_pandera_validate(case):
     "events",
     [["click", "scroll"], [None, None], [1, 2], [1.5, np.nan], ["scroll", pd.NA], [True, False]],
 )
-def test_check_equals_pandera_validate_on_columns_a_check_may_not_compare(timestamps, events):
-    assert_same(pd.DataFrame({"event_type": events, "timestamp": timestamps}))
+def test_check_equals_pandera_validate_or_stops_where_validate_judged_no_row(timestamps, events):
+    """Where a check cannot compare a column, ``validate`` reports it without rows (every row would pass
+    unseen): ``check`` stops with the check and the column named instead."""
+    df = pd.DataFrame({"event_type": events, "timestamp": timestamps})
+    if _rowless_failure(df):
+        with pytest.raises(QualityRuleError, match="cannot judge column"):
+            check(df, QualitySettings(), NOW)
+    else:
+        assert_same(df)
+
+
+def _rowless_failure(df: pd.DataFrame) -> bool:
+    """pandera's ``validate`` found a check's error that names no row."""
+    try:
+        build_schema(QualitySettings(), NOW).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as e:
+        return bool(e.failure_cases["index"].isna().any())
+    return False
 
 
 def test_check_equals_pandera_validate_on_the_edges():
