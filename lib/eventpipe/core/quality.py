@@ -113,11 +113,11 @@ def _failures(rule: pa.Check, frame: pd.DataFrame, column: str) -> Iterable[tupl
     try:
         result = rule(frame, column)
     except Exception as e:
-        raise QualityRuleError(rule.name, column, frame[column].dtype, e) from e
+        raise QualityRuleError(str(rule.name), column, frame[column].dtype, e) from e
     if result.check_passed:
         return ()
     if result.failure_cases is None:  # an answer for the column as a whole, not row by row
-        raise QualityRuleError(rule.name, column, frame[column].dtype, "no answer per row")
+        raise QualityRuleError(str(rule.name), column, frame[column].dtype, "no answer per row")
     cases = result.failure_cases
     return zip(cases.index, cases)
 
