@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import re
 from itertools import repeat
+from operator import is_not
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from ..jsonio import dumps, loads
+from ..jsonio import dumps, has_long_number, loads
 
 KEY = ["user_id", "timestamp", "event_type"]
 _MISSING = object()
@@ -109,7 +110,6 @@ def _with_offset(text: str) -> str | None:
 # the scalar rules above, which ``records_reference`` (the per-record oracle) also uses. Reasons are rare:
 # each rule writes its reason into a column of its own, and only flagged rows build their lists.
 _NONE, _STR, _INT, _FLOAT, _DICT, _OTHER = range(6)
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
 _TYPE_CODE: dict[type, int] = {type(None): _NONE, str: _STR, int: _INT, float: _FLOAT, dict: _DICT}
 # the two common ISO forms (upper-cased, trimmed) whose offset ``_with_offset`` would find, or not find
 _ISO_WITH_OFFSET = re.compile(
@@ -213,52 +213,72 @@ def _with_offsets(texts: np.ndarray) -> tuple[list[str | None], np.ndarray]:
     return fixed, strict
 
 
-def _iso_fast(fixed: list[str | None], strict: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nanoseconds since the epoch of the texts in the two common ISO forms (``_ISO_WITH_OFFSET`` with
-    ``+00:00`` added to the naive ones) whose fields are plainly in range, and a mask of those; the rest
-    (other forms, years outside 1700-2200, hour 24, second 60, a day past its month's end) is left to
-    pandas, so every result equals ``pd.to_datetime(..., format="ISO8601")``'s."""
-    n = len(fixed)
-    ok = strict.copy()
-    idx = np.flatnonzero(ok)
-    ns = np.zeros(n, dtype=np.int64)
-    if not len(idx):
-        return ns, ok
-    raw = np.array([fixed[i] for i in idx], dtype="S35")
-    chars = raw.view(np.uint8).reshape(len(idx), 35)  # one byte a character; a column at a time widened
-    rows = np.arange(len(idx))
+def _iso_ns(chars: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nanoseconds since the epoch of texts given as a matrix of character codes (one row a text, padded
+    with zeros), and a mask of the texts that are exactly one of the two common ISO forms
+    (``_ISO_WITH_OFFSET``, or ``_ISO_NO_OFFSET`` read as UTC) with fields plainly in range. The rest (other
+    forms, years outside 1700-2200, hour 24, second 60, a day past its month's end) is left to pandas, so
+    every result equals ``pd.to_datetime(..., format="ISO8601")``'s."""
+    n, width = chars.shape
+    rows = np.arange(n)
+    by_position = np.ascontiguousarray(chars.T)  # a position of every text is read at once
 
     def at(k: int | np.ndarray) -> np.ndarray:  # the character at position k (per row when an array)
-        return (chars[:, k] if isinstance(k, int) else chars[rows, np.minimum(k, 34)]).astype(np.int64)
+        return (by_position[k] if isinstance(k, int) else by_position[np.minimum(k, width - 1), rows]).astype(
+            np.int64
+        )
+
+    def is_digit(c: np.ndarray) -> np.ndarray:
+        return (c >= 48) & (c <= 57)
 
     def num(a: int, b: int) -> np.ndarray:
-        out = np.zeros(len(idx), dtype=np.int64)
+        out = np.zeros(n, dtype=np.int64)
         for k in range(a, b):
             out = out * 10 + (at(k) - 48)
         return out
 
+    shaped = np.ones(n, dtype=bool)
+    for k in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
+        shaped &= is_digit(at(k))
+    for k, c in ((4, "-"), (7, "-"), (13, ":"), (16, ":")):
+        shaped &= at(k) == ord(c)
+    shaped &= (at(10) == ord("T")) | (at(10) == ord(" "))
     year, month, day = num(0, 4), num(5, 7), num(8, 10)
     hour, minute, second = num(11, 13), num(14, 16), num(17, 19)
-    frac = np.zeros(len(idx), dtype=np.int64)
+    frac = np.zeros(n, dtype=np.int64)
     run = at(19) == ord(".")
-    pos = np.full(len(idx), 19, dtype=np.int64)
+    pos = np.full(n, 19, dtype=np.int64)
     pos[run] = 20
     for j in range(9):
         c = at(20 + j)
-        digit = run & (c >= 48) & (c <= 57)
+        digit = run & is_digit(c)
         frac += np.where(digit, (c - 48) * 10 ** (8 - j), 0)
         pos += digit
         run &= digit
+    shaped &= pos != 20  # a point needs a digit after it
     sign = at(pos)
     zulu = sign == ord("Z")
+    naive = pos == lengths
+    signed = (sign == ord("+")) | (sign == ord("-"))
+    shaped &= np.where(
+        signed,
+        is_digit(at(pos + 1))
+        & is_digit(at(pos + 2))
+        & (at(pos + 3) == ord(":"))
+        & is_digit(at(pos + 4))
+        & is_digit(at(pos + 5))
+        & (pos + 6 == lengths),
+        naive | (zulu & (pos + 1 == lengths)),
+    )
     off_h = (at(pos + 1) - 48) * 10 + (at(pos + 2) - 48)
     off_m = (at(pos + 4) - 48) * 10 + (at(pos + 5) - 48)
-    offset = np.where(zulu, 0, np.where(sign == ord("-"), -1, 1) * (off_h * 60 + off_m))
+    offset = np.where(signed, np.where(sign == ord("-"), -1, 1) * (off_h * 60 + off_m), 0)
     months = (year - 1970) * 12 + month - 1
     first = months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
     days_in = (months + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - first
     sane = (
-        (year >= 1700)
+        shaped
+        & (year >= 1700)
         & (year <= 2200)
         & (month >= 1)
         & (month <= 12)
@@ -267,12 +287,43 @@ def _iso_fast(fixed: list[str | None], strict: np.ndarray) -> tuple[np.ndarray, 
         & (hour <= 23)
         & (minute <= 59)
         & (second <= 59)
-        & (zulu | ((off_h <= 23) & (off_m <= 59)))
+        & (~signed | ((off_h <= 23) & (off_m <= 59)))
     )
     secs = (first + day - 1) * 86400 + hour * 3600 + minute * 60 + second - offset * 60
-    ns[idx] = np.where(sane, secs * 1_000_000_000 + frac, 0)
-    ok[idx] = sane
-    return ns, ok
+    return np.where(sane, secs * 1_000_000_000 + frac, 0), sane
+
+
+def _iso_common(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_iso_ns`` of the texts as sent: those already in a common form (no padding, upper-case ``T`` and
+    ``Z``) are what ``_with_offset`` would leave as they are, or only give ``+00:00``; so the regexes and
+    per-text strings of ``_with_offsets`` are needed for the other texts only."""
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))  # longer than 35: not the shape
+    codes = np.array(texts, dtype="U35").view(np.uint32).reshape(len(texts), 35)
+    # one byte a character: any beyond Latin-1 becomes 255, which fails the shape as the character did
+    return _iso_ns(np.minimum(codes, 255).astype(np.uint8), lengths)
+
+
+def _iso_other(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nanoseconds since the epoch of texts in any form and a mask of the parsed ones: trimmed and upper-cased
+    by ``_with_offsets``, the common forms then by ``_iso_ns``, the rest by pandas."""
+    fixed, strict = _with_offsets(texts)
+    ns = np.zeros(len(texts), dtype=np.int64)
+    good = strict.copy()
+    idx = np.flatnonzero(strict)
+    if len(idx):
+        common = [fixed[i] for i in idx]  # ASCII of at most 35 characters: one byte a character
+        lengths = np.fromiter(map(len, common), dtype=np.int64, count=len(idx))
+        chars = np.array(common, dtype="S35").view(np.uint8).reshape(len(idx), 35)
+        ns[idx], good[idx] = _iso_ns(chars, lengths)
+    rest = np.flatnonzero(~good)
+    if len(rest):
+        parsed = pd.to_datetime(
+            pd.Series([fixed[j] for j in rest], dtype=object), format="ISO8601", utc=True, errors="coerce"
+        )
+        got = parsed.notna().to_numpy()
+        ns[rest[got]] = parsed[got].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
+        good[rest] = got
+    return ns, good
 
 
 def _timestamps(values: list[Any]) -> tuple[pd.Series, np.ndarray]:
@@ -299,18 +350,11 @@ def _timestamps(values: list[Any]) -> tuple[pd.Series, np.ndarray]:
     if len(idx):
         # no offset means UTC; normalise first, because pandas applies one element's offset to naive ones
         texts = col.values[idx]
-        fixed, strict = _with_offsets(texts)
-        ns, good = _iso_fast(fixed, strict)
-        parsed_ns = ns.astype("datetime64[ns]")
+        ns, good = _iso_common(texts)
         rest = np.flatnonzero(~good)
         if len(rest):
-            parsed = pd.to_datetime(
-                pd.Series([fixed[j] for j in rest], dtype=object), format="ISO8601", utc=True, errors="coerce"
-            )
-            got = parsed.notna().to_numpy()
-            parsed_ns[rest[got]] = parsed[got].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-            good[rest] = got
-        out[idx[good]] = parsed_ns[good]
+            ns[rest], good[rest] = _iso_other(texts[rest])
+        out[idx[good]] = ns[good].astype("datetime64[ns]")
         for j in np.flatnonzero(~good):
             why[idx[j]] = f"timestamp_unparseable: {texts[j]!r:.60} is not ISO 8601"
     ts = pd.Series(out, dtype="datetime64[ns]").dt.floor("us").dt.tz_localize("UTC")
@@ -352,7 +396,8 @@ def _properties_from_text(col: _Column, i: np.ndarray) -> None:
     """Properties given as JSON text: orjson over the column; anything it does not read as an object
     (not JSON, a lone surrogate, a number beyond 64 bits, another type) goes through ``_properties``."""
     texts = col.values[i]
-    if _LONG_DIGITS.search("\x01".join(texts)):  # integers orjson would turn into floats
+    # integers orjson would turn into floats (ASCII digits: their runs are the same in the UTF-8 bytes)
+    if has_long_number("\x01".join(texts).encode("utf-8", "surrogatepass")):
         col.one_by_one(i, _properties)
         return
     parsed: list[Any] = []
@@ -402,9 +447,12 @@ def parse_items(seq: np.ndarray | list[int], items: list[Any]) -> pd.DataFrame:
     The same frame as ``records_reference.parse_items`` (the per-record rules), computed a column at
     a time."""
     n = len(items)
-    kinds = list(map(type, items))
-    objects = kinds.count(dict) == n
-    src = items if objects else [x if t is dict else _EMPTY for x, t in zip(items, kinds)]
+    not_object = np.fromiter(map(is_not, map(type, items), repeat(dict)), dtype=bool, count=n)
+    src = items
+    if not_object.any():  # the few items that are not objects give no fields
+        src = list(items)
+        for i in np.flatnonzero(not_object):
+            src[i] = _EMPTY
     get = dict.get
     user = _user_ids(list(map(get, src, repeat("user_id"))))
     event = _event_types(list(map(get, src, repeat("event"))))
@@ -416,11 +464,11 @@ def parse_items(seq: np.ndarray | list[int], items: list[Any]) -> pd.DataFrame:
     flagged = np.zeros(n, dtype=bool)
     for why in whys:
         flagged |= why != None  # noqa: E711 (element-wise)
-    not_object = np.zeros(n, dtype=bool) if objects else np.fromiter((t is not dict for t in kinds), bool, n)
-    reasons: list[list[str]] = [_NO_REASONS] * n
+    reasons = np.empty(n, dtype=object)  # of lists: filled, not converted from a list of lists
+    reasons.fill(_NO_REASONS)
     for i in np.flatnonzero(flagged | not_object):
         if not_object[i]:
-            reasons[i] = [f"record_not_object: item is a {kinds[i].__name__}"]
+            reasons[i] = [f"record_not_object: item is a {type(items[i]).__name__}"]
         else:
             reasons[i] = [w[i] for w in whys if w[i]]
 
@@ -445,9 +493,18 @@ def parse_chunk(seq: np.ndarray | list[int], raw: list[bytes]) -> pd.DataFrame:
     return df
 
 
+def _categories(col: pd.Series) -> Any:
+    """A text column as a categorical one, which pandas hashes alike: it factorizes a text column each time it
+    hashes one, so the two halves of ``key_hashes`` share one factorization."""
+    if col.dtype != object:
+        return col.array
+    codes, uniques = pd.factorize(col.to_numpy(), sort=False)
+    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(pd.Index(uniques, dtype=object)))
+
+
 def key_hashes(df: pd.DataFrame) -> np.ndarray:
     """A 128-bit hash of the natural key per row (two independent 64-bit halves)."""
-    keys = df[KEY]
+    keys = pd.DataFrame({c: _categories(df[c]) for c in KEY})
     h1 = pd.util.hash_pandas_object(keys, index=False, hash_key="eventpipe-key-01").to_numpy()
     h2 = pd.util.hash_pandas_object(keys, index=False, hash_key="eventpipe-key-02").to_numpy()
     return np.stack([h1, h2], axis=1)

@@ -21,7 +21,7 @@ import pytest
 
 from eventpipe.core.process import clean_table
 from eventpipe.core.quality import check
-from eventpipe.core.records import duplicate_mask, key_hashes, parse_chunk
+from eventpipe.core.records import KEY, duplicate_mask, key_hashes, parse_chunk
 from eventpipe.settings import QualitySettings
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -589,6 +589,27 @@ def test_duplicates_across_chunks_keep_the_last_even_within_the_later_chunk():
         True,
         False,
     ]
+
+
+
+def test_key_hashes_are_pandas_hashes_of_the_key_columns():
+    """The halves share one factorization of each text column; the hashes stay pandas' own (a key set of
+    earlier parts compares against them)."""
+    rows = pd.DataFrame(
+        {
+            "user_id": ["a", "b", None, "a", "1", "1.0", "é"],
+            "timestamp": pd.to_datetime([0, 1, None, 3, 4, 4, 5], unit="s", utc=True),
+            "event_type": ["click", None, "click", "view", "click", "click", "view"],
+            "properties": ["{}"] * 7,
+        },
+        index=[9, 3, 5, 7, 1, 2, 4],
+    )
+    want = [
+        pd.util.hash_pandas_object(rows[KEY], index=False, hash_key=k).to_numpy()
+        for k in ("eventpipe-key-01", "eventpipe-key-02")
+    ]
+    assert (key_hashes(rows) == np.stack(want, axis=1)).all()
+    assert key_hashes(rows[:0]).shape == (0, 2)
 
 
 # -- awkward content passes through unchanged ----------------------------------------------------

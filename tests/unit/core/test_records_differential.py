@@ -161,6 +161,34 @@ def test_column_wise_rules_equal_the_per_record_rules_on_the_demo_data():
         for t in ("23:59:59.999999999", "24:00:00", "00:00:60")
         for off in ("", "Z", "-23:59")
     ]
+    base = "2024-05-01T10:00:00.123456"
+    edges += [  # near misses of the common forms, read as sent: each must go the way the oracle goes
+        f"{base}{tail}"
+        for tail in (
+            "\x00",
+            "Z\x00",
+            "+05:30\x00",
+            "\x00+05:30",
+            "Z ",
+            " ",
+            "z",
+            "ÿ",
+            "Z\u0660",
+            "+05:3\u0660",
+        )
+    ]
+    edges += [
+        base.replace("1", "\u0661"),  # an Arabic-Indic digit, which Python's int() would read
+        base.replace("T", "t"),
+        base.replace("-", "\u2010"),
+        base + "0" * 9,
+        base[:19] + "." + "1" * 20 + "Z",
+        " " + base,
+        base[:19] + ".Z",
+        base[:19] + "+05:30:00",
+        base[:19] + "+05:30Z",
+        base[:19] + "-0530",
+    ]
     items += [{"user_id": "u", "event": "e", "timestamp": ts} for ts in edges]
     seq = list(range(len(items)))
     want = records_reference.parse_items(seq, items)
