@@ -240,8 +240,8 @@ def _iso_ns(chars: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndar
     shaped = np.ones(n, dtype=bool)
     for k in (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18):
         shaped &= is_digit(at(k))
-    for k, c in ((4, "-"), (7, "-"), (13, ":"), (16, ":")):
-        shaped &= at(k) == ord(c)
+    for k, sep in ((4, "-"), (7, "-"), (13, ":"), (16, ":")):
+        shaped &= at(k) == ord(sep)
     shaped &= (at(10) == ord("T")) | (at(10) == ord(" "))
     year, month, day = num(0, 4), num(5, 7), num(8, 10)
     hour, minute, second = num(11, 13), num(14, 16), num(17, 19)
@@ -311,7 +311,7 @@ def _iso_other(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     good = strict.copy()
     idx = np.flatnonzero(strict)
     if len(idx):
-        common = [fixed[i] for i in idx]  # ASCII of at most 35 characters: one byte a character
+        common = [str(fixed[i]) for i in idx]  # ASCII of at most 35 characters: one byte a character
         lengths = np.fromiter(map(len, common), dtype=np.int64, count=len(idx))
         chars = np.array(common, dtype="S35").view(np.uint8).reshape(len(idx), 35)
         ns[idx], good[idx] = _iso_ns(chars, lengths)

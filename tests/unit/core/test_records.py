@@ -591,7 +591,6 @@ def test_duplicates_across_chunks_keep_the_last_even_within_the_later_chunk():
     ]
 
 
-
 def test_key_hashes_are_pandas_hashes_of_the_key_columns():
     """The halves share one factorization of each text column; the hashes stay pandas' own (a key set of
     earlier parts compares against them)."""
