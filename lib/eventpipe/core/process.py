@@ -17,6 +17,7 @@ from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import not_
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def prepare(
         items, seqs = read_raw_part(raw_path)
         df = parse_records(items, seqs, rules)
         c.extracted = len(df)
-        ok = np.fromiter((not r for r in df["reasons"]), dtype=bool, count=len(df))
+        ok = np.fromiter(map(not_, df["reasons"]), dtype=bool, count=len(df))
         outside = outside_window(df, rules)
         ok &= ~outside
         c.outside_window = int(outside.sum())
@@ -177,8 +178,11 @@ def prepare(
         df = df.iloc[keep].reset_index(drop=True)
         ok = ok[keep]
         q_reasons = quality.check(df, rules.quality, rules.now)
-        all_reasons = [r + qr if qr else r for r, qr in zip(df["reasons"], q_reasons)]
-        passed = np.fromiter((not r for r in all_reasons), dtype=bool, count=len(df))
+        q_failed = np.fromiter(map(bool, q_reasons), dtype=bool, count=len(df))
+        all_reasons = df["reasons"].tolist()
+        for j in np.flatnonzero(q_failed):  # few: the rest keep their transform reasons as they are
+            all_reasons[j] = all_reasons[j] + q_reasons[j]
+        passed = ok & ~q_failed
         c.rejected_quality = int((ok & ~passed).sum())
         c.passed = int(passed.sum())
         bad = np.flatnonzero(~passed)
