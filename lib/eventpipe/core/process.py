@@ -34,7 +34,7 @@ from ..testing.inject import checkpoint
 from . import quality
 from .counts import RunCounts
 from .fields import FieldMap
-from .records import KeySet, duplicate_mask, key_hashes, parse_items, record_hash
+from .records import KEY, KeySet, duplicate_mask, key_hashes, parse_items, record_hash
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def prepare(
         outside = outside_window(df, rules)
         ok &= ~outside
         c.outside_window = int(outside.sum())
-        hashes = key_hashes(df[ok])
+        hashes = key_hashes(df.loc[ok, KEY])
         dup = np.zeros(len(df), dtype=bool)
         dup[np.flatnonzero(ok)] = duplicate_mask(hashes)
         c.rejected_transform = int((~ok & ~outside).sum())
@@ -175,7 +175,8 @@ def prepare(
             settled += [record_hash(raw_text(items[j])) for j in np.flatnonzero(dup)]
         keep = np.flatnonzero(~dup & ~outside)
         keys = hashes[~dup[np.flatnonzero(ok)]]
-        df = df.iloc[keep].reset_index(drop=True)
+        df = df.iloc[keep]  # a new frame: renumbered in place (``reset_index`` would copy it again)
+        df.index = pd.RangeIndex(len(df))
         ok = ok[keep]
         q_reasons = quality.check(df, rules.quality, rules.now)
         q_failed = np.fromiter(map(bool, q_reasons), dtype=bool, count=len(df))
