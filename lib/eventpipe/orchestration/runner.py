@@ -294,6 +294,8 @@ class Runner:
             if not self.settings.runner.shared_kernel:
                 run.kernel.shutdown()
                 run.kernel = None
+        if run.kernel is not None:  # shared: cleared for the next notebook while this one's results are read
+            run.kernel.notebook_ended()
         run.seconds[stage] = round(time.perf_counter() - t0, 3)
         run.stage_metrics[stage] = scraps[SCRAP].data
         if run.html_ahead is not None:
