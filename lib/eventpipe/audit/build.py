@@ -6,18 +6,20 @@ for older runs. ``serve`` is ``report --serve``: the reports folder only, on 127
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.run_metrics import RunMetrics
 from . import index
 from .chain import record_derived
-from .files import write_json
+from .files import write_json, write_text
 from .ledger import report_hashes
-from .notebook_html import notebook_to_html
+from .notebook_html import html_path, notebook_to_html, render_notebook
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,13 +27,65 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def write_notebook_html(report_dir: Path, with_code: bool = False) -> list[Path]:
-    """HTML beside each executed notebook of one run. A notebook that cannot be converted (half written by a
-    killed run) is logged and skipped; a file that cannot be written (``OSError``: a full disk) stops it."""
+class HtmlAhead:
+    """The HTML of a run's finished stage notebooks, rendered in a background thread while its next stage runs
+    (nbconvert's import and ~0.1 s a notebook, off the run's path). Nothing is written here: ``finish_run``
+    writes each page where and when it always did, through the same atomic write; a notebook whose rendering
+    failed, or whose file no longer holds what was rendered, is rendered again there, as without this."""
+
+    def __init__(self, with_code: bool):
+        self.with_code = with_code
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notebook-html")
+        self._pages: dict[Path, Future[tuple[str, str]]] = {}
+
+    def submit(self, notebook: Path) -> None:
+        """Render ``notebook`` (a stage that ended: its file is final) in the background."""
+        self._pages[notebook] = self._pool.submit(self._render, notebook)
+
+    def _render(self, notebook: Path) -> tuple[str, str]:
+        source = notebook.read_bytes()
+        return _digest(source), render_notebook(source, self.with_code, _title(notebook.parent, notebook))
+
+    def page(self, notebook: Path, with_code: bool) -> str | None:
+        """The page rendered ahead for ``notebook`` as its file is now; None when there is none to use."""
+        future = self._pages.get(notebook)
+        if future is None or with_code != self.with_code:
+            return None
+        try:
+            digest, page = future.result()
+            return page if _digest(notebook.read_bytes()) == digest else None
+        except Exception:  # noqa: BLE001 - rendered again by the caller, which reports what it raises
+            return None
+
+    def close(self) -> None:
+        """Wait for the rendering under way, and drop what was not started (the run ended another way)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _digest(source: bytes) -> str:
+    return hashlib.sha256(source).hexdigest()
+
+
+def _title(report_dir: Path, notebook: Path) -> str:
+    return f"{report_dir.name} · {notebook.stem}"
+
+
+def write_notebook_html(
+    report_dir: Path, with_code: bool = False, ahead: HtmlAhead | None = None
+) -> list[Path]:
+    """HTML beside each executed notebook of one run (the pages ``ahead`` rendered, when given and current).
+    A notebook that cannot be converted (half written by a killed run) is logged and skipped; a file that
+    cannot be written (``OSError``: a full disk) stops it."""
+    if ahead is not None:
+        ahead.close()  # every page rendered ahead is ready, and nothing renders beside this thread
     out = []
     for nb in sorted(report_dir.glob("*.ipynb")):
+        page = ahead.page(nb, with_code) if ahead is not None else None
         try:
-            out.append(notebook_to_html(nb, with_code=with_code, title=f"{report_dir.name} · {nb.stem}"))
+            if page is not None:
+                out.append(write_text(html_path(nb), page))
+            else:
+                out.append(notebook_to_html(nb, with_code=with_code, title=_title(report_dir, nb)))
         except OSError:
             raise
         except Exception as e:  # a half-written notebook must not stop the rest of the audit trail
@@ -108,12 +162,14 @@ def finish_run(
     signing_key: Ed25519PrivateKey | None = None,
     params: dict[str, Any] | None = None,
     unwritten: Iterable[str] = (),
+    html_ahead: HtmlAhead | None = None,
 ) -> RunMetrics:
     """Everything the audit trail adds once a run has ended, succeeded or failed: HTML of its notebooks,
     its ledger entry (``metrics.json`` and ``pipeline_runs``), ``metrics.prom``, its page and the index,
     then the folder sealed in the ledger chain (``ledger.json``) and, with ``signing_key`` (an Ed25519
     private key), its signed attestation. ``params``: the run's own resolved parameters when they are not
-    ``settings``' (a run completed later from its record).
+    ``settings``' (a run completed later from its record). ``html_ahead``: the notebook pages the runner had
+    rendered while the run went on (``HtmlAhead``).
 
     The run's outcome is already recorded, so a file that cannot be written (``OSError``: a full disk, a
     folder not writable) never stops the others; then, or when ``unwritten`` names files the run could not
@@ -142,7 +198,8 @@ def finish_run(
         raise AuditIncomplete(metrics.run_id, [f"its report folder {report_dir}"], _os_reason(e)) from None
     if settings.reports.html:
         attempt(
-            "notebook HTML", lambda: write_notebook_html(report_dir, with_code=settings.reports.with_code)
+            "notebook HTML",
+            lambda: write_notebook_html(report_dir, with_code=settings.reports.with_code, ahead=html_ahead),
         )
     entry = ledger_entry(settings, source_notebooks, report_dir, params)
     metrics.ledger = entry

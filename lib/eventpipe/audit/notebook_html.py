@@ -84,15 +84,22 @@ def html_path(notebook: Path) -> Path:
 
 def notebook_to_html(notebook: Path, with_code: bool = False, title: str | None = None) -> Path:
     """Write ``<notebook>.html`` beside ``notebook``; return its path."""
+    return write_text(
+        html_path(notebook), render_notebook(notebook.read_bytes(), with_code, title or notebook.stem)
+    )
+
+
+def render_notebook(source: bytes, with_code: bool, title: str) -> str:
+    """The HTML page of the notebook file ``source`` holds, not written anywhere (see ``notebook_to_html``)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(str(notebook), as_version=4)
+    nb = nbformat.reads(source.decode(), as_version=4)
     exporter = HTMLExporter(extra_loaders=[NBCONVERT_TEMPLATES], template_file="eventpipe.html.j2")
     exporter.exclude_input = not with_code
     exporter.exclude_input_prompt = not with_code
     exporter.exclude_output_prompt = True
     nb.cells = [_without_scraps(c) for c in _until_stop(nb.cells, with_code)]
-    resources = {"eventpipe_csp": CSP, "metadata": {"name": title or notebook.stem}}
+    resources = {"eventpipe_csp": CSP, "metadata": {"name": title}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    return write_text(html_path(notebook), body)
+    return body

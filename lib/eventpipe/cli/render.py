@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -17,13 +17,17 @@ from rich.table import Table
 
 from ..core.counts import RunCounts
 from ..jsonio import dumps
-from ..orchestration.backfill import PartitionResult
-from ..orchestration.replay import DryRun
-from ..orchestration.runner import RunOutcome
-from ..orchestration.source_check import SourceCheck
 from ..settings import iso, parse_instant
 from ..storage.runs import AUDIT_INCOMPLETE
 from ..words import counted
+
+if (
+    TYPE_CHECKING
+):  # printed here, made elsewhere: a run's summary must not import replay's and check's modules
+    from ..orchestration.backfill import PartitionResult
+    from ..orchestration.replay import DryRun
+    from ..orchestration.runner import RunOutcome
+    from ..orchestration.source_check import SourceCheck
 
 
 def console() -> Console:

@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from ..rundir import UNPARSED, read_raw_part
 from ..settings import iso
-from .records import parse_timestamps
+
+if TYPE_CHECKING:  # numpy, pandas and pyarrow are imported where rows are measured: the runner and the
+    # command line read a run's ``Lateness`` (``run_metrics``) and must not pay for them as they start
+    import numpy as np
+    import pandas as pd
 
 BEFORE_WATERMARK = "event time before the previous watermark"
 AFTER_WINDOW = "arrived at or after the window's end"
@@ -67,6 +67,9 @@ def _us(ts: pd.Series) -> np.ndarray:
 def clean_rows(parts: Iterable[str | Path], before: datetime | None = None) -> pd.DataFrame:
     """The key columns of the run's clean parts (``seq``, ``user_id``, ``timestamp``, ``event_type``), only
     the rows whose event time is before ``before`` when it is given (filtered as the parts are read)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     filters = [("timestamp", "<", pd.Timestamp(before))] if before is not None else None
     frames = [pq.read_table(p, columns=KEY_COLUMNS, filters=filters).to_pandas() for p in parts]
     frames = [f for f in frames if len(f)]
@@ -87,6 +90,8 @@ def _pick(record: Any, path: tuple[str, ...]) -> Any:
 def arrival_times(raw_parts: Iterable[str | Path], path: str, seqs: np.ndarray) -> dict[int, int]:
     """``seq`` -> arrival time (µs since the epoch) of the records ``seqs``, read at ``path`` in the raw
     records; a record whose arrival does not parse is left out."""
+    from .records import parse_timestamps
+
     wanted = set(seqs.tolist())
     keys = tuple(path.split("."))
     found_seqs: list[int] = []
@@ -140,6 +145,9 @@ def measure(
 ) -> Lateness:
     """The late rows among the run's clean rows that ``stored`` (the keys already in the table, asked before
     the load) does not hold, and their lag."""
+    import numpy as np
+    import pandas as pd
+
     rows = clean_rows(clean_parts, None if rule.needs_arrival else rule.at)
     out = Lateness(rule.measure, iso(rule.at))
     if not len(rows):

@@ -9,7 +9,8 @@ run (or a whole inline backfill) gets one kernel:
   two cores the kernel's start and imports overlap the runner's own start;
 * every notebook uses the same connected client, checked for readiness once;
 * before each next notebook, ``%reset -f`` clears every variable, so a notebook
-  cannot lean on another's state (imported modules stay loaded: the point);
+  cannot lean on another's state (imported modules stay loaded: the point); it
+  is sent as a notebook ends, so the kernel clears while the runner goes on;
 * a kernel that died is replaced; after a failed stage the kernel is thrown
   away (it may still be busy with a timed-out cell) and the next run starts a
   fresh one.
@@ -49,6 +50,9 @@ WARM_UP = (
 # errors; it holds nothing a run needs (the kernel listens on Unix sockets in a folder private to the user,
 # or on 127.0.0.1, and the connection file holds the HMAC key). Cell output and errors are not affected.
 QUIET = "--IPKernelApp.log_level=ERROR"
+
+RESET = "get_ipython().run_line_magic('reset', '-f')"
+KILL_POLL_S = 0.005  # how often a killed kernel is looked for (``KeptKernelManager._async_wait``)
 
 
 PROJECT_KERNEL = "eventpipe"
@@ -138,6 +142,11 @@ class KeptKernelManager(AsyncKernelManager):
             self._kept.stop_channels()
             self._kept = None
 
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        """jupyter_client looks every 0.1 s whether a kernel it killed is gone: it is gone within a few ms, so
+        every run (and every discarded kernel) waited the whole 0.1 s for nothing."""
+        await super()._async_wait(pollinterval=min(pollinterval, KILL_POLL_S))
+
 
 _SOCKET_PATH_MAX = 100  # a Unix socket's path is at most 107 bytes on Linux (104 on macOS); "-5" is added
 
@@ -167,6 +176,7 @@ class SharedKernel:
         self.warm_up = warm_up
         self.km = self._manager()
         self.used = False
+        self.cleared = False  # the reset was sent as the last notebook ended (``notebook_ended``)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> SharedKernel:
@@ -200,18 +210,32 @@ class SharedKernel:
             self.km = self._manager()
         if not self.km.has_kernel:
             self.start()
-        elif self.used:
+        elif self.used and not self.cleared:
             run_sync(self._reset)()
         self.used = True
+        self.cleared = False
         return {"km": self.km}
+
+    def notebook_ended(self) -> None:
+        """A notebook ran to its end: its variables are cleared now (``%reset -f``: two full garbage collections,
+        ~0.1 s), while the runner reads its results and papermill reads the next notebook. The request is only
+        sent: the kernel runs requests in order, so the next notebook's first one waits behind it, and nbclient
+        passes over replies to requests not its own. A request that cannot be sent leaves the reset to
+        ``for_next_notebook``, as before."""
+        if not self.km.has_kernel or self.km._kept is None:
+            return
+        try:
+            self.km._kept.execute(RESET, store_history=False)
+        except Exception as e:  # noqa: BLE001 - the next notebook resets it the usual way
+            log.debug("reset not sent ahead: %s: %s", type(e).__name__, e)
+            return
+        self.cleared = True
 
     async def _reset(self) -> None:
         kc = self.km.client()
         kc.start_channels()
         await kc.wait_for_ready(timeout=60)
-        await kc.execute_interactive(
-            "get_ipython().run_line_magic('reset', '-f')", timeout=60, store_history=False
-        )
+        await kc.execute_interactive(RESET, timeout=60, store_history=False)
 
     @property
     def pid(self) -> int | None:
@@ -225,6 +249,7 @@ class SharedKernel:
         self.shutdown()
         self.km = self._manager()
         self.used = False
+        self.cleared = False
 
     def shutdown(self) -> None:
         self.km.drop_client()

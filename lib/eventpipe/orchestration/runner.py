@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..audit.attest import signing_key
-from ..audit.build import finish_run, stage_manifests
+from ..audit.build import HtmlAhead, finish_run, stage_manifests
 from ..audit.metrics_export import emit_lineage, lineage_clients
 from ..core.counts import LOAD_NAMES, RunCounts
 from ..core.lateness import Lateness
@@ -218,6 +218,7 @@ class Runner:
             stage_metrics,
             seconds,
             kernel=self.kernel,
+            html_ahead=self._html_ahead(plan),
         )
         records = self.store.records
         try:
@@ -242,8 +243,17 @@ class Runner:
                 self._lineage("START", plan.run_id, plan.kind)
         except BaseException:
             detach_file_log(file_log)
+            if run.html_ahead is not None:
+                run.html_ahead.close()
             raise
         return run
+
+    def _html_ahead(self, plan: RunPlan) -> HtmlAhead | None:
+        """The execution that ends the run (it runs the load) writes its notebooks' HTML: each stage's page is
+        then rendered while the next stage runs (``HtmlAhead``)."""
+        if "load" not in plan.stages or not self.settings.reports.html:
+            return None
+        return HtmlAhead(self.settings.reports.with_code)
 
     def _run_stage(
         self, run: _Execution, stage: str, notebook: str, on_stage: StageObserver | None = None
@@ -284,8 +294,12 @@ class Runner:
             if not self.settings.runner.shared_kernel:
                 run.kernel.shutdown()
                 run.kernel = None
+        if run.kernel is not None:  # shared: cleared for the next notebook while this one's results are read
+            run.kernel.notebook_ended()
         run.seconds[stage] = round(time.perf_counter() - t0, 3)
         run.stage_metrics[stage] = scraps[SCRAP].data
+        if run.html_ahead is not None:
+            run.html_ahead.submit(out)
         log.info("stage %s: done in %.2fs", stage, run.seconds[stage])
         tell(stage, "done", {**run.stage_metrics[stage], "seconds": run.seconds[stage]}, run.run_dir)
 
@@ -357,6 +371,8 @@ class Runner:
     def _close(self, run: _Execution) -> None:
         if self.kernel is None and run.kernel is not None:  # the run's own kernel
             run.kernel.shutdown()
+        if run.html_ahead is not None:
+            run.html_ahead.close()
         detach_file_log(run.file_log)
 
     def _audit(self, run: _Execution, metrics: RunMetrics, event: str) -> AuditIncomplete | None:
@@ -379,6 +395,7 @@ class Runner:
                 [self.notebooks_dir / nb for _, nb in STAGES],
                 self.signing_key,
                 unwritten=unwritten,
+                html_ahead=run.html_ahead,
             )
         except AuditIncomplete as e:
             problem = e
@@ -475,6 +492,7 @@ class _Execution:
     started: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     kernel: SharedKernel | None = None
+    html_ahead: HtmlAhead | None = None
 
     def discard_kernel(self) -> None:
         if self.kernel:

@@ -315,3 +315,39 @@ def test_the_gate_s_checks_become_openlineage_assertions():
 
     facet = json.loads(Serde.to_json(event))["inputs"][0]["inputFacets"]["dataQualityAssertions"]
     assert [a["assertion"] for a in facet["assertions"]][-1] == "pass_rate"
+
+
+def _notebook(path: Path, text: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[])])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text=text)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_html_rendered_ahead_is_the_page_finish_writes_unless_the_notebook_changed(tmp_path):
+    from eventpipe.audit.build import HtmlAhead, write_notebook_html
+
+    run = tmp_path / "run-1"
+    run.mkdir()
+    first = _notebook(run / "01_extract.ipynb", "extracted 10")
+    second = _notebook(run / "02_transform_quality.ipynb", "clean 9")
+    broken = run / "03_load.ipynb"
+    broken.write_text("{half written")
+    ahead = HtmlAhead(with_code=False)
+    for nb in (first, second, broken):
+        ahead.submit(nb)
+    _notebook(second, "clean 8")  # same size, changed after it was handed over: rendered again
+    written = write_notebook_html(run, ahead=ahead)
+
+    assert [p.name for p in written] == ["01_extract.html", "02_transform_quality.html"]  # broken: skipped
+    assert "clean 8" in (run / "02_transform_quality.html").read_text()
+    plain = tmp_path / "plain" / "run-1"
+    plain.mkdir(parents=True)
+    for nb in (first, second):
+        (plain / nb.name).write_bytes(nb.read_bytes())
+    write_notebook_html(plain)
+    for name in ("01_extract.html", "02_transform_quality.html"):
+        assert (run / name).read_text() == (plain / name).read_text()  # the same page, the same title
+    assert ahead.page(first, with_code=True) is None  # rendered without code: not the page asked for
