@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import API_KEY, PY, STAGES, iso, say, tail
-from .sampling import CpuUse, run_sampled
+from .sampling import STAGE_LINE, CpuUse, run_sampled
 from .snapshot import Code, child_parser, import_measured
 
 
@@ -73,6 +73,7 @@ def run_papermill(t: Target, tmp: Path, rerun: bool = False) -> PipelineRun:
     metrics = json.loads(found[0].read_text())
     if metrics.get("status") != "succeeded":
         raise SystemExit(f"the papermill run did not succeed: {metrics.get('error')}\n{tail(log)}")
+    marks = marks or run_log_marks(found[0].parent / "run.log")
     # each stage: from its "executing" line to its "done" line (kernel start included; with a shared
     # kernel, the first stage carries the kernel's start)
     starts = {st: at for at, st, what in marks if what == "executing"}
@@ -92,6 +93,18 @@ def run_papermill(t: Target, tmp: Path, rerun: bool = False) -> PipelineRun:
             file=sys.stderr,
         )
     return PipelineRun(wall, sampler.peak_mb(), peaks, metrics, cpu, cpus, sampler.peak_mb(pss=True))
+
+
+def run_log_marks(path: Path) -> list[tuple[float, str, str]]:
+    """The runner's ``stage X: executing|done`` lines as ``run.log`` timed them (the console is quiet: one
+    line per stage, after it), as epoch seconds: ``asctime`` is local time with milliseconds."""
+    marks = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = STAGE_LINE.search(line.encode())
+        if m and len(line) > 23:
+            at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+            marks.append((at, m.group(1).decode(), m.group(2).decode()))
+    return marks
 
 
 def run_reload(t: Target, tmp: Path) -> dict[str, Any]:
