@@ -73,7 +73,8 @@ def test_run_loads_exactly_the_generated_table(project, api):
 def test_chunk_boundaries_change_nothing(project, api, clock, workers, used):
     """Chunks of 20 items (pages of 10): duplicates are superseded across chunks (last one wins), and a dirty
     record sent again in another chunk is one dead letter. The table must be exactly the generator's, with
-    the chunks parsed in the kernel alone and in the kernel and two worker processes."""
+    the chunks parsed in the kernel alone and in the kernel and two worker processes, which start during the
+    extract and prepare its first parts while it fetches the rest (``core.ahead``)."""
     dirty = {"user_id": None, "event": "click", "timestamp": "2024-05-01T00:00:00Z"}
     api.data.append(dirty, clock.now - timedelta(hours=3))
     api.data.append(dirty, clock.now - timedelta(hours=1))
@@ -82,6 +83,7 @@ def test_chunk_boundaries_change_nothing(project, api, clock, workers, used):
     run = last_run(project.database_url)
     metrics = json.loads((project.reports / run["run_id"] / "metrics.json").read_text())
     assert metrics["stages"]["transform_quality"]["workers"] == used
+    assert (metrics["stages"]["transform_quality"]["parts_prepared_ahead"] > 0) is (used > 0)
     since, until = run["window_since"], run["window_until"]
     clean_copies = sum(g.truth is not None for g in api.data.events(since, until))
     assert run["duplicates"] == clean_copies - len(api.data.expected_rows(since, until)) > 0

@@ -13,13 +13,13 @@ import multiprocessing
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import not_
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from . import quality
 from .counts import RunCounts
 from .fields import FieldMap
 from .records import KEY, KeySet, duplicate_mask, key_hashes, parse_items, record_hash
+
+if TYPE_CHECKING:
+    from .ahead import Ahead
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class ProcessResult:
         default_factory=list
     )  # replay: dead letters that now pass or are superseded
     workers: int = 0  # worker processes that prepared parts (0: the calling process did all)
+    ahead: int = 0  # parts prepared during the extract and used as they were (``core.ahead``)
 
 
 @dataclass
@@ -94,6 +98,9 @@ class Prepared:
     bad_reasons: list[list[str]]  # every row of the reject file: its reasons
     settled: list[str]  # replay: record hashes of the part's settled rows (in-part duplicates, passes)
     key_raw_hashes: list[str]  # replay: per valid survivor, its record hash (else empty)
+    future_min: int | None = (
+        None  # the earliest record time past now + max_future (ns), if any (``core.ahead``)
+    )
 
 
 def parse_records(items: list[Any], seqs: np.ndarray | list[int], rules: Rules) -> pd.DataFrame:
@@ -162,6 +169,8 @@ def prepare(
         items, seqs = read_raw_part(raw_path)
         df = parse_records(items, seqs, rules)
         c.extracted = len(df)
+        later = df["timestamp"] > pd.Timestamp(rules.now + rules.quality.max_future)
+        future_min = int(df["timestamp"][later].min().value) if later.any() else None
         ok = np.fromiter(map(not_, df["reasons"]), dtype=bool, count=len(df))
         outside = outside_window(df, rules)
         ok &= ~outside
@@ -225,6 +234,7 @@ def prepare(
             bad_reasons,
             settled,
             raw_hashes,
+            future_min,
         )
         gc.collect(1)  # the part's frames leave a few reference cycles; free them now, not at the end
     release_free_memory()
@@ -317,12 +327,23 @@ def transform_workers(requested: int, parts: int) -> int:
     return min(wanted - 1, parts - 1)
 
 
-def process(run: RunDir, rules: Rules, replay: bool = False, workers: int = 0) -> ProcessResult:
+def spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes (forking a kernel that runs threads is not safe)."""
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):  # a Jupyter kernel's namespace: spawn reads it (None: none to re-run)
+        main.__spec__ = None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def process(
+    run: RunDir, rules: Rules, replay: bool = False, workers: int = 0, ahead: Ahead | None = None
+) -> ProcessResult:
     """Parse, normalise, dedup (last wins, across parts), check quality; write ``clean/`` and ``rejects/``.
 
     ``workers`` spawned processes (0: none) prepare parts beside this one, which prepares a part itself
     whenever the next to merge is not ready, and merges them last part first; the result is the same,
-    file for file, whatever ``workers`` is.
+    file for file, whatever ``workers`` is. ``ahead`` (``core.ahead.take``): the pool the extract started
+    and the parts it prepared, used instead of a new pool.
     """
     started = time.perf_counter()
     release_free_memory()  # what the extract freed, before a worker starts beside this process
@@ -334,52 +355,84 @@ def process(run: RunDir, rules: Rules, replay: bool = False, workers: int = 0) -
         for i in reversed(range(len(raw_parts)))
     ]
     merged = _Merge(replay)
-    if workers < 1 or len(jobs) < 2:
+    if ahead is not None:
+        workers = ahead.workers
+    if ahead is None and (workers < 1 or len(jobs) < 2):
         for job in jobs:
             prepared = prepare(*job)
             checkpoint("transform.chunk")
             merged.add(prepared)
     else:
-        main = sys.modules["__main__"]
-        if not hasattr(
-            main, "__spec__"
-        ):  # a Jupyter kernel's namespace: spawn reads it (None: none to re-run)
-            main.__spec__ = None
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ahead.pool if ahead is not None else spawn_pool(workers)
         try:
-            ready: dict[int, Prepared | Future[Prepared]] = {}
-            given = 0  # parts handed out so far, to a worker or to this process
-
-            def hand_out() -> None:  # keep each worker busy, and one part queued
-                nonlocal given
-                while (
-                    given < len(jobs)
-                    and sum(isinstance(r, Future) and not r.done() for r in ready.values()) < workers + 1
-                ):
-                    ready[given] = pool.submit(prepare, *jobs[given])
-                    given += 1
-
-            def waiting(k: int) -> bool:
-                r = ready[k]
-                return isinstance(r, Future) and not r.done()
-
-            for k in range(len(jobs)):  # merge in this order: last part first
-                hand_out()
-                while waiting(k) and given < len(jobs):
-                    ready[given] = prepare(*jobs[given])  # rather than wait, prepare a part here
-                    given += 1
-                    hand_out()
-                got = ready.pop(k)
-                prepared = got.result() if isinstance(got, Future) else got
-                checkpoint("transform.chunk")
-                merged.add(prepared)
+            _merge_pooled(jobs, pool, workers, ahead, merged, rules, clean_dir, rejects_dir)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if ahead is not None:
+                ahead.close()
     c = merged.c
     c.transformed = c.extracted - c.rejected_transform - c.duplicates - c.outside_window
     rate = quality.pass_rate(c.passed, c.extracted - c.duplicates - c.outside_window)
     per_hour = merged.per_hour
     hours = pd.Series(per_hour, dtype="int64").sort_index() if per_hour else pd.Series(dtype="int64")
     return ProcessResult(
-        c, rate, merged.reasons, hours, time.perf_counter() - started, merged.settled, workers
+        c,
+        rate,
+        merged.reasons,
+        hours,
+        time.perf_counter() - started,
+        merged.settled,
+        workers,
+        ahead.used if ahead is not None else 0,
     )
+
+
+def _unready(r: Prepared | Future[Prepared]) -> bool:
+    return isinstance(r, Future) and not r.done()
+
+
+def _merge_pooled(
+    jobs: list[tuple[Any, ...]],
+    pool: ProcessPoolExecutor,
+    workers: int,
+    ahead: Ahead | None,
+    merged: _Merge,
+    rules: Rules,
+    clean_dir: Path,
+    rejects_dir: Path,
+) -> None:
+    """The parts prepared by ``pool`` (and the parts prepared ahead) and by this process, merged in the jobs'
+    order. Each worker stays busy with one part queued; this process prepares the next part itself rather than
+    wait for the one to merge."""
+    ready: dict[int, Prepared | Future[Prepared]] = {}  # by position in ``jobs``
+    early = ahead.futures if ahead is not None else {}
+    for k, job in enumerate(jobs):
+        if job[0] in early:
+            ready[k] = early[job[0]]
+    todo = deque(k for k in range(len(jobs)) if k not in ready)  # positions not handed out yet
+
+    def unfinished() -> int:
+        return sum(map(_unready, ready.values()))
+
+    def hand_out() -> None:  # keep each worker busy, and one part queued
+        while todo and unfinished() < workers + 1:
+            k = todo.popleft()
+            ready[k] = pool.submit(prepare, *jobs[k])
+
+    def here() -> None:  # the next part not handed out, prepared in this process
+        k = todo.popleft()
+        ready[k] = prepare(*jobs[k])
+
+    for k in range(len(jobs)):  # merge in this order: last part first
+        hand_out()
+        if k not in ready:  # the pool is busy with parts prepared ahead: this one is prepared here
+            here()
+        while _unready(ready[k]) and todo:
+            here()  # rather than wait
+            hand_out()
+        got = ready.pop(k)
+        prepared = got.result() if isinstance(got, Future) else got
+        if ahead is not None and jobs[k][0] in early:
+            prepared = ahead.accept(prepared, rules, clean_dir, rejects_dir) or prepare(*jobs[k])
+        checkpoint("transform.chunk")
+        merged.add(prepared)

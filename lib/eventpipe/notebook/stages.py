@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from .. import clock
+from ..core import ahead
 from ..core.counts import RunCounts
 from ..core.lateness import Lateness, late_rule, measure
 from ..core.process import Rules, process, transform_workers
@@ -291,16 +292,28 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     spec = WindowSpec.parse(ctx.settings.source.window)
     spec.check_complete(ctx.kind, ctx.since, ctx.until, clock.now() - ctx.settings.window.settle)
     since, until = spec.request_window(ctx.kind, ctx.since, ctx.until)
-    with source_client(ctx.settings) as client, gc_paused():
-        log.info("extracting [%s, %s) from %s", iso(since), iso(until), client.url)
-        res = extract_window(
-            client,
-            since,
-            until,
-            ctx.run.fresh("raw"),
-            ctx.settings.load.batch_size,
-            on_page=ctx.run.progress_writer(),
-        )
+    early = _TransformAhead(ctx)
+    progress = ctx.run.progress_writer()
+
+    def on_page(*args: Any, **kwargs: Any) -> None:
+        progress(*args, **kwargs)
+        early.page()
+
+    try:
+        with source_client(ctx.settings) as client, gc_paused():
+            log.info("extracting [%s, %s) from %s", iso(since), iso(until), client.url)
+            res = extract_window(
+                client,
+                since,
+                until,
+                ctx.run.fresh("raw"),
+                ctx.settings.load.batch_size,
+                on_page=on_page,
+                on_part=early.part_written,
+            )
+    except BaseException:
+        ahead.discard()
+        raise
     metrics = {
         "stage": "extract",
         "extracted": res.records,
@@ -314,7 +327,46 @@ def extract(ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
+class _TransformAhead:
+    """Starts the transform's pool once the extract has written two parts, and hands it each finished part
+    (``core.ahead``), for a run whose notebooks share one kernel (or stage functions called in one process):
+    a notebook run by hand, or in a kernel of its own, would leave the pool to a kernel that never
+    transforms."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.on = ctx.kind != "manual" and ctx.settings.runner.shared_kernel
+        self.written: list[tuple[int, Path]] = []
+        self.ahead: ahead.Ahead | None = None
+
+    def part_written(self, index: int, path: Path) -> None:
+        if not self.on:
+            return
+        self.written.append((index, path))
+        if self.ahead is None and len(self.written) >= 2:
+            self.ahead = ahead.start(
+                self.ctx.run.path, transform_rules(self.ctx), self.ctx.settings.runner.transform_workers
+            )
+            if self.ahead is None:
+                self.on = False
+                return
+            for i, p in self.written[:-1]:
+                self.ahead.part_written(i, p)
+        if self.ahead is not None:
+            self.ahead.part_written(index, path)
+
+    def page(self) -> None:
+        if self.ahead is not None:
+            self.ahead.top_up()
+
+
 # -- 02 transform + quality ---------------------------------------------------------------------
+
+
+def transform_rules(ctx: StageContext, now: datetime | None = None, replay: bool = False) -> Rules:
+    """The record and quality rules of the run's transform: the settings', "now", and the window kept."""
+    kept = WindowSpec.parse(ctx.settings.source.window).kept_window(ctx.kind, ctx.since, ctx.until)
+    return dataclasses.replace(Rules.of(ctx.settings, now or clock.now()), window=None if replay else kept)
 
 
 @dataclass(frozen=True)
@@ -333,10 +385,10 @@ def transform_quality(
     manifest. It does not raise on a failed gate: the notebook shows the reasons and samples first, then
     ``check_gate`` stops it."""
     q = ctx.settings.quality
-    kept = WindowSpec.parse(ctx.settings.source.window).kept_window(ctx.kind, ctx.since, ctx.until)
-    rules = dataclasses.replace(Rules.of(ctx.settings, now or clock.now()), window=None if replay else kept)
+    rules = transform_rules(ctx, now, replay)
     workers = transform_workers(ctx.settings.runner.transform_workers, len(ctx.run.parts("raw")))
-    result = process(ctx.run, rules, replay=replay, workers=workers)
+    early = ahead.take(ctx.run.path, rules, replay)
+    result = process(ctx.run, rules, replay=replay, workers=workers, ahead=early)
     c = result.counts
     metrics = {
         "stage": "transform_quality",
@@ -346,6 +398,7 @@ def transform_quality(
         "reasons": dict(result.reasons.most_common()),
         "seconds": round(result.seconds, 3),
         "workers": result.workers,
+        "parts_prepared_ahead": result.ahead,
         "gate": "passed" if result.pass_rate >= q.min_pass_rate else "failed",
     }
     # clean events per hour, for the run page's chart (drawn when the report is built, not here)

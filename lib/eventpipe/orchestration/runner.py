@@ -265,6 +265,8 @@ class Runner:
         import papermill as pm
         import scrapbook as sb
 
+        from .engine import register as papermill_engine
+
         if run.kernel is None:  # a run's own kernel: shared by its notebooks, or one per notebook
             run.kernel = SharedKernel.for_settings(self.settings)
         out = run.report_dir / notebook
@@ -283,6 +285,7 @@ class Runner:
                     progress_bar=False,
                     execution_timeout=self.settings.runner.cell_timeout_s,
                     cwd=str(self.notebooks_dir),
+                    engine_name=papermill_engine(),
                     **kernel,
                 )
             scraps = sb.read_notebook(str(out)).scraps  # its report folder may be gone meanwhile

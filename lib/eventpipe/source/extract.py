@@ -39,11 +39,13 @@ def extract_window(
     raw_dir: Path,
     chunk_rows: int,
     on_page: Callable[..., None] | None = None,
+    on_part: Callable[[int, Path], None] | None = None,
 ) -> ExtractResult:
     """Stream every page of the window into ``raw_dir/part-*.parquet``: records as received, API order kept;
     a part holds about ``chunk_rows`` records (a page larger than that is split).
 
-    ``on_page(pages, records)`` is called after each page, and once more with ``final=True`` at the end.
+    ``on_page(pages, records)`` is called after each page, and once more with ``final=True`` at the end;
+    ``on_part(index, path)`` after each part is written whole.
     """
     started = time.perf_counter()
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +64,8 @@ def extract_window(
         parts.append(str(path))
         for v in rows.values():
             v.clear()
+        if on_part:
+            on_part(len(parts) - 1, path)
 
     for page in client.pages(since, until, chunk_rows, spill_dir=raw_dir):
         for body, n in zip(page.chunks, page.counts):  # a large page arrives split into chunks
