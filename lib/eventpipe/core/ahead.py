@@ -1,7 +1,7 @@
 """Transform ahead: raw parts prepared by a worker process while the extract is still fetching.
 
 The extract keeps one core busy (fetching and writing raw parts); the transform's worker processes
-cost ~1 s each to start (pandas, pyarrow). So as soon as the extract has written two parts, it starts
+cost ~1 s each to start (pandas, pyarrow). So as soon as the extract has written three parts, it starts
 the transform's pool and hands it each finished part, as many as the pool has workers plus one queued:
 the workers start and prepare parts on the core the extract leaves idle. The transform stage then
 takes the pool and the prepared parts over (``take``), when it runs in the same process (one kernel for

@@ -328,10 +328,10 @@ def extract(ctx: StageContext) -> dict[str, Any]:
 
 
 class _TransformAhead:
-    """Starts the transform's pool once the extract has written two parts, and hands it each finished part
-    (``core.ahead``), for a run whose notebooks share one kernel (or stage functions called in one process):
-    a notebook run by hand, or in a kernel of its own, would leave the pool to a kernel that never
-    transforms."""
+    """Starts the transform's pool once the extract has written three parts (a run of fewer transforms in
+    the kernel alone, see ``transform_workers``) and hands it each finished part (``core.ahead``), for a run
+    whose notebooks share one kernel (or stage functions called in one process): a notebook run by hand,
+    or in a kernel of its own, would leave the pool to a kernel that never transforms."""
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
@@ -343,7 +343,7 @@ class _TransformAhead:
         if not self.on:
             return
         self.written.append((index, path))
-        if self.ahead is None and len(self.written) >= 2:
+        if self.ahead is None and len(self.written) >= 3:
             self.ahead = ahead.start(
                 self.ctx.run.path, transform_rules(self.ctx), self.ctx.settings.runner.transform_workers
             )

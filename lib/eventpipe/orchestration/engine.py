@@ -29,6 +29,7 @@ class ThrottledSaves(NotebookExecutionManager):
         self._written = 0.0  # monotonic time of the last write
         self._timer: asyncio.TimerHandle | None = None
         self._final = False
+        self._failed: Exception | None = None  # the deferred write's failure, for the next save to raise
         super().__init__(*args, **kwargs)
 
     def _write(self) -> None:
@@ -38,9 +39,19 @@ class ThrottledSaves(NotebookExecutionManager):
         NotebookExecutionManager.save(self)
         self._written = time.monotonic()
 
+    def _deferred(self) -> None:
+        """The timer's write. It must not raise on the loop (asyncio would only log it): a failure (the
+        folder deleted, the disk full) is kept, and the next save writes at once, raising as papermill's would."""
+        self._timer = None
+        try:
+            self._write()
+        except Exception as e:  # noqa: BLE001 - raised again by the next save, from papermill's own call
+            self._failed = e
+
     def save(self, **kwargs: Any) -> None:
         wait = self._written + SAVE_EVERY - time.monotonic()
-        if self._final or wait <= 0:
+        if self._final or wait <= 0 or self._failed is not None:
+            self._failed = None
             self._write()
             return
         try:
@@ -48,7 +59,7 @@ class ThrottledSaves(NotebookExecutionManager):
         except RuntimeError:  # papermill calls it between cells: the loop nbclient runs each cell on
             loop = ensure_event_loop()
         if self._timer is None:
-            self._timer = loop.call_later(wait, self._write)
+            self._timer = loop.call_later(wait, self._deferred)
 
     def notebook_start(self, **kwargs: Any) -> None:
         self._written = 0.0
