@@ -10,7 +10,7 @@ from datetime import timedelta
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from test_process import NOW, RULES, WINDOWED, outcome, raw_run, records, rows_of
+from test_process import NOW, RULES, WINDOWED, outcome, raw_run, records, result_of
 
 from eventpipe.core import ahead
 from eventpipe.core.process import Rules, process
@@ -32,18 +32,7 @@ def run_ahead(run, ahead_rules: Rules, parts: int, workers: int = 2, drain: bool
 
 def outcome_ahead(run, rules: Rules, early: ahead.Ahead | None, workers: int = 1) -> tuple:
     r = process(run, rules, workers=workers, ahead=early)
-    return (*outcome_of(r, run), r.ahead)
-
-
-def outcome_of(r, run) -> tuple:
-    return (
-        r.counts.as_dict(),
-        dict(r.reasons),
-        r.per_hour.to_dict(),
-        sorted(r.settled_hashes),
-        rows_of(run, "clean"),
-        rows_of(run, "rejects"),
-    )
+    return (*result_of(r, run), r.ahead)
 
 
 def files(run) -> dict:

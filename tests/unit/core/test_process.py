@@ -65,7 +65,11 @@ def rows_of(run: RunDir, kind: str) -> list[dict]:
 
 
 def outcome(run: RunDir, rules: Rules, replay: bool, workers: int = 0) -> tuple:
-    r = process(run, rules, replay=replay, workers=workers)
+    return result_of(process(run, rules, replay=replay, workers=workers), run)
+
+
+def result_of(r, run: RunDir) -> tuple:
+    """What ``process`` made of a run: counts, reasons, hours, settled hashes, the clean and reject rows."""
     return (
         r.counts.as_dict(),
         dict(r.reasons),
