@@ -42,3 +42,10 @@ def tail(path: Path, n: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def work_s(stage_metrics: dict) -> float:
+    """A stage's own seconds: its ``seconds``, and for a load whose rows were copied during the transform
+    (``storage.early_load``) the seconds that copy took too, so the load is measured against raw ``COPY``
+    whichever stage its ``COPY`` ran in."""
+    return float(stage_metrics["seconds"]) + float(stage_metrics.get("early_copy_s") or 0.0)

@@ -4,6 +4,7 @@ the same three stage functions called directly in one fresh process (``run.py _d
 from __future__ import annotations
 
 import cProfile
+import dataclasses
 import json
 import sys
 import time
@@ -171,6 +172,9 @@ def direct_child(argv: list[str]) -> int:
     ctx = stages.StageContext.from_parameters(
         a.since, a.until, "bench-direct", a.run_dir, a.params_file, a.overrides, scratch=False
     )
+    # a run of the runner's kind, not a notebook run by hand: the same three calls in one process, as in
+    # the runner's shared kernel, so the transform ahead and the early load apply as they do there
+    ctx = dataclasses.replace(ctx, kind="backfill")
     calls = {
         "extract": lambda: stages.extract(ctx),
         "transform_quality": lambda: stages.transform_quality(ctx).metrics,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .common import STAGES, median, rate
+from .common import STAGES, median, rate, work_s
 from .pipeline import PipelineRun
 
 DLT_RECORDS_PER_S = (
@@ -35,7 +35,7 @@ def _run_record(r: PipelineRun, stage_seconds: dict[str, float]) -> dict[str, An
 
 
 def _stage(n: int, pm_runs: list[PipelineRun], direct_runs: list[PipelineRun], s: str) -> dict[str, Any]:
-    lib_s = _med(pm_runs, lambda r: r.metrics["stages"][s]["seconds"])
+    lib_s = _med(pm_runs, lambda r: work_s(r.metrics["stages"][s]))
     nb_s = _med(pm_runs, lambda r: r.metrics["stage_seconds"][s])
     direct_s = _med(direct_runs, lambda r: r.metrics["seconds"].get(s))
     return {
@@ -127,7 +127,7 @@ def summarise(
             "papermill": [
                 {
                     **_run_record(r, r.metrics["stage_seconds"]),
-                    "lib_seconds": {s: r.metrics["stages"][s]["seconds"] for s in STAGES},
+                    "lib_seconds": {s: work_s(r.metrics["stages"][s]) for s in STAGES},
                     "run_id": r.metrics["run_id"],
                 }
                 for r in pm_runs

@@ -161,7 +161,7 @@ def print_table(res: dict[str, Any]) -> None:
     )
     con.print(
         "wall s: notebook (stage) or process (end to end) seconds; work s: the stage's own 'seconds' in "
-        "metrics.json; records/s = records ÷ work s (end to end: events ÷ wall s); peak RSS: whole process "
+        "metrics.json (load: plus its early_copy_s, the COPY that ran during the transform); records/s = records ÷ work s (end to end: events ÷ wall s); peak RSS: whole process "
         "tree (runner + kernel); direct: the same stage functions in one process, no notebooks"
     )
     pm_other = median([x["cpu"]["others_s"] for x in res["runs"]["papermill"]])

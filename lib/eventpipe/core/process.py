@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import not_
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -336,15 +336,24 @@ def spawn_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def process(
-    run: RunDir, rules: Rules, replay: bool = False, workers: int = 0, ahead: Ahead | None = None
+    run: RunDir,
+    rules: Rules,
+    replay: bool = False,
+    workers: int = 0,
+    ahead: Ahead | None = None,
+    on_final: FinalFiles | None = None,
 ) -> ProcessResult:
     """Parse, normalise, dedup (last wins, across parts), check quality; write ``clean/`` and ``rejects/``.
 
     ``workers`` spawned processes (0: none) prepare parts beside this one, which prepares a part itself
     whenever the next to merge is not ready, and merges them last part first; the result is the same,
     file for file, whatever ``workers`` is. ``ahead`` (``core.ahead.take``): the pool the extract started
-    and the parts it prepared, used instead of a new pool.
+    and the parts it prepared, used instead of a new pool. ``on_final`` is given each clean file as soon as
+    no later part can change it (once its part is merged: last part first), so its rows can be loaded
+    while the transform goes on (``storage.early_load``); while it loads, this process leaves the parts
+    to the workers and keeps its core for the load.
     """
+    final = on_final.file_final if on_final is not None else _ignore
     started = time.perf_counter()
     release_free_memory()  # what the extract freed, before a worker starts beside this process
     raw_parts = run.parts("raw")
@@ -362,10 +371,11 @@ def process(
             prepared = prepare(*job)
             checkpoint("transform.chunk")
             merged.add(prepared)
+            final(prepared.clean_path)
     else:
         pool = ahead.pool if ahead is not None else spawn_pool(workers)
         try:
-            _merge_pooled(jobs, pool, workers, ahead, merged, rules, clean_dir, rejects_dir)
+            _merge_pooled(jobs, pool, workers, ahead, merged, rules, clean_dir, rejects_dir, on_final)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if ahead is not None:
@@ -387,6 +397,18 @@ def process(
     )
 
 
+def _ignore(_path: Path) -> None:
+    pass
+
+
+class FinalFiles(Protocol):
+    """Where ``process`` hands each final clean file (``storage.early_load.EarlyLoad``)."""
+
+    stopped: str | None  # None while it loads the files handed to it
+
+    def file_final(self, path: Path) -> None: ...
+
+
 def _unready(r: Prepared | Future[Prepared]) -> bool:
     return isinstance(r, Future) and not r.done()
 
@@ -400,6 +422,7 @@ def _merge_pooled(
     rules: Rules,
     clean_dir: Path,
     rejects_dir: Path,
+    on_final: FinalFiles | None,
 ) -> None:
     """The parts prepared by ``pool`` (and the parts prepared ahead) and by this process, merged in the jobs'
     order. Each worker stays busy with one part queued; this process prepares the next part itself rather than
@@ -423,11 +446,18 @@ def _merge_pooled(
         k = todo.popleft()
         ready[k] = prepare(*jobs[k])
 
+    def loading() -> bool:  # the clean files are being loaded meanwhile: that takes this process's core
+        return on_final is not None and on_final.stopped is None
+
     for k in range(len(jobs)):  # merge in this order: last part first
         hand_out()
-        if k not in ready:  # the pool is busy with parts prepared ahead: this one is prepared here
-            here()
-        while _unready(ready[k]) and todo:
+        if k not in ready:  # the pool is busy with parts prepared ahead
+            if loading():
+                todo.remove(k)
+                ready[k] = pool.submit(prepare, *jobs[k])
+            else:  # this one is prepared here
+                here()
+        while _unready(ready[k]) and todo and not loading():
             here()  # rather than wait
             hand_out()
         got = ready.pop(k)
@@ -436,3 +466,5 @@ def _merge_pooled(
             prepared = ahead.accept(prepared, rules, clean_dir, rejects_dir) or prepare(*jobs[k])
         checkpoint("transform.chunk")
         merged.add(prepared)
+        if on_final is not None:
+            on_final.file_final(prepared.clean_path)

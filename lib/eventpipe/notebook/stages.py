@@ -51,8 +51,10 @@ from ..source.client import SourceClient
 from ..source.config import SourceConfig
 from ..source.extract import extract_window
 from ..source.window import WindowSpec
+from ..storage import early_load
 from ..storage.keys import stored_keys
 from ..storage.loaders import loader_for
+from ..storage.lock import ORCHESTRATED_KINDS
 from ..storage.store import Store
 from ..testing.inject import checkpoint
 
@@ -388,7 +390,21 @@ def transform_quality(
     rules = transform_rules(ctx, now, replay)
     workers = transform_workers(ctx.settings.runner.transform_workers, len(ctx.run.parts("raw")))
     early = ahead.take(ctx.run.path, rules, replay)
-    result = process(ctx.run, rules, replay=replay, workers=workers, ahead=early)
+    copying = _early_load(ctx, replay)
+    try:
+        result = process(
+            ctx.run,
+            rules,
+            replay=replay,
+            workers=workers,
+            ahead=early,
+            on_final=copying,
+        )
+    except BaseException:
+        early_load.discard()
+        raise
+    if copying is not None:
+        copying.transform_done()
     c = result.counts
     metrics = {
         "stage": "transform_quality",
@@ -403,6 +419,8 @@ def transform_quality(
     }
     # clean events per hour, for the run page's chart (drawn when the report is built, not here)
     metrics["per_hour"] = {iso(t.to_pydatetime()): int(n) for t, n in result.per_hour.items()}
+    if metrics["gate"] == "failed":  # nothing may load: the rows copied so far are rolled back
+        early_load.discard()
     ctx.run.write_manifest("transform_quality", metrics)
     if replay:
         ctx.run.replayed.write_text(json.dumps(result.settled_hashes))
@@ -421,6 +439,21 @@ def transform_quality(
     return TransformSummary(metrics, result.reasons, result.per_hour)
 
 
+def _early_load(ctx: StageContext, replay: bool) -> early_load.EarlyLoad | None:
+    """The load's ``COPY`` started beside this transform (``storage.early_load``), when the load stage will
+    run in this same process next: the runner's shared kernel (or stage functions called in one process),
+    not a notebook run by hand, an Airflow task or a replay."""
+    if (
+        replay
+        or ctx.kind == "manual"
+        or ctx.kind in ORCHESTRATED_KINDS
+        or not ctx.settings.runner.shared_kernel
+    ):
+        early_load.discard()
+        return None
+    return early_load.start(ctx.settings, ctx.run.path, ctx.run_id)
+
+
 def check_gate(ctx: StageContext, summary: TransformSummary) -> None:
     """Raise ``QualityGateFailed`` when the pass rate is under ``quality.min_pass_rate``: nothing is loaded."""
     gate(summary.metrics["pass_rate"], ctx.settings.quality, summary.reasons)
@@ -431,6 +464,13 @@ def check_gate(ctx: StageContext, summary: TransformSummary) -> None:
 
 def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = False) -> dict[str, Any]:
     """Upsert the clean rows and dead letters, finish the run record, move the watermark: one transaction."""
+    try:
+        return _load(ctx, advance_watermark, replay)
+    finally:
+        early_load.discard()  # rows copied during the transform that this load did not take: rolled back
+
+
+def _load(ctx: StageContext, advance_watermark: bool, replay: bool) -> dict[str, Any]:
     tq = ctx.read_manifest("transform_quality")
     if tq.get("gate") == "failed":  # 02 stopped at its gate (or was stopped before it): nothing may load
         top = dict(Counter(tq.get("reasons") or {}).most_common(5))
@@ -451,17 +491,23 @@ def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = Fals
         "window_since": ctx.since,
         "window_until": ctx.until,
     }
+    clean = [str(p) for p in ctx.run.parts("clean")]
+    # the rows copied during this run's transform, when they are exactly its clean files (else None)
+    early = early_load.take(ctx.run.path, ctx.run_id, clean) if not replay else None
     try:
         loaded, seconds = loader_for(store).load(
-            [str(p) for p in ctx.run.parts("clean")],
+            clean,
             [str(p) for p in ctx.run.parts("rejects")],
             ctx.run_id,
             run_values=run_values,
             watermark=("incremental", ctx.until) if advance_watermark else None,
             replayed_hashes=replayed,
             expected_rows=tq["passed"],
+            early=early,
         )
     finally:
+        if early is not None:
+            early.close()  # rolled back, unless the load committed it
         store.dispose()
     checkpoint("load.after_commit")  # the run is loaded from here on, whatever stops the notebook
     counts = counts.with_load(loaded)
@@ -473,6 +519,7 @@ def load(ctx: StageContext, advance_watermark: bool = False, replay: bool = Fals
         "seconds": round(seconds, 3),
         "database": store.masked_url,
         "watermark": iso(ctx.until) if advance_watermark else None,
+        **early_load.metrics(early),
     }
     if lateness is not None:
         metrics["lateness"] = lateness.to_json()

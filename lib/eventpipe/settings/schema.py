@@ -167,6 +167,12 @@ class RunnerSettings:
         "processes that parse raw parts in the transform: 0 means one per CPU, 1 the kernel alone "
         "(a run of fewer than 3 parts, and each partition of a parallel backfill, uses the kernel alone)",
     )
+    load_during_transform: bool = _param(
+        True,
+        "PostgreSQL, one kernel per run: COPY each finished clean part into the destination while the "
+        "transform runs, in the load's transaction, which the load stage commits after the quality gate "
+        "(false: the load stage copies every row itself)",
+    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
@@ -42,6 +42,9 @@ from ..testing.inject import checkpoint
 from .store import Store
 from .tables import SOURCE_COLUMN, utcnow
 
+if TYPE_CHECKING:
+    from .early_load import EarlyLoad
+
 log = logging.getLogger(__name__)
 
 STAGED_COLUMNS = [
@@ -57,6 +60,7 @@ DATA_COLUMNS = ["session_id", "properties", "event_date", "event_hour"]
 KEY_COLUMNS = ["user_id", "timestamp", "event_type"]
 STAGING = "eventpipe_staging"
 DL_STAGING = "eventpipe_dead_letter_staging"
+COPY_READ = 1 << 20
 
 
 def _typed(sql: str) -> Any:
@@ -92,20 +96,26 @@ class Loader:
         watermark: tuple[str, datetime] | None = None,
         replayed_hashes: Iterable[str] = (),
         expected_rows: int | None = None,
+        early: EarlyLoad | None = None,
     ) -> tuple[RunCounts, float]:
-        """Returns the load's counts (only the load fields are set) and the seconds it took."""
+        """Returns the load's counts (only the load fields are set) and the seconds it took. ``early``
+        (``early_load.take``): the transaction that already holds every clean row, copied during the
+        transform; the rest of the load is written in it."""
         started = time.perf_counter()
         c = RunCounts()
-        loaded_at = utcnow()
-        with self.store.engine.begin() as conn:
-            self.begin(conn)
-            clean_parts = list(clean_parts)
-            direct = self.copy_into_empty_range(conn, clean_parts, run_id, loaded_at)
-            if direct is not None:
-                staged, c.inserted, c.updated = direct, direct, 0
+        loaded_at = early.loaded_at if early is not None else utcnow()
+        with early.transaction() if early is not None else self.store.engine.begin() as conn:
+            if early is not None:
+                staged, c.inserted, c.updated = early.rows, early.rows, 0
             else:
-                staged = self._stage_rows(conn, clean_parts)
-                c.inserted, c.updated = self.upsert(conn, run_id, loaded_at)
+                self.begin(conn)
+                clean_parts = list(clean_parts)
+                direct = self.copy_into_empty_range(conn, clean_parts, run_id, loaded_at)
+                if direct is not None:
+                    staged, c.inserted, c.updated = direct, direct, 0
+                else:
+                    staged = self._stage_rows(conn, clean_parts)
+                    c.inserted, c.updated = self.upsert(conn, run_id, loaded_at)
             if expected_rows is not None and staged != expected_rows:
                 raise CountsMismatch(
                     f"load staged {staged} rows but quality passed {expected_rows}; nothing was written"
@@ -334,7 +344,8 @@ class PostgresLoader(Loader):
         cols = ", ".join(self.q(c) for c in columns)
         cur = conn.connection.dbapi_connection.cursor()  # COPY is psycopg2's, not SQLAlchemy's
         try:
-            cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+            # 1 MiB reads: psycopg2 takes the GIL for each, and the transform may hold it beside this thread
+            cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf, size=COPY_READ)
         finally:
             cur.close()
 
@@ -353,18 +364,7 @@ class PostgresLoader(Loader):
                 mm = pc.min_max(col).as_py()
                 lo = mm["min"] if lo is None else min(lo, mm["min"])
                 hi = mm["max"] if hi is None else max(hi, mm["max"])
-        if lo is None:
-            return None
-        q = self.q
-        mine = "".join(f" AND {q(c)} = :{c}" for c in self.source)
-        taken = conn.execute(
-            text(
-                f"SELECT 1 FROM {self.analytics} WHERE {q('event_date')} BETWEEN :d0 AND :d1 "
-                f"AND {q('timestamp')} BETWEEN :t0 AND :t1{mine} LIMIT 1"
-            ),
-            {"d0": lo.date(), "d1": hi.date(), "t0": lo, "t1": hi, **self.source},
-        ).first()
-        if taken:
+        if lo is None or self.range_taken(conn, lo, hi):
             return None
         import psycopg2
         from sqlalchemy.exc import IntegrityError
@@ -383,6 +383,21 @@ class PostgresLoader(Loader):
             log.info("a concurrent writer loaded rows in this range: using the upsert path")
             return None
         return total
+
+    def range_taken(self, conn: Connection, lo: datetime, hi: datetime) -> bool:
+        """Whether the destination holds a row of this pipeline with a time in ``[lo, hi]``."""
+        q = self.q
+        mine = "".join(f" AND {q(c)} = :{c}" for c in self.source)
+        return (
+            conn.execute(
+                text(
+                    f"SELECT 1 FROM {self.analytics} WHERE {q('event_date')} BETWEEN :d0 AND :d1 "
+                    f"AND {q('timestamp')} BETWEEN :t0 AND :t1{mine} LIMIT 1"
+                ),
+                {"d0": lo.date(), "d1": hi.date(), "t0": lo, "t1": hi, **self.source},
+            ).first()
+            is not None
+        )
 
     def run_upsert(self, conn: Connection, upsert: str, params: dict[str, Any]) -> tuple[int, int]:
         # xmax = 0 marks a freshly inserted row; counting in SQL ships no rows back

@@ -122,6 +122,36 @@ def test_worker_processes_write_the_same_files_as_the_kernel_alone(tmp_path):
     shutil.rmtree(tmp_path)
 
 
+class Sink:
+    """Records each clean file ``process`` calls final and what it held then; ``stop_after``: files after
+    which it says it stopped loading (``process`` then prepares parts in this process again)."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stopped: str | None = None
+        self.files: list[tuple[str, bytes]] = []
+        self.stop_after = stop_after
+
+    def file_final(self, path: Path) -> None:
+        self.files.append((path.name, path.read_bytes()))
+        if self.stop_after is not None and len(self.files) >= self.stop_after:
+            self.stopped = "stopped"
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+@pytest.mark.parametrize("stop_after", [None, 2])
+def test_each_clean_file_is_final_when_handed_over_and_the_files_are_the_same(tmp_path, workers, stop_after):
+    """Handed over last part first, each as it ends up; with a sink loading, the workers prepare every part
+    (this process keeps its core for the load), and the result is the same file for file."""
+    items = records(600)
+    expected = outcome(raw_run(tmp_path / "alone", items, 60), WINDOWED, False)
+    run = raw_run(tmp_path / "sink", items, 60)
+    sink = Sink(stop_after)
+    assert result_of(process(run, WINDOWED, workers=workers, on_final=sink), run) == expected
+    names = [p.name for p in run.parts("clean")]
+    assert [name for name, _ in sink.files] == names[::-1]
+    assert dict(sink.files) == {p.name: p.read_bytes() for p in run.parts("clean")}
+
+
 @pytest.mark.parametrize(
     "requested, parts, expected",
     [(1, 10, 0), (0, 2, 0), (2, 2, 0), (2, 3, 1), (4, 3, 2), (3, 100, 2)],
