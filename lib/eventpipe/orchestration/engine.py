@@ -5,8 +5,9 @@ each serialising every output so far: ~0.4 s of the runner's time per run, on it
 the notebook is written as it starts and as it ends, as papermill does, and in between at most every
 ``SAVE_EVERY`` seconds: a write that comes sooner is deferred to that moment (a timer on the event loop
 nbclient runs each cell on, in this thread, so it never races nbclient's own changes to the notebook). So the file on disk is
-never more than ``SAVE_EVERY`` seconds behind the notebook while a cell runs, and a run that is killed
-outright leaves a notebook showing the cell it was in, unless that cell had run for less than that.
+never more than ``SAVE_EVERY`` seconds behind the notebook while a cell runs (its outputs included: papermill
+itself writes them only every 30 s), and a run that is killed outright leaves a notebook showing the cell it
+was in and its outputs so far, unless they are younger than that.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ class ThrottledSaves(NotebookExecutionManager):
             loop = ensure_event_loop()
         if self._timer is None:
             self._timer = loop.call_later(wait, self._deferred)
+
+    def autosave_cell(self) -> None:
+        """Called by papermill for each message a running cell gets (an output, a status). papermill's own
+        writes only if 30 s passed since the last write, so an output that came after the cell's start had
+        been written stayed out of the file until the cell ended; here it is written within ``SAVE_EVERY``,
+        like any other change."""
+        if self.autosave_cell_every:  # 0: papermill's switch for writes while a cell runs
+            self.save()
 
     def notebook_start(self, **kwargs: Any) -> None:
         self._written = 0.0

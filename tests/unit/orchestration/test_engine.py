@@ -10,6 +10,7 @@ import time
 import nbformat
 import papermill as pm
 import papermill.engines
+import pytest
 
 from eventpipe.orchestration import engine
 
@@ -43,10 +44,13 @@ def test_few_writes_and_the_last_one_is_the_whole_notebook(tmp_path, monkeypatch
     assert {c["metadata"]["papermill"]["status"] for c in saved["cells"]} == {"completed"}
 
 
-def test_a_running_cell_reaches_the_file_within_the_interval(tmp_path):
-    """What a run killed outright leaves: the notebook shows the long cell running, and its output so far."""
+@pytest.mark.parametrize("before", [0, 1.5], ids=["output-at-once", "output-after-the-first-write"])
+def test_a_running_cell_reaches_the_file_within_the_interval(tmp_path, before):
+    """What a run killed outright leaves: the notebook shows the long cell running, and its output so far,
+    also when the output comes after the cell's start was written (a loaded machine, a slow first line)."""
     src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
-    notebook(src, ["x = 1", "print('started', flush=True)\nimport time\ntime.sleep(4)", "x"])
+    cell = f"import time\ntime.sleep({before})\nprint('started', flush=True)\ntime.sleep(4)"
+    notebook(src, ["x = 1", cell, "x"])
     t = threading.Thread(target=run, args=(src, out))
     t.start()
     try:
