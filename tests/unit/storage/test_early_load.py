@@ -294,3 +294,43 @@ def test_a_shared_table_gets_each_pipelines_rows_copied_early_under_its_source(t
     by_source = query(url, "SELECT source, count(*), min(run_id) FROM events_all GROUP BY 1 ORDER BY 1")
     assert by_source == [("a", a["loaded"], "ra"), ("b", b["loaded"], "rb")]
     assert open_transactions(url) == 0
+
+
+KILLED_AFTER_THE_COPY = """
+import os, sys
+sys.path[:0] = [{here!r}, {tests!r}, {lib!r}]
+from test_early_load import context
+from eventpipe.notebook import stages
+from eventpipe.storage import early_load
+from pathlib import Path
+ctx = context(Path({tmp!r}), {url!r}, "r1")
+stages.transform_quality(ctx)
+early_load._current.wait()
+print(early_load._current.rows, flush=True)
+os._exit(137)  # the kernel dies between its transform and its load, its transaction open
+"""
+
+
+def test_a_kernel_killed_between_transform_and_load_leaves_nothing_and_the_rerun_loads_everything(
+    tmp_path, pg_fresh_url
+):
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve()
+    script = KILLED_AFTER_THE_COPY.format(
+        here=str(here.parent),
+        tests=str(here.parents[2]),
+        lib=str(here.parents[3] / "lib"),
+        tmp=str(tmp_path / "killed"),
+        url=pg_fresh_url,
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[0]) > 0  # it had copied rows
+    assert query(pg_fresh_url, "SELECT count(*) FROM analytics")[0][0] == 0
+    _, loaded = run_stages(
+        context(tmp_path, pg_fresh_url, "r2")
+    )  # would wait on the dead run's keys for ever
+    assert loaded["rows_copied_during_transform"] == loaded["loaded"] == loaded["inserted"] > 0
+    assert open_transactions(pg_fresh_url) == 0
