@@ -353,7 +353,6 @@ def process(
     while the transform goes on (``storage.early_load``); while it loads, this process leaves the parts
     to the workers and keeps its core for the load.
     """
-    final = on_final.file_final if on_final is not None else _ignore
     started = time.perf_counter()
     release_free_memory()  # what the extract freed, before a worker starts beside this process
     raw_parts = run.parts("raw")
@@ -371,7 +370,8 @@ def process(
             prepared = prepare(*job)
             checkpoint("transform.chunk")
             merged.add(prepared)
-            final(prepared.clean_path)
+            if on_final is not None:
+                on_final.file_final(prepared.clean_path)
     else:
         pool = ahead.pool if ahead is not None else spawn_pool(workers)
         try:
@@ -395,10 +395,6 @@ def process(
         workers,
         ahead.used if ahead is not None else 0,
     )
-
-
-def _ignore(_path: Path) -> None:
-    pass
 
 
 class FinalFiles(Protocol):

@@ -191,18 +191,17 @@ def test_a_stored_key_beyond_the_first_files_range_rolls_the_copy_back_and_the_u
     assert {k: loaded[k] for k in COUNTS} == {k: alone[k] for k in COUNTS}
 
 
-def test_a_clean_file_changed_after_its_copy_is_loaded_by_the_load_stage(tmp_path, pg_fresh_url, caplog):
+def fallback_after_the_copy(tmp_path, url, caplog, meddle, says: str) -> None:
+    """Every clean file copied, then ``meddle(ctx)`` between the transform and the load: the load stage says
+    ``says``, loads the run itself, and the table is the load alone's."""
     caplog.set_level("INFO", logger="eventpipe.storage.early_load")
-    url = pg_fresh_url
     ctx = context(tmp_path, url, "r1")
     tq = stages.transform_quality(ctx)
     stages.check_gate(ctx, tq)
     early_load._current.wait()
-    part = ctx.run.parts("clean")[1]
-    stat = part.stat()
-    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    meddle(ctx)
     loaded = stages.load(ctx)
-    assert f"clean file {part.name} changed after it was copied" in caplog.text
+    assert says in caplog.text
     assert loaded["rows_copied_during_transform"] == 0
     assert loaded["inserted"] == loaded["loaded"] == tq.metrics["passed"]
     assert open_transactions(url) == 0
@@ -212,27 +211,26 @@ def test_a_clean_file_changed_after_its_copy_is_loaded_by_the_load_stage(tmp_pat
     assert got == want
 
 
+def test_a_clean_file_changed_after_its_copy_is_loaded_by_the_load_stage(tmp_path, pg_fresh_url, caplog):
+    def touch(ctx):
+        part = ctx.run.parts("clean")[1]
+        stat = part.stat()
+        os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+    says = f"clean file {part_name(1)} changed after it was copied"
+    fallback_after_the_copy(tmp_path, pg_fresh_url, caplog, touch, says)
+
+
 def test_a_session_the_server_ended_is_not_committed_and_the_load_stage_loads(tmp_path, pg_fresh_url, caplog):
-    caplog.set_level("INFO", logger="eventpipe.storage.early_load")
-    url = pg_fresh_url
-    ctx = context(tmp_path, url, "r1")
-    tq = stages.transform_quality(ctx)
-    stages.check_gate(ctx, tq)
-    early_load._current.wait()
-    ended = query(
-        url,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-    )
-    assert ended == [(True,)]
-    loaded = stages.load(ctx)
-    assert "its transaction is gone" in caplog.text
-    assert loaded["rows_copied_during_transform"] == 0
-    assert loaded["inserted"] == loaded["loaded"] == tq.metrics["passed"]
-    got = table(url)
-    reset(url)
-    want, _ = reference(tmp_path, url, "r1")
-    assert got == want
+    def terminate(ctx):
+        ended = query(
+            pg_fresh_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        assert ended == [(True,)]
+
+    fallback_after_the_copy(tmp_path, pg_fresh_url, caplog, terminate, "its transaction is gone")
 
 
 def test_another_runs_load_never_takes_it(tmp_path, pg_fresh_url):
