@@ -108,15 +108,14 @@ class EarlyLoad:
     def _copy(self, path: Path) -> None:
         signature = _signature(path)
         loader = self.loader
-        table = pq.read_table(path, columns=["timestamp"])
-        if self.conn is None and table.num_rows:
-            mm = pc.min_max(table["timestamp"]).as_py()
-            self._open()
-            assert self.conn is not None
-            if loader.range_taken(self.conn, mm["min"], mm["max"]):
-                self._stop("the destination already holds rows in the run's time range")
-                return
-        if table.num_rows:
+        if pq.read_metadata(path).num_rows:
+            if self.conn is None:  # the first file with rows: its range is checked as the load's would be
+                mm = pc.min_max(pq.read_table(path, columns=["timestamp"])["timestamp"]).as_py()
+                self._open()
+                assert self.conn is not None
+                if loader.range_taken(self.conn, mm["min"], mm["max"]):
+                    self._stop("the destination already holds rows in the run's time range")
+                    return
             assert self.conn is not None
             stamp = self.loaded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
             ready = loader._csv_ready(str(path), {**loader.source, "run_id": self.run_id, "loaded_at": stamp})
