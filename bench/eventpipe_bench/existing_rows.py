@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from .common import PY, iso, median, rate, say, work_s
-from .pg import COPY_COLUMN_LIST, create_database, database_exists, database_url, drop_database, pg_connect
+from .pg import (
+    COPY_COLUMN_LIST,
+    checkpoint,
+    create_database,
+    database_exists,
+    database_url,
+    drop_database,
+    pg_connect,
+)
 from .pipeline import Target, run_papermill
 from .snapshot import Code, child_parser, import_measured
 
@@ -96,6 +104,7 @@ def reset_existing(db_url: str, since: datetime, until: datetime) -> None:
     conn.autocommit = True
     conn.cursor().execute("VACUUM analytics")
     conn.close()
+    checkpoint()
 
 
 def copy_rolled_back(db_url: str, path: Path) -> float:

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .common import API_KEY, iso, say
-from .pg import COPY_COLUMN_LIST, execute, pg_connect
+from .pg import COPY_COLUMN_LIST, checkpoint, execute, pg_connect
 
 PARSERS = ("json", "orjson")  # the figure is .json(); orjson is for reference
 
@@ -74,6 +74,7 @@ def raw_copy(db_url: str, path: Path) -> float:
     with conn.cursor() as cur:
         cur.execute("TRUNCATE bench_copy")
         conn.commit()
+        checkpoint()
         with open(path, "rb") as f:
             t0 = time.perf_counter()
             cur.copy_expert(f"COPY bench_copy ({COPY_COLUMN_LIST}) FROM STDIN WITH (FORMAT csv)", f)

@@ -117,10 +117,10 @@ class EarlyLoad:
                     self._stop("the destination already holds rows in the run's time range")
                     return
             assert self.conn is not None
-            stamp = self.loaded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
-            ready = loader._csv_ready(str(path), {**loader.source, "run_id": self.run_id, "loaded_at": stamp})
+            ready = loader._part_table(str(path))
             assert ready is not None
-            loader.copy_encoded(self.conn, loader.analytics, loader.encode(ready))
+            encoded = loader.encode(ready, loader.lineage(self.run_id, self.loaded_at))
+            loader.copy_encoded(self.conn, loader.analytics, encoded)
             self.rows += ready.num_rows
         self.copied[str(path)] = signature
 

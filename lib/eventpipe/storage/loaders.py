@@ -18,7 +18,6 @@ empty range, counting inserts with ``xmax``) and ``SQLiteLoader`` (batched inser
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, DateTime, bindparam, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,6 +37,7 @@ from ..core.counts import RunCounts
 from ..core.records import record_hash
 from ..errors import CountsMismatch
 from ..testing.inject import checkpoint
+from . import pgcopy
 from .store import Store
 from .tables import SOURCE_COLUMN, utcnow
 
@@ -61,6 +60,7 @@ KEY_COLUMNS = ["user_id", "timestamp", "event_type"]
 STAGING = "eventpipe_staging"
 DL_STAGING = "eventpipe_dead_letter_staging"
 COPY_READ = 1 << 20
+JSONB_COLUMNS = frozenset({"properties", "reasons"})  # the jsonb columns a COPY fills (``tables``)
 
 
 def _typed(sql: str) -> Any:
@@ -156,8 +156,9 @@ class Loader:
     def drop_staging(self, conn: Connection, name: str) -> None:
         """Temporary tables that outlive the transaction are dropped here."""
 
-    def encode(self, table: pa.Table) -> Any:
-        """``table`` as ``copy_encoded`` sends it (computed a part ahead, in a thread: see ``_ready_parts``)."""
+    def encode(self, table: pa.Table, lineage: dict[str, Any] | None = None) -> Any:
+        """``table``, and ``lineage``'s values in every row, as ``copy_encoded`` sends them (computed a part
+        ahead, in a thread: see ``_ready_parts``)."""
         raise NotImplementedError
 
     def copy_encoded(self, conn: Connection, name: str, encoded: Any) -> None:
@@ -187,27 +188,26 @@ class Loader:
 
     # -- clean rows ----------------------------------------------------------------------------
 
-    def _csv_ready(self, part: str, extra: dict[str, str] | None = None) -> pa.Table | None:
+    def lineage(self, run_id: str, loaded_at: datetime) -> dict[str, Any]:
+        """The columns a direct ``COPY`` adds to each clean row: the pipeline's ``source`` (a shared table), the
+        run and the load's time (``copy_into_empty_range`` and ``early_load`` stamp rows alike)."""
+        return {**self.source, "run_id": run_id, "loaded_at": loaded_at}
+
+    def _part_table(self, part: str) -> pa.Table | None:
+        """A clean part's staged columns, typed as ``encode`` takes them (None: the part has no rows)."""
         table = pq.read_table(part, columns=STAGED_COLUMNS)
-        if not table.num_rows:
-            return None
-        # naive UTC text: formatting tz-aware timestamps costs pyarrow ~20x more
-        ts = pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S")
-        table = self.prepare(table.set_column(table.column_names.index("timestamp"), "timestamp", ts))
-        for name, value in (extra or {}).items():
-            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
-        return table
+        return self.prepare(table) if table.num_rows else None
 
     def _ready_parts(
-        self, parts: list[str], extra: dict[str, str] | None = None
+        self, parts: list[str], lineage: dict[str, Any] | None = None
     ) -> Iterator[tuple[int, Any]]:
         """Each clean part's row count and encoded rows, the next part read and encoded in a thread while the
         database takes this one (pyarrow and the driver's wait release the GIL): the client's work overlaps
         the server's instead of adding to it."""
 
         def ready(part: str) -> tuple[int, Any] | None:
-            table = self._csv_ready(part, extra)
-            return None if table is None else (table.num_rows, self.encode(table))
+            table = self._part_table(part)
+            return None if table is None else (table.num_rows, self.encode(table, lineage))
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventpipe-load") as pool:
             ahead = pool.submit(ready, parts[0]) if parts else None
@@ -322,10 +322,13 @@ class Loader:
 
 
 class PostgresLoader(Loader):
-    """``COPY … FROM STDIN`` of CSV into staging (or straight into an empty range); inserts counted by ``xmax``."""
+    """Binary ``COPY … FROM STDIN`` (``pgcopy``) into staging (or straight into an empty range); inserts counted
+    by ``xmax``."""
 
     def begin(self, conn: Connection) -> None:
-        conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")  # staged timestamps are naive UTC text
+        conn.exec_driver_sql(
+            "SET LOCAL TimeZone = 'UTC'"
+        )  # any time the load's SQL reads as text or a date is UTC
 
     def create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
         cols = ", ".join(self.q(c) for c in columns)
@@ -333,19 +336,17 @@ class PostgresLoader(Loader):
             f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {source} WITH NO DATA"
         )
 
-    def encode(self, table: pa.Table) -> tuple[list[str], io.BytesIO]:
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
-        buf.seek(0)
-        return table.column_names, buf
+    def encode(self, table: pa.Table, lineage: dict[str, Any] | None = None) -> tuple[list[str], pgcopy.Rows]:
+        lineage = lineage or {}
+        return [*table.column_names, *lineage], pgcopy.encode(table, JSONB_COLUMNS, lineage)
 
-    def copy_encoded(self, conn: Connection, name: str, encoded: tuple[list[str], io.BytesIO]) -> None:
+    def copy_encoded(self, conn: Connection, name: str, encoded: tuple[list[str], pgcopy.Rows]) -> None:
         columns, buf = encoded
         cols = ", ".join(self.q(c) for c in columns)
         cur = conn.connection.dbapi_connection.cursor()  # COPY is psycopg2's, not SQLAlchemy's
         try:
             # 1 MiB reads: psycopg2 takes the GIL for each, and the transform may hold it beside this thread
-            cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf, size=COPY_READ)
+            cur.copy_expert(f"COPY {name} ({cols}) FROM STDIN WITH (FORMAT binary)", buf, size=COPY_READ)
         finally:
             cur.close()
 
@@ -369,12 +370,10 @@ class PostgresLoader(Loader):
         import psycopg2
         from sqlalchemy.exc import IntegrityError
 
-        stamp = loaded_at.strftime("%Y-%m-%d %H:%M:%S.%f")
         savepoint = conn.begin_nested()
         total = 0
         try:
-            lineage = {**self.source, "run_id": run_id, "loaded_at": stamp}
-            for rows, encoded in self._ready_parts(parts, lineage):
+            for rows, encoded in self._ready_parts(parts, self.lineage(run_id, loaded_at)):
                 self.copy_encoded(conn, self.analytics, encoded)
                 total += rows
             savepoint.commit()
@@ -426,12 +425,20 @@ class SQLiteLoader(Loader):
         conn.exec_driver_sql(f"DROP TABLE {name}")
 
     def prepare(self, table: pa.Table) -> pa.Table:
+        """Times as SQLite stores them: naive UTC text, and the date as text."""
+        ts = pc.strftime(table["timestamp"], "%Y-%m-%d %H:%M:%S")  # UTC's: the column's zone
+        table = table.set_column(table.column_names.index("timestamp"), "timestamp", ts)
         return table.set_column(
             table.column_names.index("event_date"), "event_date", pc.strftime(table["event_date"], "%Y-%m-%d")
         )
 
-    def encode(self, table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
-        return table.column_names, list(zip(*(table[c].to_pylist() for c in table.column_names)))
+    def encode(
+        self, table: pa.Table, lineage: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        lineage = lineage or {}
+        columns = [table[c].to_pylist() for c in table.column_names]
+        columns += [[v] * table.num_rows for v in lineage.values()]
+        return [*table.column_names, *lineage], list(zip(*columns))
 
     def copy_encoded(
         self, conn: Connection, name: str, encoded: tuple[list[str], list[tuple[Any, ...]]]
