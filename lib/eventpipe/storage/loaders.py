@@ -157,8 +157,8 @@ class Loader:
         """Temporary tables that outlive the transaction are dropped here."""
 
     def encode(self, table: pa.Table, lineage: dict[str, Any] | None = None) -> Any:
-        """``table``, and ``lineage``'s values in every row, as ``copy_encoded`` sends them (computed a part
-        ahead, in a thread: see ``_ready_parts``)."""
+        """``table``, and ``lineage``'s values in every row, as ``copy_encoded`` sends them (PostgreSQL's are
+        encoded a slice at a time as the ``COPY`` reads them)."""
         raise NotImplementedError
 
     def copy_encoded(self, conn: Connection, name: str, encoded: Any) -> None:
@@ -201,9 +201,9 @@ class Loader:
     def _ready_parts(
         self, parts: list[str], lineage: dict[str, Any] | None = None
     ) -> Iterator[tuple[int, Any]]:
-        """Each clean part's row count and encoded rows, the next part read and encoded in a thread while the
-        database takes this one (pyarrow and the driver's wait release the GIL): the client's work overlaps
-        the server's instead of adding to it."""
+        """Each clean part's row count and encoded rows, the next part read in a thread while the database
+        takes this one (pyarrow and the driver's wait release the GIL): the client's work overlaps the
+        server's instead of adding to it."""
 
         def ready(part: str) -> tuple[int, Any] | None:
             table = self._part_table(part)
@@ -326,9 +326,8 @@ class PostgresLoader(Loader):
     by ``xmax``."""
 
     def begin(self, conn: Connection) -> None:
-        conn.exec_driver_sql(
-            "SET LOCAL TimeZone = 'UTC'"
-        )  # any time the load's SQL reads as text or a date is UTC
+        # any time the load's SQL turns into text or a date is UTC's
+        conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")
 
     def create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
         cols = ", ".join(self.q(c) for c in columns)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Collection, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,9 @@ import pyarrow.compute as pc
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")  # flags, extension length
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)  # PostgreSQL's time zero
-_PG_EPOCH_US = 946_684_800_000_000  # the same in Unix microseconds
-_PG_EPOCH_DAYS = 10_957
+_US = timedelta(microseconds=1)
+_PG_EPOCH_US = (_PG_EPOCH - datetime(1970, 1, 1, tzinfo=timezone.utc)) // _US  # the same in Unix time
+_PG_EPOCH_DAYS = _PG_EPOCH_US // (86_400 * 1_000_000)
 _JSONB_VERSION = b"\x01"
 _BIN = pa.large_binary()
 SLICE = 16_384  # rows encoded at a time
@@ -124,8 +125,7 @@ def constant_field(value: str | datetime) -> bytes:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("a naive datetime has no instant to store")
-        delta = value - _PG_EPOCH
-        us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        us = (value - _PG_EPOCH) // _US
         return (8).to_bytes(4, "big") + us.to_bytes(8, "big", signed=True)
     data = value.encode("utf-8")
     return len(data).to_bytes(4, "big") + data
@@ -139,20 +139,17 @@ def encode(
 ) -> Rows:
     """``table``'s rows, then the ``constants``' fields in every row, in the binary ``COPY`` format, as a file
     to read. The columns' Arrow types choose the PostgreSQL ones (text, timestamptz, date, smallint, integer,
-    bigint, double precision, boolean, bytea); the columns named in ``jsonb`` are ``jsonb`` text. What cannot
-    be encoded is refused here, before a byte is read."""
+    bigint, double precision, boolean, bytea); the columns named in ``jsonb`` are ``jsonb`` text. A type
+    without an encoding or a NULL in a ``jsonb`` column is refused here, before a byte is read; a value over
+    1 GB, as its slice is encoded."""
     width = len(table.columns) + len(constants)
     if width >= 1 << 15:
         raise ValueError("more columns than a binary COPY row holds")
     for name, col in zip(table.column_names, table.columns):
-        if _is_text(col.type):
-            if name in jsonb and col.null_count:
-                raise ValueError(f"jsonb column {name!r} holds a NULL")
-        elif not (
-            pa.types.is_timestamp(col.type) or pa.types.is_date32(col.type) or pa.types.is_boolean(col.type)
-        ):
-            if col.type not in _FIXED:
-                raise TypeError(f"column {name!r}: type {col.type} has no binary COPY encoding here")
+        if not _is_text(col.type) and _numbers(pa.array([], col.type)) is None:
+            raise TypeError(f"column {name!r}: type {col.type} has no binary COPY encoding here")
+        if name in jsonb and col.null_count:
+            raise ValueError(f"jsonb column {name!r} holds a NULL")
     head = width.to_bytes(2, "big")
     tail = b"".join(map(constant_field, constants.values()))
     starts = range(0, table.num_rows, max(1, slice_rows))
