@@ -217,7 +217,7 @@ def pipeline_runs(args: argparse.Namespace, t: Target, db_url: str, csv_path: Pa
         pm = run_papermill(t, tmp / f"papermill-{i}")
         runs.papermill.append(pm)
         say(
-            f"  papermill: {pm.wall_s:.2f}s, peak RSS {pm.peak_rss_mb:,.0f} MB, stages {pm.metrics['stage_seconds']}"
+            f"  papermill: {pm.wall_s:.2f}s, peak RSS {pm.peak_rss_mb:,.0f} MB {pm.peak_breakdown_mb}, stages {pm.metrics['stage_seconds']}"
         )
         if i == 0:
             runs.copy_rows, runs.copy_s = copy_limit(db_url, csv_path, args.limit_repeat)

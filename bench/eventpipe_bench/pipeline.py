@@ -27,6 +27,7 @@ class PipelineRun:
     cpu: CpuUse = field(default_factory=CpuUse)
     stage_cpu_s: dict[str, float | None] = field(default_factory=dict)
     peak_pss_mb: float | None = None
+    peak_breakdown_mb: dict[str, float] = field(default_factory=dict)  # at the peak: RSS per process
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,16 @@ def run_papermill(t: Target, tmp: Path, rerun: bool = False) -> PipelineRun:
             "are missing",
             file=sys.stderr,
         )
-    return PipelineRun(wall, sampler.peak_mb(), peaks, metrics, cpu, cpus, sampler.peak_mb(pss=True))
+    return PipelineRun(
+        wall,
+        sampler.peak_mb(),
+        peaks,
+        metrics,
+        cpu,
+        cpus,
+        sampler.peak_mb(pss=True),
+        sampler.peak_breakdown_mb(),
+    )
 
 
 def run_log_marks(path: Path) -> list[tuple[float, str, str]]:

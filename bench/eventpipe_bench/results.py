@@ -29,6 +29,7 @@ def _run_record(r: PipelineRun, stage_seconds: dict[str, float]) -> dict[str, An
         "stage_cpu_s": r.stage_cpu_s,
         "peak_rss_mb": r.peak_rss_mb,
         "peak_pss_mb": r.peak_pss_mb,
+        "peak_breakdown_mb": r.peak_breakdown_mb,
         "stage_peak_rss_mb": r.stage_peak_rss_mb,
         "stage_seconds": stage_seconds,
     }

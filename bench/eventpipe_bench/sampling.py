@@ -25,6 +25,8 @@ class TreeSampler:
         self.interval = interval
         # (time.time(), RSS bytes, PSS bytes, pid -> CPU s)
         self.samples: list[tuple[float, int, int, dict[int, float]]] = []
+        self.rss_by_pid: list[dict[int, int]] = []  # per sample: each process's RSS bytes
+        self.labels: dict[int, str] = {}  # pid -> what the process is (from its command line)
         self._procs: dict[int, Any] = {pid: self.root}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
@@ -43,18 +45,22 @@ class TreeSampler:
             procs = [self.root, *self.root.children(recursive=True)]
         except (ps.NoSuchProcess, ps.ZombieProcess):
             return
-        total, pss, cpu = 0, 0, {}
+        total, pss, cpu, each = 0, 0, {}, {}
         for p in procs:
             p = self._procs.setdefault(p.pid, p)  # keep one Process object per pid
             try:
+                if p.pid not in self.labels:
+                    self.labels[p.pid] = _label(p.cmdline())
                 mem = p.memory_full_info()  # /proc/PID/smaps_rollup: ~0.1 ms
                 total += mem.rss
+                each[p.pid] = mem.rss
                 pss += mem.pss
                 t = p.cpu_times()
                 cpu[p.pid] = t.user + t.system
             except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
                 continue
         self.samples.append((time.time(), total, pss, cpu))
+        self.rss_by_pid.append(each)
 
     def _loop(self) -> None:
         while True:
@@ -73,6 +79,19 @@ class TreeSampler:
             vals = [b for t, b in size if t >= since][:1]
         return max(vals) / 2**20 if vals else None
 
+    def peak_breakdown_mb(self) -> dict[str, float]:
+        """At the sample of the highest summed RSS: each process's RSS (MB), by what it is."""
+        if not self.samples:
+            return {}
+        k = max(range(len(self.samples)), key=lambda i: self.samples[i][1])
+        out: dict[str, float] = {}
+        for pid, rss in sorted(self.rss_by_pid[k].items()):
+            name = self.labels.get(pid, "?")
+            while name in out:
+                name += "'"
+            out[name] = round(rss / 2**20, 1)
+        return out
+
     def cpu_between(self, since: float, until: float) -> float | None:
         """CPU seconds the tree spent in ``[since, until]`` (to within one sampling interval)."""
         before: dict[int, float] = {}
@@ -85,6 +104,18 @@ class TreeSampler:
         if not inside:
             return None
         return sum(v - before.get(pid, 0.0) for pid, v in inside.items())
+
+
+def _label(cmdline: list[str]) -> str:
+    """A process of the measured tree, in a word: the runner, the kernel, a transform worker, or its name."""
+    text = " ".join(cmdline)
+    if "ipykernel" in text:
+        return "kernel"
+    if "multiprocessing" in text:
+        return "worker"
+    if "run_pipeline" in text or "eventpipe" in text:
+        return "runner"
+    return (cmdline[0].rsplit("/", 1)[-1] if cmdline else "?")[:20]
 
 
 @dataclass

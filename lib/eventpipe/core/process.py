@@ -423,7 +423,7 @@ def _merge_pooled(
     """The parts prepared by ``pool`` (and the parts prepared ahead) and by this process, merged in the jobs'
     order. Each worker stays busy with one part queued; this process prepares the next part itself rather than
     wait for the one to merge."""
-    ready: dict[int, Prepared | Future[Prepared]] = {}  # by position in ``jobs``
+    ready: dict[int, Prepared | Future[Prepared] | Future[Path]] = {}  # by position in ``jobs``
     early = ahead.futures if ahead is not None else {}
     for k, job in enumerate(jobs):
         if job[0] in early:
@@ -457,10 +457,16 @@ def _merge_pooled(
             here()  # rather than wait
             hand_out()
         got = ready.pop(k)
-        prepared = got.result() if isinstance(got, Future) else got
-        if ahead is not None and jobs[k][0] in early:
-            prepared = ahead.accept(prepared, rules, clean_dir, rejects_dir) or prepare(*jobs[k])
+        result = got.result() if isinstance(got, Future) else got
+        if isinstance(result, Path):  # prepared ahead: kept in a file (``ahead.prepare_kept``)
+            assert ahead is not None
+            early.pop(jobs[k][0])
+            prepared = ahead.accept(result, rules, clean_dir, rejects_dir) or prepare(*jobs[k])
+        else:
+            prepared = result
+        del got, result
         checkpoint("transform.chunk")
         merged.add(prepared)
         if on_final is not None:
             on_final.file_final(prepared.clean_path)
+        release_free_memory()  # this process prepares no part while the load copies: trim after each merge

@@ -13,6 +13,7 @@ import pytest
 from test_process import NOW, RULES, WINDOWED, outcome, raw_run, records, result_of
 
 from eventpipe.core import ahead
+from eventpipe.core import process as process_module
 from eventpipe.core.process import Rules, process
 from eventpipe.settings import QualitySettings
 
@@ -125,3 +126,25 @@ def test_a_new_start_or_discard_closes_the_pool_never_taken(tmp_path):
 def test_no_pool_ahead_when_the_transform_would_use_none(tmp_path):
     assert ahead.start(tmp_path, RULES, 1) is None  # runner.transform_workers=1: the kernel alone
     assert not (tmp_path / ahead.FOLDER).exists()
+
+
+def test_a_part_kept_in_a_file_reads_back_as_prepared(tmp_path):
+    """``prepare_kept`` (the worker's side: arrays as ``.npz``, the rest as JSON) and ``read_kept`` give back
+    ``prepare``'s own result: keys, rows, hours, every reason (non-ASCII text included) and the counts."""
+    items = records(300) + [
+        {"user_id": "u", "event": "click", "timestamp": "not a time \U0001f600 ü"},
+        {"user_id": None, "event": 7, "timestamp": 1e30},
+    ]
+    run = raw_run(tmp_path, items, 400)
+    raw = run.parts("raw")[0]
+    job = (0, raw, tmp_path / "clean.parquet", tmp_path / "rejects.parquet", WINDOWED, False)
+    direct = process_module.prepare(*job)
+    kept = ahead.prepare_kept(tmp_path / "kept.npz", *job)
+    back = ahead.read_kept(kept)
+    assert any("\U0001f600 ü" in r for rs in back.bad_reasons for r in rs)
+    for f in dataclasses.fields(direct):
+        a, b = getattr(direct, f.name), getattr(back, f.name)
+        if hasattr(a, "dtype"):
+            assert a.dtype == b.dtype and (a == b).all(), f.name
+        else:
+            assert a == b, f.name
