@@ -36,7 +36,8 @@ from .process import Prepared, Rules, prepare, spawn_pool, transform_workers
 
 log = logging.getLogger(__name__)
 
-FOLDER = "ahead"  # in the run folder: ahead/clean and ahead/rejects, moved into place by the transform
+FOLDER = "ahead"  # in the run folder: ahead/clean and ahead/rejects, moved into place by the transform, and
+# ahead/kept (each part's result, read back by its merge)
 
 
 class Ahead:

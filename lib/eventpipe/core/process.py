@@ -405,7 +405,7 @@ class FinalFiles(Protocol):
     def file_final(self, path: Path) -> None: ...
 
 
-def _unready(r: Prepared | Future[Prepared]) -> bool:
+def _unready(r: Prepared | Future[Prepared] | Future[Path]) -> bool:
     return isinstance(r, Future) and not r.done()
 
 
