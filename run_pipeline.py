@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
 """Entry point of the analytics notebook pipeline: hands over to ``eventpipe.cli``."""
 
-import sys
-
-from eventpipe.cli import main
+from eventpipe.cli.exiting import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
