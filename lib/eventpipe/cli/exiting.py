@@ -6,7 +6,7 @@ one) took 0.35-0.6 s after the last line was printed, on every command. Nothing 
 still owes: the kernel is shut down, the files are closed, the database's transactions are committed or
 rolled back. So, when no other thread is left, ``exit_now`` runs the ``atexit`` handlers (logging's flush
 and close among them), flushes stdout and stderr, and ends the process with ``os._exit``. With another
-thread still alive, or a teardown to wait for, it exits the ordinary way.
+thread still alive, it exits the ordinary way, so Python joins that thread.
 """
 
 from __future__ import annotations

@@ -112,16 +112,10 @@ def prepare_kept(kept: Path, *job: object) -> Path:
     every part prepared ahead (~50 MB at 5M events). The arrays go as NumPy's ``.npz``, the rest as JSON:
     nothing in the run folder is unpickled."""
     p = prepare(*job)  # type: ignore[arg-type]
-    rest = {
-        "index": p.index,
-        "clean_path": str(p.clean_path),
-        "reject_path": str(p.reject_path),
-        "counts": dataclasses.asdict(p.counts),
-        "bad_reasons": p.bad_reasons,
-        "settled": p.settled,
-        "key_raw_hashes": p.key_raw_hashes,
-        "future_min": p.future_min,
-    }
+    rest = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in _ARRAYS}
+    rest.update(
+        clean_path=str(p.clean_path), reject_path=str(p.reject_path), counts=dataclasses.asdict(p.counts)
+    )
     with open(kept, "wb") as f:
         np.savez(
             f,
@@ -136,17 +130,12 @@ def read_kept(kept: Path) -> Prepared:
     with np.load(kept, allow_pickle=False) as z:
         arrays = {name: z[name] for name in _ARRAYS}
         rest = json.loads(z["rest"].tobytes())
-    return Prepared(
-        rest["index"],
-        Path(rest["clean_path"]),
-        Path(rest["reject_path"]),
-        RunCounts(**rest["counts"]),
-        bad_reasons=rest["bad_reasons"],
-        settled=rest["settled"],
-        key_raw_hashes=rest["key_raw_hashes"],
-        future_min=rest["future_min"],
-        **arrays,
+    rest.update(
+        clean_path=Path(rest["clean_path"]),
+        reject_path=Path(rest["reject_path"]),
+        counts=RunCounts(**rest["counts"]),
     )
+    return Prepared(**arrays, **rest)
 
 
 _current: Ahead | None = None
