@@ -106,11 +106,8 @@ class Prepared:
 def parse_records(items: list[Any], seqs: np.ndarray | list[int], rules: Rules) -> pd.DataFrame:
     """The records after the field map, parsed, with the record rules' reasons (a record the source could
     not parse keeps the reason it came with)."""
-    df = parse_items(seqs, rules.fields.mapper()(items))
-    for j, x in enumerate(items):  # rare: records the source could not parse
-        if type(x) is dict and UNPARSED in x:
-            df.at[j, "reasons"] = [str(x.get(UNPARSED_REASON, "record_unparseable"))]
-    return df
+    # the field map passes a record the source could not parse on as it is
+    return parse_items(seqs, rules.fields.mapper()(items), carried=(UNPARSED, UNPARSED_REASON))
 
 
 def outside_window(df: pd.DataFrame, rules: Rules) -> np.ndarray:

@@ -326,8 +326,9 @@ def _iso_other(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ns, good
 
 
-def _timestamps(values: list[Any]) -> tuple[pd.Series, np.ndarray]:
-    """Mixed ISO text / epoch numbers -> UTC timestamps (µs precision) and a reason per failure."""
+def _timestamp_ns(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed ISO text / epoch numbers -> UTC nanoseconds (``datetime64[ns]``, NaT where unusable) and a reason
+    per failure."""
     col = _Column(values)
     n = col.n
     out = np.full(n, np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
@@ -357,8 +358,18 @@ def _timestamps(values: list[Any]) -> tuple[pd.Series, np.ndarray]:
         out[idx[good]] = ns[good].astype("datetime64[ns]")
         for j in np.flatnonzero(~good):
             why[idx[j]] = f"timestamp_unparseable: {texts[j]!r:.60} is not ISO 8601"
-    ts = pd.Series(out, dtype="datetime64[ns]").dt.floor("us").dt.tz_localize("UTC")
-    return ts, why
+    return out, why
+
+
+def _utc_us(ns: np.ndarray) -> pd.Series:
+    """``datetime64[ns]`` values -> a UTC timestamp column at µs precision (the record rules' precision)."""
+    return pd.Series(ns, dtype="datetime64[ns]").dt.floor("us").dt.tz_localize("UTC")
+
+
+def _timestamps(values: list[Any]) -> tuple[pd.Series, np.ndarray]:
+    """Mixed ISO text / epoch numbers -> UTC timestamps (µs precision) and a reason per failure."""
+    ns, why = _timestamp_ns(values)
+    return _utc_us(ns), why
 
 
 def parse_timestamps(values: list[Any]) -> tuple[pd.Series, list[str | None]]:
@@ -439,13 +450,14 @@ def _session_ids(values: list[Any]) -> _Column:
 
 _NO_REASONS: list[str] = []  # shared by every clean row; never mutated
 _EMPTY: dict[str, Any] = {}
+# Records parsed together. Every rule is a few passes over a field's values; over a whole part (100k
+# records, ~60 MB of Python objects) each pass reads them from main memory again, over a block they are
+# still in the cache from the pass before (a 100k-record part: ~0.30 -> ~0.21 s here).
+BLOCK = 8192
 
 
-def parse_items(seq: np.ndarray | list[int], items: list[Any]) -> pd.DataFrame:
-    """Parsed API items -> one row per item with typed columns and its transform reasons (a list).
-
-    The same frame as ``records_reference.parse_items`` (the per-record rules), computed a column at
-    a time."""
+def _parse_block(items: list[Any], carried: tuple[str, str] | None) -> tuple[np.ndarray, ...]:
+    """The typed columns of some items and each item's reasons (an object array of lists)."""
     n = len(items)
     not_object = np.fromiter(map(is_not, map(type, items), repeat(dict)), dtype=bool, count=n)
     src = items
@@ -456,30 +468,54 @@ def parse_items(seq: np.ndarray | list[int], items: list[Any]) -> pd.DataFrame:
     get = dict.get
     user = _user_ids(list(map(get, src, repeat("user_id"))))
     event = _event_types(list(map(get, src, repeat("event"))))
-    ts, ts_why = _timestamps(list(map(get, src, repeat("timestamp"))))
+    ts, ts_why = _timestamp_ns(list(map(get, src, repeat("timestamp"))))
     props = _properties_texts(list(map(get, src, repeat("properties"))))
     sess = _session_ids(list(map(get, src, repeat("session_id"))))
 
     whys = (user.why, event.why, ts_why, props.why, sess.why)
-    flagged = np.zeros(n, dtype=bool)
+    flagged = not_object.copy()
     for why in whys:
         flagged |= why != None  # noqa: E711 (element-wise)
     reasons = np.empty(n, dtype=object)  # of lists: filled, not converted from a list of lists
     reasons.fill(_NO_REASONS)
-    for i in np.flatnonzero(flagged | not_object):
+    for i in np.flatnonzero(flagged):
         if not_object[i]:
             reasons[i] = [f"record_not_object: item is a {type(items[i]).__name__}"]
         else:
             reasons[i] = [w[i] for w in whys if w[i]]
+    if carried is not None:
+        key, reason = carried
+        held = list(map(get, src, repeat(key), repeat(_MISSING)))
+        if held.count(_MISSING) != n:  # rare: items that carry their own reason
+            for i in np.flatnonzero(np.fromiter(map(is_not, held, repeat(_MISSING)), dtype=bool, count=n)):
+                reasons[i] = [str(items[i].get(reason, "record_unparseable"))]
+    return user.out, event.out, ts, props.out, sess.out, reasons
 
+
+def parse_items(
+    seq: np.ndarray | list[int], items: list[Any], carried: tuple[str, str] | None = None
+) -> pd.DataFrame:
+    """Parsed API items -> one row per item with typed columns and its transform reasons (a list).
+
+    The same frame as ``records_reference.parse_items`` (the per-record rules), computed a column at
+    a time, ``BLOCK`` items at a time (each record's fate depends on that record alone). With
+    ``carried=(key, reason_key)``, an object that holds ``key`` has one reason instead of its own: the text
+    under ``reason_key`` (``record_unparseable`` without it)."""
+    blocks = [_parse_block(items[s : s + BLOCK], carried) for s in range(0, len(items), BLOCK)] or [
+        _parse_block([], carried)
+    ]
+    user, event, ts, props, sess, reasons = (
+        cols[0] if len(blocks) == 1 else np.concatenate(cols) for cols in zip(*blocks)
+    )
+    del blocks
     df = pd.DataFrame(
         {
             "seq": pd.Series(seq, dtype="int64"),
-            "user_id": pd.Series(user.out, dtype=object),
-            "event_type": pd.Series(event.out, dtype=object),
-            "timestamp": ts,
-            "properties": pd.Series(props.out, dtype=object),
-            "session_id": pd.Series(sess.out, dtype=object),
+            "user_id": pd.Series(user, dtype=object),
+            "event_type": pd.Series(event, dtype=object),
+            "timestamp": _utc_us(ts),
+            "properties": pd.Series(props, dtype=object),
+            "session_id": pd.Series(sess, dtype=object),
         }
     )
     df["reasons"] = reasons

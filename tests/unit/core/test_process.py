@@ -204,3 +204,36 @@ def test_the_clean_table_is_the_one_pandas_derived_columns_made():
         got = clean_table(frame)
         assert got.equals(want, check_metadata=True)
         pd.testing.assert_frame_equal(got.to_pandas(), want.to_pandas())
+
+
+@pytest.mark.parametrize("block", [8192, 3])
+def test_a_record_the_source_could_not_parse_keeps_the_reason_it_came_with(monkeypatch, block):
+    """Only the records that hold the source's marker (whatever its value) take their own reason instead of
+    the record rules', in any block of ``records.BLOCK``; the others keep theirs."""
+    import eventpipe.core.records as records_module
+    from eventpipe.core.process import parse_records
+    from eventpipe.rundir import UNPARSED, UNPARSED_REASON, unparsed
+
+    monkeypatch.setattr(records_module, "BLOCK", block)
+    good = {"user_id": "u1", "event": "click", "timestamp": NOW.isoformat()}
+    items = [
+        good,
+        unparsed("[[[", "record_unparseable: JSONDecodeError"),
+        {"user_id": None, "event": "click", "timestamp": NOW.isoformat()},
+        {UNPARSED: None},  # the marker with a null value is still the marker
+        ["not", "an", "object"],
+        {UNPARSED: "x", "user_id": "u2"},  # no reason with it
+        good,
+        {"user_id": "u3", "event": "click", "timestamp": NOW.isoformat(), UNPARSED_REASON: "not a marker"},
+    ]
+    df = parse_records(items, list(range(len(items))), RULES)
+    assert df["reasons"].tolist() == [
+        [],
+        ["record_unparseable: JSONDecodeError"],
+        ["user_id_missing: absent or null"],
+        ["record_unparseable"],
+        ["record_not_object: item is a list"],
+        ["record_unparseable"],
+        [],
+        [],
+    ]

@@ -5,6 +5,7 @@ awkward forms (ISO timestamps with any separator, fraction and offset, out-of-ra
 numbers in seconds and milliseconds; JSON text of objects and of other things; NUL characters, lone
 surrogates, integers beyond 64 bits). Both implementations must return the same frame: the same
 rows, values and dtypes, and the same reasons in the same order; or fail with the same exception.
+Each test also runs with blocks of 7 items, so a chunk spans several of ``records.BLOCK``'s blocks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 
 import orjson
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -134,9 +136,23 @@ def _outcome(module, items):
         return None, type(e)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_item(), min_size=1, max_size=30))
-def test_column_wise_rules_equal_the_per_record_rules(items):
+_BLOCKS = pytest.mark.parametrize("block", [records.BLOCK, 7], ids=["block", "small-blocks"], indirect=True)
+
+
+@pytest.fixture
+def block(request, monkeypatch):
+    monkeypatch.setattr(records, "BLOCK", request.param)
+    return request.param
+
+
+@_BLOCKS
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(items=st.lists(_item(), min_size=1, max_size=30))
+def test_column_wise_rules_equal_the_per_record_rules(block, items):
     want, want_error = _outcome(records_reference, items)
     got, got_error = _outcome(records, items)
     assert got_error == want_error
@@ -148,7 +164,8 @@ def test_column_wise_rules_equal_the_per_record_rules(items):
         assert [type(v) for v in got[column]] == [type(v) for v in want[column]]
 
 
-def test_column_wise_rules_equal_the_per_record_rules_on_the_demo_data():
+@_BLOCKS
+def test_column_wise_rules_equal_the_per_record_rules_on_the_demo_data(block):
     """Two hours of the demo API's events (clean ones in every accepted shape, ~2 % dirty of every kind)."""
     items = [
         orjson.loads(g.body) for hour in (0, 1) for g in _generate_hour(1, 1500, 0.2, 0.05, 473000 + hour)
