@@ -508,16 +508,13 @@ def parse_items(
         cols[0] if len(blocks) == 1 else np.concatenate(cols) for cols in zip(*blocks)
     )
     del blocks
-    df = pd.DataFrame(
-        {
-            "seq": pd.Series(seq, dtype="int64"),
-            "user_id": pd.Series(user, dtype=object),
-            "event_type": pd.Series(event, dtype=object),
-            "timestamp": _utc_us(ts),
-            "properties": pd.Series(props, dtype=object),
-            "session_id": pd.Series(sess, dtype=object),
-        }
-    )
+    # a column at a time: ``DataFrame(dict)`` would first copy the object columns into one 2-D block
+    df = pd.DataFrame({"seq": pd.Series(seq, dtype="int64")})
+    df["user_id"] = user
+    df["event_type"] = event
+    df["timestamp"] = _utc_us(ts)
+    df["properties"] = props
+    df["session_id"] = sess
     df["reasons"] = reasons
     return df
 
