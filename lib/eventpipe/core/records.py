@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from ..jsonio import dumps, has_long_number, loads
 
@@ -456,8 +458,12 @@ _EMPTY: dict[str, Any] = {}
 BLOCK = 8192
 
 
-def _parse_block(items: list[Any], carried: tuple[str, str] | None) -> tuple[np.ndarray, ...]:
-    """The typed columns of some items and each item's reasons (an object array of lists)."""
+TEXT_COLUMNS = ("user_id", "event_type", "properties", "session_id")
+
+
+def _parse_block(items: list[Any], carried: tuple[str, str] | None, arrow: bool) -> tuple[Any, ...]:
+    """The typed columns of some items, each item's reasons (an object array of lists) and, with ``arrow``,
+    the text columns as Arrow arrays (None when a value cannot be Arrow text)."""
     n = len(items)
     not_object = np.fromiter(map(is_not, map(type, items), repeat(dict)), dtype=bool, count=n)
     src = items
@@ -489,7 +495,23 @@ def _parse_block(items: list[Any], carried: tuple[str, str] | None) -> tuple[np.
         if held.count(_MISSING) != n:  # rare: items that carry their own reason
             for i in np.flatnonzero(np.fromiter(map(is_not, held, repeat(_MISSING)), dtype=bool, count=n)):
                 reasons[i] = [str(items[i].get(reason, "record_unparseable"))]
-    return user.out, event.out, ts, props.out, sess.out, reasons
+    texts = None
+    if arrow:
+        try:
+            texts = tuple(pa.array(c.out, type=pa.string()) for c in (user, event, props, sess))
+        except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate
+            texts = None
+    return user.out, event.out, ts, props.out, sess.out, reasons, texts
+
+
+@dataclass
+class Parsed:
+    """``parse_items``' frame and, for the clean files, its text columns (``TEXT_COLUMNS``) as Arrow
+    arrays, or None where a value cannot be Arrow text. Arrow copies the strings a block at a time, while
+    they are still in the cache: from the whole frame later, ``from_pandas`` read them from memory again."""
+
+    frame: pd.DataFrame
+    text: dict[str, pa.ChunkedArray] | None
 
 
 def parse_items(
@@ -501,12 +523,25 @@ def parse_items(
     a time, ``BLOCK`` items at a time (each record's fate depends on that record alone). With
     ``carried=(key, reason_key)``, an object that holds ``key`` has one reason instead of its own: the text
     under ``reason_key`` (``record_unparseable`` without it)."""
-    blocks = [_parse_block(items[s : s + BLOCK], carried) for s in range(0, len(items), BLOCK)] or [
-        _parse_block([], carried)
+    return parse_columns(seq, items, carried).frame
+
+
+def parse_columns(
+    seq: np.ndarray | list[int], items: list[Any], carried: tuple[str, str] | None = None, arrow: bool = False
+) -> Parsed:
+    """``parse_items``, and with ``arrow`` its text columns as Arrow arrays too (``Parsed``)."""
+    blocks = [_parse_block(items[s : s + BLOCK], carried, arrow) for s in range(0, len(items), BLOCK)] or [
+        _parse_block([], carried, arrow)
     ]
     user, event, ts, props, sess, reasons = (
-        cols[0] if len(blocks) == 1 else np.concatenate(cols) for cols in zip(*blocks)
+        cols[0] if len(blocks) == 1 else np.concatenate(cols) for cols in zip(*(b[:6] for b in blocks))
     )
+    text = None
+    if arrow and all(b[6] is not None for b in blocks):
+        text = {
+            name: pa.chunked_array([b[6][k] for b in blocks], pa.string())
+            for k, name in enumerate(TEXT_COLUMNS)
+        }
     del blocks
     # a column at a time: ``DataFrame(dict)`` would first copy the object columns into one 2-D block
     df = pd.DataFrame({"seq": pd.Series(seq, dtype="int64")})
@@ -516,7 +551,7 @@ def parse_items(
     df["properties"] = props
     df["session_id"] = sess
     df["reasons"] = reasons
-    return df
+    return Parsed(df, text)
 
 
 def parse_chunk(seq: np.ndarray | list[int], raw: list[bytes]) -> pd.DataFrame:

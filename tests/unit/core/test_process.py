@@ -206,6 +206,35 @@ def test_the_clean_table_is_the_one_pandas_derived_columns_made():
         pd.testing.assert_frame_equal(got.to_pandas(), want.to_pandas())
 
 
+@pytest.mark.parametrize("block", [8192, 5])
+def test_the_clean_table_from_arrow_text_is_the_one_from_the_frame(monkeypatch, block):
+    """``prepare`` takes the clean file's text columns from the Arrow arrays the parse built a block at a time:
+    any rows of them give the table (schema and pandas notes included) that ``clean_table`` makes of the
+    frame's rows; a value Arrow cannot take as text (a lone surrogate) gives no arrays at all."""
+    import numpy as np
+
+    import eventpipe.core.records as records_module
+    from eventpipe.core.process import clean_table_of
+    from eventpipe.core.records import parse_columns
+    from eventpipe.demo.data import _generate_hour
+
+    monkeypatch.setattr(records_module, "BLOCK", block)
+    items = [orjson.loads(g.body) for g in _generate_hour(3, 400, 0.2, 0.05, 473000)]
+    parsed = parse_columns(np.arange(len(items)), items, arrow=True)
+    df, text = parsed.frame, parsed.text
+    assert text is not None and len(text["user_id"]) == len(df)
+    ok = np.flatnonzero(df["reasons"].map(len).to_numpy() == 0)
+    rng = np.random.default_rng(block)
+    for text_rows in (ok, ok[rng.random(len(ok)) < 0.5], ok[:0], np.arange(len(df))[df["user_id"].isna()]):
+        kept = df.iloc[text_rows].reset_index(drop=True)  # the frame after the dedup, as in ``prepare``
+        rows = np.flatnonzero(rng.random(len(kept)) < 0.8)
+        want = clean_table(kept.iloc[rows])
+        got = clean_table_of(kept, rows, text, text_rows[rows])
+        assert got.equals(want, check_metadata=True)
+    surrogate = dict(items[0], session_id="s\udc00")
+    assert parse_columns([0, 1], [items[0], surrogate], arrow=True).text is None
+
+
 @pytest.mark.parametrize("block", [8192, 3])
 def test_a_record_the_source_could_not_parse_keeps_the_reason_it_came_with(monkeypatch, block):
     """Only the records that hold the source's marker (whatever its value) take their own reason instead of
