@@ -8,6 +8,7 @@ event data that slipped into an output as markup could not run even if it were l
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +93,32 @@ def notebook_to_html(notebook: Path, with_code: bool = False, title: str | None 
 def render_notebook(source: bytes, with_code: bool, title: str) -> str:
     """The HTML page of the notebook file ``source`` holds, not written anywhere (see ``notebook_to_html``)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     nb = nbformat.reads(source.decode(), as_version=4)
-    exporter = HTMLExporter(extra_loaders=[NBCONVERT_TEMPLATES], template_file="eventpipe.html.j2")
-    exporter.exclude_input = not with_code
-    exporter.exclude_input_prompt = not with_code
-    exporter.exclude_output_prompt = True
+    exporter = _exporter(with_code)
     nb.cells = [_without_scraps(c) for c in _until_stop(nb.cells, with_code)]
     resources = {"eventpipe_csp": CSP, "metadata": {"name": title}}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
+
+
+_exporters = (
+    threading.local()
+)  # one exporter per thread (audit pages are rendered in a background thread too)
+
+
+def _exporter(with_code: bool) -> Any:
+    """The HTML exporter for code shown or hidden, made once per thread: a new one compiles nbconvert's
+    templates again (about half the CPU time of rendering a stage's page)."""
+    made = getattr(_exporters, "made", None)
+    if made is None:
+        made = _exporters.made = {}
+    if with_code not in made:
+        from nbconvert import HTMLExporter
+
+        exporter = HTMLExporter(extra_loaders=[NBCONVERT_TEMPLATES], template_file="eventpipe.html.j2")
+        exporter.exclude_input = not with_code
+        exporter.exclude_input_prompt = not with_code
+        exporter.exclude_output_prompt = True
+        made[with_code] = exporter
+    return made[with_code]
