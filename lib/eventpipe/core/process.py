@@ -458,8 +458,8 @@ def _merge_pooled(
     def unfinished() -> int:
         return sum(map(_unready, ready.values()))
 
-    def hand_out() -> None:  # keep each worker busy, and one part queued
-        while todo and unfinished() < workers + 1:
+    def hand_out() -> None:  # keep each worker busy, and one part queued; not behind parts prepared ahead
+        while todo and unfinished() < workers + 1 and not any(map(_unready, early.values())):
             k = todo.popleft()
             ready[k] = pool.submit(prepare, *jobs[k])
 
@@ -472,12 +472,8 @@ def _merge_pooled(
 
     for k in range(len(jobs)):  # merge in this order: last part first
         hand_out()
-        if k not in ready:  # the pool is busy with parts prepared ahead
-            if loading():
-                todo.remove(k)
-                ready[k] = pool.submit(prepare, *jobs[k])
-            else:  # this one is prepared here
-                here()
+        if k not in ready:  # the workers are busy with parts prepared ahead, which are merged last: this
+            here()  # part is prepared here, sooner than queued behind them (the load waits for it)
         while _unready(ready[k]) and todo and not loading():
             here()  # rather than wait
             hand_out()

@@ -148,3 +148,41 @@ def test_a_part_kept_in_a_file_reads_back_as_prepared(tmp_path):
             assert a.dtype == b.dtype and (a == b).all(), f.name
         else:
             assert a == b, f.name
+
+
+def test_the_first_parts_to_merge_are_prepared_here_while_the_workers_prepare_parts_ahead(tmp_path):
+    """The parts prepared ahead are the first ones and merged last; the merge starts with the last ones, which
+    the load waits for. While a worker still prepares a part ahead, no part is queued behind it: this process
+    prepares them itself, even with a sink loading the files; the files are the same."""
+    import threading
+    from concurrent.futures import Future
+
+    from test_process import Sink
+
+    items = records(600)
+    expected = outcome(raw_run(tmp_path / "alone", items, 60), WINDOWED, False)
+    run = raw_run(tmp_path / "early", items, 60)
+    a = run_ahead(run, WINDOWED, 1)
+    done = a.futures[0].result()  # part 0, prepared ahead: shown as still being prepared until the end
+    held: Future = Future()
+    a.futures[0] = held
+    submitted: list[int] = []
+    submit = a.pool.submit
+
+    def recorded(fn, *args):
+        submitted.append(args[0])
+        return submit(fn, *args)
+
+    a.pool.submit = recorded  # type: ignore[method-assign]
+
+    class Last(Sink):
+        def file_final(self, path):
+            super().file_final(path)
+            if len(self.files) == len(run.parts("raw")) - 1:  # every part but part 0: it is done now
+                threading.Timer(0.05, held.set_result, [done]).start()
+
+    sink = Last()
+    r = process(run, WINDOWED, on_final=sink, ahead=ahead.take(run.path, WINDOWED, False))
+    assert result_of(r, run) == expected and r.ahead == 1
+    assert submitted == []
+    assert [name for name, _ in sink.files] == [p.name for p in run.parts("clean")][::-1]
