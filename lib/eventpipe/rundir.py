@@ -165,6 +165,18 @@ def unparsed(text: str, reason: str) -> dict[str, str]:
 
 def read_raw_part(path: str | Path) -> tuple[list[Any], list[int]]:
     """A raw part -> (records in API order, their sequence numbers)."""
+    items: list[Any] = []
+    seqs: list[int] = []
+    for page_items, page_seqs in read_raw_blocks(path, 1):
+        items.extend(page_items)
+        seqs.extend(page_seqs)
+    return items, seqs
+
+
+def read_raw_blocks(path: str | Path, size: int) -> Iterator[tuple[list[Any], list[int]]]:
+    """A raw part's records and sequence numbers in API order, decoded whole pages at a time, at least
+    ``size`` records a time (but the last): a reader that keeps only what it needs of each holds one block
+    of decoded records, not the part's."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
@@ -178,7 +190,11 @@ def read_raw_part(path: str | Path) -> tuple[list[Any], list[int]]:
             raise ValueError(f"{path}: page holds {len(page_items)} items, expected {n}")
         items.extend(page_items)
         seqs.extend(range(first, first + n))
-    return items, seqs
+        if len(items) >= size:
+            yield items, seqs
+            items, seqs = [], []
+    if items:
+        yield items, seqs
 
 
 def write_raw_items(raws: list[str], path: Path) -> None:

@@ -28,10 +28,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..jsonio import dumps, gc_paused
-from ..rundir import CLEAN_SCHEMA, REJECT_SCHEMA, UNPARSED, UNPARSED_REASON, RunDir, part_name, read_raw_part
+from ..rundir import (
+    CLEAN_SCHEMA,
+    REJECT_SCHEMA,
+    UNPARSED,
+    UNPARSED_REASON,
+    RunDir,
+    part_name,
+    read_raw_blocks,
+)
 from ..settings import QualitySettings, Settings
 from ..testing.inject import checkpoint
-from . import quality
+from . import quality, records
 from .counts import RunCounts
 from .fields import FieldMap
 from .records import KEY, TEXT_COLUMNS, KeySet, Parsed, duplicate_mask, key_hashes, parse_columns, record_hash
@@ -111,7 +119,67 @@ def parse_records(items: list[Any], seqs: np.ndarray | list[int], rules: Rules) 
 
 def _parse(items: list[Any], seqs: np.ndarray | list[int], rules: Rules, arrow: bool) -> Parsed:
     # the field map passes a record the source could not parse on as it is
-    return parse_columns(seqs, rules.fields.mapper()(items), (UNPARSED, UNPARSED_REASON), arrow)
+    return parse_columns(seqs, rules.fields.mapper()(items), _CARRIED, arrow)
+
+
+_CARRIED = (UNPARSED, UNPARSED_REASON)
+_GROUP = 4  # blocks decoded together: the quality rules (a pandera call each) run on ~4 x BLOCK rows at once
+
+
+@dataclass
+class _Part:
+    """A raw part decoded ``_GROUP`` blocks of records at a time (whole pages), each block parsed alone
+    (``records.BLOCK``). Of a group's decoded records only what a dead letter or a replay can need is kept
+    before the next group is decoded: the raw text of each row that breaks a record rule or a quality rule
+    (``raws``; a superseded duplicate or a record outside the window needs none) and, for a replay, the
+    record hash of each row that passes the record rules (``hashes``). So one group of decoded records is
+    held at a time (~0.7 MB a thousand records), not the part's. The quality rules, which judge each row
+    alone, run on each group (``quality``)."""
+
+    parsed: Parsed
+    outside: np.ndarray
+    quality: list[list[str]]  # per row: its quality reasons
+    raws: dict[int, str]
+    hashes: dict[int, str]
+
+
+def _parse_part(raw_path: Path, rules: Rules, replay: bool) -> _Part:
+    mapper = rules.fields.mapper()
+    blocks: list[records.Block] = []
+    seqs: list[int] = []
+    outside: list[np.ndarray] = []
+    checked: list[list[str]] = []
+    raws: dict[int, str] = {}
+    hashes: dict[int, str] = {}
+    row = 0
+    for items, page_seqs in read_raw_blocks(raw_path, _GROUP * records.BLOCK):
+        seqs += page_seqs
+        size = -(-len(items) // max(1, len(items) // records.BLOCK))  # ~BLOCK each: parsed in the cache
+        group = [
+            records.parse_block(mapper(items[a : a + size]), _CARRIED, True)
+            for a in range(0, len(items), size)
+        ]
+        view = pd.concat([b.view() for b in group], ignore_index=True)
+        out = outside_window(view, rules)
+        q = quality.check(view, rules.quality, rules.now)
+        broken = np.fromiter(
+            map(bool, np.concatenate([b.reasons for b in group])), dtype=bool, count=len(items)
+        )
+        failed = np.fromiter(map(bool, q), dtype=bool, count=len(items))
+        for j in np.flatnonzero((broken | failed) & ~out).tolist():
+            raws[row + j] = raw_text(items[j])
+        if replay:
+            for j in np.flatnonzero(~broken & ~out).tolist():
+                hashes[row + j] = record_hash(raw_text(items[j]))
+        blocks += group
+        outside.append(out)
+        checked += q
+        row += len(items)
+        del items, group, view
+    parsed = records.assemble(seqs, blocks)
+    return _Part(
+        parsed, np.concatenate(outside) if outside else np.zeros(0, dtype=bool), checked, raws, hashes
+    )
 
 
 def outside_window(df: pd.DataFrame, rules: Rules) -> np.ndarray:
@@ -185,15 +253,12 @@ def prepare(
     c = RunCounts()
     settled: list[str] = []
     with gc_paused():  # millions of short-lived dicts would otherwise trigger full collections
-        items, seqs = read_raw_part(raw_path)
-        parsed = _parse(items, seqs, rules, arrow=True)
-        df, text = parsed.frame, parsed.text
-        del parsed
+        part = _parse_part(raw_path, rules, replay)
+        df, text, outside = part.parsed.frame, part.parsed.text, part.outside
         c.extracted = len(df)
         later = df["timestamp"] > pd.Timestamp(rules.now + rules.quality.max_future)
         future_min = int(df["timestamp"][later].min().value) if later.any() else None
         ok = np.fromiter(map(not_, df["reasons"]), dtype=bool, count=len(df))
-        outside = outside_window(df, rules)
         ok &= ~outside
         c.outside_window = int(outside.sum())
         hashes = key_hashes(df.loc[ok, KEY])
@@ -202,13 +267,13 @@ def prepare(
         c.rejected_transform = int((~ok & ~outside).sum())
         c.duplicates = int(dup.sum())
         if replay:  # a superseded duplicate is settled by the copy that wins
-            settled += [record_hash(raw_text(items[j])) for j in np.flatnonzero(dup)]
+            settled += [part.hashes[j] for j in np.flatnonzero(dup).tolist()]
         keep = np.flatnonzero(~dup & ~outside)
         keys = hashes[~dup[np.flatnonzero(ok)]]
         df = df.iloc[keep]  # a new frame: renumbered in place (``reset_index`` would copy it again)
         df.index = pd.RangeIndex(len(df))
         ok = ok[keep]
-        q_reasons = quality.check(df, rules.quality, rules.now)
+        q_reasons = [part.quality[j] for j in keep]
         q_failed = np.fromiter(map(bool, q_reasons), dtype=bool, count=len(df))
         all_reasons = df["reasons"].tolist()
         for j in np.flatnonzero(q_failed):  # few: the rest keep their transform reasons as they are
@@ -217,12 +282,11 @@ def prepare(
         c.rejected_quality = int((ok & ~passed).sum())
         c.passed = int(passed.sum())
         bad = np.flatnonzero(~passed)
-        # what the rejects and a replay need of the items, then the items go: the part is held once
-        raw_hashes = [record_hash(raw_text(items[j])) for j in keep[ok]] if replay else []
+        raw_hashes = [part.hashes[j] for j in keep[ok].tolist()] if replay else []
         if replay:
-            settled += [record_hash(raw_text(items[keep[j]])) for j in np.flatnonzero(passed)]
-        bad_raw = [raw_text(items[keep[j]]) for j in bad]
-        del items
+            settled += [part.hashes[j] for j in keep[passed].tolist()]
+        bad_raw = [part.raws[j] for j in keep[bad].tolist()]
+        del part
         reject_row = np.full(len(df), -1, dtype=np.int64)
         reject_row[bad] = np.arange(len(bad))
         bad_reasons = [all_reasons[j] for j in bad]

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from itertools import repeat
 from operator import is_not
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -461,9 +461,28 @@ BLOCK = 8192
 TEXT_COLUMNS = ("user_id", "event_type", "properties", "session_id")
 
 
-def _parse_block(items: list[Any], carried: tuple[str, str] | None, arrow: bool) -> tuple[Any, ...]:
-    """The typed columns of some items, each item's reasons (an object array of lists) and, with ``arrow``,
-    the text columns as Arrow arrays (None when a value cannot be Arrow text)."""
+class Block(NamedTuple):
+    """Some items parsed (``parse_block``): their typed columns, each one's reasons (an object array of lists)
+    and, when asked for, the text columns (``TEXT_COLUMNS``) as Arrow arrays (None when a value cannot be
+    Arrow text)."""
+
+    user_id: np.ndarray
+    event_type: np.ndarray
+    timestamp: np.ndarray  # datetime64[ns], NaT where unusable
+    properties: np.ndarray
+    session_id: np.ndarray
+    reasons: np.ndarray
+    texts: tuple[pa.Array, ...] | None
+
+    def view(self) -> pd.DataFrame:
+        """The block's event types and times as the frame has them (what the quality rules and the window
+        read)."""
+        return pd.DataFrame({"event_type": self.event_type, "timestamp": _utc_us(self.timestamp)})
+
+
+def parse_block(items: list[Any], carried: tuple[str, str] | None = None, arrow: bool = False) -> Block:
+    """``parse_items`` of some items (best at most ``BLOCK`` of them), as columns: ``assemble`` makes the
+    frame of the blocks of a chunk."""
     n = len(items)
     not_object = np.fromiter(map(is_not, map(type, items), repeat(dict)), dtype=bool, count=n)
     src = items
@@ -501,7 +520,7 @@ def _parse_block(items: list[Any], carried: tuple[str, str] | None, arrow: bool)
             texts = tuple(pa.array(c.out, type=pa.string()) for c in (user, event, props, sess))
         except (UnicodeError, pa.ArrowException):  # e.g. a lone surrogate
             texts = None
-    return user.out, event.out, ts, props.out, sess.out, reasons, texts
+    return Block(user.out, event.out, ts, props.out, sess.out, reasons, texts)
 
 
 @dataclass
@@ -530,16 +549,23 @@ def parse_columns(
     seq: np.ndarray | list[int], items: list[Any], carried: tuple[str, str] | None = None, arrow: bool = False
 ) -> Parsed:
     """``parse_items``, and with ``arrow`` its text columns as Arrow arrays too (``Parsed``)."""
-    blocks = [_parse_block(items[s : s + BLOCK], carried, arrow) for s in range(0, len(items), BLOCK)] or [
-        _parse_block([], carried, arrow)
-    ]
+    return assemble(
+        seq, [parse_block(items[s : s + BLOCK], carried, arrow) for s in range(0, len(items), BLOCK)]
+    )
+
+
+def assemble(seq: np.ndarray | list[int], blocks: list[Block]) -> Parsed:
+    """The frame of the blocks a chunk was parsed in (``parse_block``, in order), and their Arrow text
+    columns when every block has them."""
+    if not blocks:
+        blocks = [parse_block([], None, False)]
     user, event, ts, props, sess, reasons = (
         cols[0] if len(blocks) == 1 else np.concatenate(cols) for cols in zip(*(b[:6] for b in blocks))
     )
     text = None
-    if arrow and all(b[6] is not None for b in blocks):
+    if all(b.texts is not None for b in blocks):
         text = {
-            name: pa.chunked_array([b[6][k] for b in blocks], pa.string())
+            name: pa.chunked_array([b.texts[k] for b in blocks], pa.string())  # type: ignore[index]
             for k, name in enumerate(TEXT_COLUMNS)
         }
     del blocks

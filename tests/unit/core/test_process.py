@@ -92,6 +92,26 @@ def test_cutting_the_records_into_parts_changes_nothing(tmp_path, rules, replay)
         assert cut == whole, per_part
 
 
+@pytest.mark.parametrize("replay", [False, True])
+@pytest.mark.parametrize("rules", [RULES, WINDOWED], ids=["api-window", "client-filter"])
+@pytest.mark.parametrize(
+    "block, per_page", [(7, 4), (3, 4), (5, 300)], ids=["7", "3", "pages-of-many-blocks"]
+)
+def test_parsing_a_part_a_block_at_a_time_changes_nothing(
+    tmp_path, monkeypatch, rules, replay, block, per_page
+):
+    """``prepare`` decodes and parses a part a few blocks of records at a time and keeps only the raw texts
+    (and, for a replay, the hashes) its dead letters and settled records need: with blocks of a few records,
+    and with pages that span many blocks, the files, counts, reasons and hashes are those of one block."""
+    import eventpipe.core.records as records_module
+
+    items = records()
+    whole = outcome(raw_run(tmp_path / "one", items, 250, per_page), rules, replay)
+    assert whole[0]["rejected_quality"] > 0 and whole[0]["rejected_transform"] > 0
+    monkeypatch.setattr(records_module, "BLOCK", block)
+    assert outcome(raw_run(tmp_path / "blocks", items, 250, per_page), rules, replay) == whole
+
+
 def test_copies_in_a_later_part_are_taken_out_of_the_earlier_parts_files(tmp_path):
     """Both a passing and a quality-failing record whose copy sits in the next part: only the copy stays."""
     first = {"user_id": "u1", "event": "click", "timestamp": "2024-05-01T10:00:00Z", "properties": {"v": 1}}
