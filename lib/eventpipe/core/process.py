@@ -42,7 +42,7 @@ from ..testing.inject import checkpoint
 from . import quality, records
 from .counts import RunCounts
 from .fields import FieldMap
-from .records import KEY, TEXT_COLUMNS, KeySet, Parsed, duplicate_mask, key_hashes, parse_columns, record_hash
+from .records import KEY, TEXT_COLUMNS, KeySet, Parsed, duplicate_mask, key_hashes, parse_items, record_hash
 
 if TYPE_CHECKING:
     from .ahead import Ahead
@@ -114,12 +114,8 @@ class Prepared:
 def parse_records(items: list[Any], seqs: np.ndarray | list[int], rules: Rules) -> pd.DataFrame:
     """The records after the field map, parsed, with the record rules' reasons (a record the source could
     not parse keeps the reason it came with)."""
-    return _parse(items, seqs, rules, arrow=False).frame
-
-
-def _parse(items: list[Any], seqs: np.ndarray | list[int], rules: Rules, arrow: bool) -> Parsed:
     # the field map passes a record the source could not parse on as it is
-    return parse_columns(seqs, rules.fields.mapper()(items), _CARRIED, arrow)
+    return parse_items(seqs, rules.fields.mapper()(items), _CARRIED)
 
 
 _CARRIED = (UNPARSED, UNPARSED_REASON)
