@@ -36,6 +36,7 @@ from ..rundir import (
     RunDir,
     part_name,
     read_raw_blocks,
+    write_part,
 )
 from ..settings import QualitySettings, Settings
 from ..testing.inject import checkpoint
@@ -294,7 +295,7 @@ def prepare(
             table = clean_table_of(df, clean_rows, text, keep[clean_rows])
         hours = df["timestamp"][passed].dt.floor("h").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
         del df, text, all_reasons, q_reasons
-        pq.write_table(table, clean_path)
+        write_part(table, clean_path)
         del table
         if len(bad):
             rej = pd.DataFrame(
@@ -305,7 +306,7 @@ def prepare(
                     "raw": bad_raw,
                 }
             )
-            pq.write_table(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False), reject_path)
+            write_part(pa.Table.from_pandas(rej, schema=REJECT_SCHEMA, preserve_index=False), reject_path)
             del rej, bad_raw
         out = Prepared(
             index,
@@ -353,7 +354,7 @@ def _drop_rows(path: Path, rows: np.ndarray) -> None:
     if not keep.any() and path.parent.name == "rejects":
         path.unlink()
         return
-    pq.write_table(table.filter(pa.array(keep)), path)
+    write_part(table.filter(pa.array(keep)), path)
 
 
 class _Merge:

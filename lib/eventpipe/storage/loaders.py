@@ -182,6 +182,10 @@ class Loader:
     def distinct(self, a: str, b: str) -> str:
         return f"{a} IS DISTINCT FROM {b}"
 
+    def staged_order(self) -> str:
+        """The order in which the upsert takes the staged rows (an ``ORDER BY`` clause, or nothing)."""
+        return ""
+
     def run_upsert(self, conn: Connection, upsert: str, params: dict[str, Any]) -> tuple[int, int]:
         """Execute the upsert; returns (inserted, updated)."""
         raise NotImplementedError
@@ -237,7 +241,7 @@ class Loader:
         lineage = [*self.source, "run_id", "loaded_at"]
         upsert = (
             f"INSERT INTO {self.analytics} ({cols}, {', '.join(q(c) for c in lineage)}) "
-            f"SELECT {cols}, {', '.join(f':{c}' for c in lineage)} FROM {STAGING} WHERE true "
+            f"SELECT {cols}, {', '.join(f':{c}' for c in lineage)} FROM {STAGING} WHERE true{self.staged_order()} "
             f"ON CONFLICT ({key}) DO UPDATE SET {sets} "
             f"WHERE {self._changed_predicate(self.analytics, 'excluded')}"
         )
@@ -328,6 +332,21 @@ class PostgresLoader(Loader):
     def begin(self, conn: Connection) -> None:
         # any time the load's SQL turns into text or a date is UTC's
         conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        """The part's rows in the key's order. The server then inserts each key beside the one before it in
+        the primary key's B-tree instead of all over it: a ``COPY`` of a part's rows sorted so took about a
+        quarter less of the server's time than of the same rows in the order they arrived (README,
+        *Performance*). Only the order in which rows are sent changes, never which rows (the sort is stable),
+        and Arrow's byte order is the order of the ``C`` and ``C.UTF-8`` collations (another
+        collation's order differs only in places)."""
+        return table.sort_by([(c, "ascending") for c in KEY_COLUMNS]) if table.num_rows > 1 else table
+
+    def staged_order(self) -> str:
+        # the key's order: each row is looked up (and inserted) beside the one before it in the primary key's
+        # B-tree; upserting a run's rows into a table that held them all took ~10 % less time so, sort included
+        # (README, *Performance*)
+        return f" ORDER BY {', '.join(self.q(c) for c in KEY_COLUMNS)}"
 
     def create_staging(self, conn: Connection, name: str, source: str, columns: list[str]) -> None:
         cols = ", ".join(self.q(c) for c in columns)

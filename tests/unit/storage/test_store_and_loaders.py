@@ -73,3 +73,51 @@ def test_load_inserts_then_leaves_unchanged_then_updates(tmp_path, database_url)
     runs = {r["run_id"]: r for r in store.recent_runs(10)}
     assert runs["run-a"]["status"] == "succeeded" and runs["run-a"]["inserted"] == 2
     store.dispose()
+
+
+def _parts(tmp_path: Path, parts: list[list[dict]], name: str) -> RunDir:
+    run = RunDir(tmp_path / name)
+    for i, items in enumerate(parts):
+        write_raw_items([orjson.dumps(x).decode() for x in items], run.path / "raw" / part_name(i))
+    process(run, Rules(load_settings(None, [], env={}).quality, NOW))
+    return run
+
+
+def _event(user: str, hour: int) -> dict:
+    return {"user_id": user, "event": "click", "timestamp": f"2024-05-01T{hour:02d}:00:00Z"}
+
+
+def _stored_order(store: Store, run_id: str) -> list[str]:
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT user_id FROM analytics WHERE run_id = '{run_id}' ORDER BY ctid"
+        ).all()
+    return [r[0] for r in rows]
+
+
+def test_postgres_takes_the_rows_in_the_key_s_order(tmp_path, pg_fresh_url):
+    """Rows reach PostgreSQL's B-tree in the key's order: a direct COPY sorts each part, the upsert all of them.
+    Which rows are stored does not change, only the order the server takes them in (their ``ctid``)."""
+    store = _store(pg_fresh_url)
+    store.create_schema()
+    # an empty range: each part COPY-ed straight into the table, sorted on its own
+    empty = _parts(tmp_path, [[_event("u9", 10), _event("u7", 11)], [_event("u8", 9), _event("u6", 12)]], "a")
+    assert _load(store, empty, "run-a").inserted == 4
+    assert _stored_order(store, "run-a") == ["u7", "u9", "u6", "u8"]
+    # the same hours again, with new keys among the stored ones: staged, then upserted in the key's order
+    parts = [[_event("u5", 10), _event("u1", 11), _event("u3", 9)], [_event("u4", 12), _event("u2", 10)]]
+    taken = _load(store, _parts(tmp_path, parts, "b"), "run-b")
+    assert (taken.inserted, taken.updated) == (5, 0)
+    assert _stored_order(store, "run-b") == ["u1", "u2", "u3", "u4", "u5"]
+    assert len(_stored_order(store, "run-a")) == 4
+    store.dispose()
+
+
+def test_a_run_s_clean_and_rejects_parts_are_written_uncompressed(tmp_path):
+    import pyarrow.parquet as pq
+
+    run = _batch(tmp_path, ITEMS, "a")
+    for part in [*run.parts("clean"), *run.parts("rejects")]:
+        column = pq.read_metadata(part).row_group(0).column(0)
+        assert column.compression == "UNCOMPRESSED"
+        assert "PLAIN_DICTIONARY" not in column.encodings and "RLE_DICTIONARY" not in column.encodings
