@@ -29,11 +29,17 @@ def _store(database_url: str) -> Store:
     return Store(dataclasses.replace(settings, database_url=Secret(normalise_database_url(database_url))))
 
 
-def _batch(tmp_path: Path, items: list[dict], name: str) -> RunDir:
+def _parts(tmp_path: Path, parts: list[list[dict]], name: str) -> RunDir:
+    """A run of these raw parts (one page each), transformed."""
     run = RunDir(tmp_path / name)
-    write_raw_items([orjson.dumps(x).decode() for x in items], run.path / "raw" / part_name(0))
+    for i, items in enumerate(parts):
+        write_raw_items([orjson.dumps(x).decode() for x in items], run.path / "raw" / part_name(i))
     process(run, Rules(load_settings(None, [], env={}).quality, NOW))
     return run
+
+
+def _batch(tmp_path: Path, items: list[dict], name: str) -> RunDir:
+    return _parts(tmp_path, [items], name)
 
 
 def _load(store: Store, run: RunDir, run_id: str) -> RunCounts:
@@ -73,14 +79,6 @@ def test_load_inserts_then_leaves_unchanged_then_updates(tmp_path, database_url)
     runs = {r["run_id"]: r for r in store.recent_runs(10)}
     assert runs["run-a"]["status"] == "succeeded" and runs["run-a"]["inserted"] == 2
     store.dispose()
-
-
-def _parts(tmp_path: Path, parts: list[list[dict]], name: str) -> RunDir:
-    run = RunDir(tmp_path / name)
-    for i, items in enumerate(parts):
-        write_raw_items([orjson.dumps(x).decode() for x in items], run.path / "raw" / part_name(i))
-    process(run, Rules(load_settings(None, [], env={}).quality, NOW))
-    return run
 
 
 def _event(user: str, hour: int) -> dict:
