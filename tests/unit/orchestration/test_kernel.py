@@ -47,3 +47,43 @@ def test_the_kernels_environment_adds_secrets_only(monkeypatch):
     assert env["API_KEY"] == "k-123456" and "API_BASE_URL" not in env  # the run's settings file names the API
     with_password = load_settings(None, ["api.base_url=http://127.0.0.1:9/?password=pw-5678"], env={})
     assert kernel.kernel_env(with_password)["API_BASE_URL"] == "http://127.0.0.1:9/?password=pw-5678"
+
+
+def _kernel_says(k: kernel.SharedKernel, code: str) -> str:
+    """What ``code`` prints in the started kernel ``k``."""
+    from jupyter_core.utils import run_sync
+
+    kc = k.km.client()
+    kc.start_channels()
+    out: list[str] = []
+    try:
+        run_sync(kc.wait_for_ready)(timeout=60)
+        hook = lambda msg: out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None  # noqa: E731
+        run_sync(kc.execute_interactive)(code, timeout=60, output_hook=hook)
+    finally:
+        kc.stop_channels()
+    return "".join(out).strip()
+
+
+PROBE = (
+    "import gc, sys; print(gc.isenabled(), gc.get_freeze_count() > 100_000, 'pandas' in sys.modules, "
+    "'eventpipe.notebook.stages' in sys.modules, any(n.startswith('_w') for n in dir()))"
+)
+
+
+def test_the_warm_up_imports_the_stages_with_the_collector_off_then_freezes_them_and_turns_it_on(tmp_path):
+    k = kernel.SharedKernel(kernel.PROJECT_KERNEL, tmp_path, dict(os.environ)).start()
+    try:
+        assert _kernel_says(k, PROBE) == "True True True True False"
+    finally:
+        k.shutdown()
+
+
+def test_a_warm_up_import_that_fails_leaves_the_collector_on(tmp_path, monkeypatch):
+    failing = ("__import__('gc').disable(); import eventpipe_no_such_module", *kernel.WARM_UP[1:])
+    monkeypatch.setattr(kernel, "WARM_UP", failing)
+    k = kernel.SharedKernel(kernel.PROJECT_KERNEL, tmp_path, dict(os.environ)).start()
+    try:
+        assert _kernel_says(k, "import gc; print(gc.isenabled())") == "True"
+    finally:
+        k.shutdown()
