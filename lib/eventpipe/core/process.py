@@ -346,6 +346,21 @@ def _find_malloc_trim() -> Any:
 _malloc_trim = _find_malloc_trim()
 
 
+def use_system_allocator() -> bool:
+    """Arrow's buffers from the C library's ``malloc`` instead of pyarrow's own allocator (mimalloc), where
+    ``release_free_memory`` can hand them back: mimalloc keeps the pages of the parts' freed tables, so a
+    kernel held ~100 MB it no longer used from its first part on (README, *Performance*). Only where
+    ``malloc_trim`` exists (glibc), and never over a pool chosen with ``ARROW_DEFAULT_MEMORY_POOL``. True
+    when it set the pool."""
+    if _malloc_trim is None or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return False
+    pa.set_memory_pool(pa.system_memory_pool())
+    return True
+
+
+use_system_allocator()  # the kernel (through the stages) and each transform worker import this module
+
+
 def _drop_rows(path: Path, rows: np.ndarray) -> None:
     """Rewrite a part without ``rows`` (superseded by a later part); an emptied reject file goes."""
     table = pq.read_table(path)

@@ -286,3 +286,19 @@ def test_a_record_the_source_could_not_parse_keeps_the_reason_it_came_with(monke
         [],
         [],
     ]
+
+
+@pytest.mark.parametrize("chosen, expected", [("", "system"), ("mimalloc", "mimalloc")])
+def test_the_parsing_processes_take_arrows_buffers_from_malloc_unless_a_pool_was_chosen(chosen, expected):
+    """Arrow's own allocator keeps the freed tables' pages; glibc's ``malloc`` hands them back when a part is
+    done (``release_free_memory``). A transform worker is a process of its own: the pool is set on import."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    code = "import eventpipe.core.process, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
