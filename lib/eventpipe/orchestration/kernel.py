@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # its sight (``gc.freeze``) and it is on again: each full collection, such as those of every ``%reset``
 # between two notebooks, then looks only at what the notebooks made (over the 150k objects of these
 # imports, a full collection took 0.065 s). Frozen with them are the few cycles the imports left unreachable
-# (~6,700 objects: under a megabyte, once per kernel). Two lines, each run by itself: the second runs (the
+# (~6,700 objects, ~1 MB by their own sizes, once per kernel). Two lines, each run by itself: the second runs (the
 # collector on again) even if an import failed.
 WARM_UP = (
     "__import__('gc').disable(); "
