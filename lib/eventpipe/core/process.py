@@ -346,16 +346,13 @@ def _find_malloc_trim() -> Any:
 _malloc_trim = _find_malloc_trim()
 
 
-def use_system_allocator() -> bool:
+def use_system_allocator() -> None:
     """Arrow's buffers from the C library's ``malloc`` instead of pyarrow's own allocator (mimalloc), where
     ``release_free_memory`` can hand them back: mimalloc keeps the pages of the parts' freed tables, so a
     kernel held ~100 MB it no longer used from its first part on (README, *Performance*). Only where
-    ``malloc_trim`` exists (glibc), and never over a pool chosen with ``ARROW_DEFAULT_MEMORY_POOL``. True
-    when it set the pool."""
-    if _malloc_trim is None or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return False
-    pa.set_memory_pool(pa.system_memory_pool())
-    return True
+    ``malloc_trim`` exists (glibc), and never over a pool chosen with ``ARROW_DEFAULT_MEMORY_POOL``."""
+    if _malloc_trim is not None and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 use_system_allocator()  # the kernel (through the stages) and each transform worker import this module

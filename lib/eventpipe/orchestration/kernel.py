@@ -42,12 +42,12 @@ log = logging.getLogger(__name__)
 
 # imported by the kernel as it starts; names are deleted again, so the namespace stays empty. The garbage
 # collector is off while they import (its collections over the imports' ~280k new objects took ~0.11 s of
-# the kernel's ~1.1 s start here, 2026-12-05), then every object so far (the modules' own) is moved out of
+# the kernel's ~1.1 s start here, 2026-12-05). Then every object so far (the modules' own) is moved out of
 # its sight (``gc.freeze``) and it is on again: each full collection, such as those of every ``%reset``
 # between two notebooks, then looks only at what the notebooks made (over the 150k objects of these
-# imports, a full collection took 0.065 s). Frozen with them are the few cycles the imports left unreachable
-# (~6,700 objects, ~1 MB by their own sizes, once per kernel). Two lines, each run by itself: the second runs (the
-# collector on again) even if an import failed.
+# imports, a full collection took 0.065 s). Frozen with them are the few cycles the imports left
+# unreachable (~6,700 objects, ~1 MB by their own sizes, once per kernel). Two lines, each run by itself:
+# the second (the collector on again) runs even if an import failed.
 WARM_UP = (
     "__import__('gc').disable(); "
     "import pandas as _w0, pyarrow.parquet as _w1, scrapbook as _w2, eventpipe.notebook.stages as _w3, "

@@ -3,7 +3,10 @@ processes, changes nothing: not a row of the clean and reject files, not a count
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -292,10 +295,6 @@ def test_a_record_the_source_could_not_parse_keeps_the_reason_it_came_with(monke
 def test_the_parsing_processes_take_arrows_buffers_from_malloc_unless_a_pool_was_chosen(chosen, expected):
     """Arrow's own allocator keeps the freed tables' pages; glibc's ``malloc`` hands them back when a part is
     done (``release_free_memory``). A transform worker is a process of its own: the pool is set on import."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if chosen:
         env["ARROW_DEFAULT_MEMORY_POOL"] = chosen

@@ -58,7 +58,11 @@ def _kernel_says(k: kernel.SharedKernel, code: str) -> str:
     out: list[str] = []
     try:
         run_sync(kc.wait_for_ready)(timeout=60)
-        hook = lambda msg: out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None  # noqa: E731
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"].get("text", ""))
+
         run_sync(kc.execute_interactive)(code, timeout=60, output_hook=hook)
     finally:
         kc.stop_channels()
@@ -71,7 +75,7 @@ PROBE = (
 )
 
 
-def test_the_warm_up_imports_the_stages_with_the_collector_off_then_freezes_them_and_turns_it_on(tmp_path):
+def test_after_the_warm_up_the_stages_are_imported_and_frozen_and_the_collector_is_on(tmp_path):
     k = kernel.SharedKernel(kernel.PROJECT_KERNEL, tmp_path, dict(os.environ)).start()
     try:
         assert _kernel_says(k, PROBE) == "True True True True False"
