@@ -254,7 +254,7 @@ class SourceClient:
         paginator = self.config.paginator()
         paginator.init_request(request)
         asked: set[str] = set()
-        previous = ""
+        previous: list[bytes] = []
         ahead: deque[_Pending] = deque()
         n = 0
 
@@ -286,7 +286,9 @@ class SourceClient:
                     last = ask(guess[0], guess[1], number + len(ahead) + 1)
                     ahead.append(last)
                 records, after = pending.future.result()
-                if records.n and records.digest == previous:
+                # the same bytes as the page before, compared byte for byte (a hash of every page cost
+                # ~0.14 CPU s per 1M records; comparing stops at the first byte that differs)
+                if records.n and records.chunks == previous:
                     raise SourceError(
                         self.redactor.redact(
                             f"page {number} of {self.url} holds exactly the records of the page before: the API "
@@ -295,7 +297,7 @@ class SourceClient:
                         ),
                         page=number,
                     )
-                previous = records.digest
+                previous = records.chunks
                 with self._lock:
                     self._accepted += 1
                     self.stats.pages += 1

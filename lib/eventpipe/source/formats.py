@@ -13,7 +13,6 @@ A JSON document without a list at the records path is ``PathMismatch``: a config
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import re
 import tempfile
@@ -64,12 +63,11 @@ class Limits:
 
 @dataclass
 class Records:
-    """One page's records: JSON arrays of at most ``chunk_rows`` records, their counts, a digest, the body."""
+    """One page's records: JSON arrays of at most ``chunk_rows`` records, their counts, the body."""
 
     chunks: list[bytes] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     body: Any = None  # the parsed JSON document (json format only), for the paginator
-    digest: str = ""
 
     @property
     def n(self) -> int:
@@ -186,12 +184,11 @@ def _parse_record(text: bytes) -> bytes:
 
 
 class _Chunker:
-    """Records (JSON texts) -> arrays of at most ``rows``, with a digest of everything seen."""
+    """Records (JSON texts) -> arrays of at most ``rows``."""
 
     def __init__(self, rows: int):
         self.rows, self.out = rows, Records()
         self.buf: list[bytes] = []
-        self.hash = hashlib.blake2b(digest_size=16)
 
     def add(self, record: bytes) -> None:
         self.buf.append(record)
@@ -201,7 +198,6 @@ class _Chunker:
     def add_array(self, texts: list[bytes] | bytes, n: int) -> None:
         self.flush()
         body = texts if isinstance(texts, bytes) else b"[" + b",".join(texts) + b"]"
-        self.hash.update(body)
         self.out.chunks.append(body)
         self.out.counts.append(n)
 
@@ -212,7 +208,6 @@ class _Chunker:
 
     def done(self) -> Records:
         self.flush()
-        self.out.digest = self.hash.hexdigest()
         return self.out
 
 
