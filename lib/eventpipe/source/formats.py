@@ -13,6 +13,7 @@ A JSON document without a list at the records path is ``PathMismatch``: a config
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import re
 import tempfile
@@ -33,6 +34,9 @@ from .paginators import MISSING, PathMismatch, find
 
 FORMATS = ("json", "jsonl", "zip")
 STREAM_ABOVE = 8 * 2**20  # a JSON body larger than this is streamed through a temporary file
+# a page up to this size is told from the next by its bytes; a larger one by their SHA-256 (holding its bytes
+# until the next page came would double what a large export holds)
+SAME_PAGE_BYTES = 8 * 2**20
 _SUB = 5_000  # records parsed and written at a time when streaming
 _PIECE = 64 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -72,6 +76,17 @@ class Records:
     @property
     def n(self) -> int:
         return sum(self.counts)
+
+    def identity(self) -> list[bytes] | bytes:
+        """What tells this page from another: its records' bytes, or for a large page their SHA-256. Comparing
+        bytes stops at the first that differs (a blake2b digest of every page cost ~0.14 CPU s per 1M
+        records)."""
+        if sum(map(len, self.chunks)) <= SAME_PAGE_BYTES:
+            return self.chunks
+        digest = hashlib.sha256()
+        for chunk in self.chunks:
+            digest.update(chunk)
+        return digest.digest()
 
 
 class _Inflater:

@@ -14,6 +14,7 @@ import pytest
 from eventpipe.errors import RetriesExhausted, SettingsError, SourceError
 from eventpipe.rundir import UNPARSED
 from eventpipe.settings import ApiSettings, load_settings
+from eventpipe.source import formats
 from eventpipe.source.extract import extract_window
 from hostile import Hostile, contract_page, deep_record, nested_too_deep
 from support import API_KEY, make_client
@@ -56,8 +57,11 @@ def test_repeating_next_link_stops_with_a_clear_error():
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["bytes", "sha256"])
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_has_more_forever_with_the_same_page_stops_with_a_clear_error(concurrency):
+def test_has_more_forever_with_the_same_page_stops_with_a_clear_error(concurrency, large, monkeypatch):
+    if large:  # every page counts as large: told from the page before by its SHA-256, not held
+        monkeypatch.setattr(formats, "SAME_PAGE_BYTES", 0)
     with Hostile(lambda h, q: h.send(orjson.dumps({"items": [item(1)], "has_more": True}))) as api:
         with pytest.raises(SourceError, match="exactly the records of the page before"):
             fetch(api.url, ApiSettings(**FAST, concurrency=concurrency))
@@ -351,3 +355,14 @@ def test_a_key_cut_by_the_error_body_limit_leaks_no_prefix_of_it(offset):
     with Hostile(answer) as api, pytest.raises(SourceError) as e:
         fetch(api.url)
     assert API_KEY[:3] not in str(e.value)
+
+
+def test_large_pages_that_differ_are_all_read(monkeypatch):
+    monkeypatch.setattr(formats, "SAME_PAGE_BYTES", 0)  # every page told from the one before by its SHA-256
+
+    def answer(h, q):
+        n = int(q["page"])
+        h.send(orjson.dumps({"items": [item(n), item(n + 100)], "has_more": n < 3}))
+
+    with Hostile(answer) as api:
+        assert len(fetch(api.url)) == 6
