@@ -50,6 +50,7 @@ def write_part(events: int, path: Path) -> int:
             schema=RAW_SCHEMA,
         ),
         path,
+        compression="none",  # as the extract writes its raw parts
     )
     return len(bodies)
 
