@@ -51,6 +51,7 @@ def write_part(events: int, path: Path) -> int:
         ),
         path,
         compression="none",  # as the extract writes its raw parts
+        use_dictionary=False,
     )
     return len(bodies)
 

@@ -225,6 +225,8 @@ def write_raw_items(raws: list[str], path: Path) -> None:
             schema=__getattr__("RAW_SCHEMA"),
         ),
         path,
+        compression="none",  # as the extract writes its raw parts
+        use_dictionary=False,
     )
 
 
