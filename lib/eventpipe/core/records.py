@@ -21,7 +21,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from ..jsonio import dumps, has_long_number, loads
+from ..jsonio import dumps, loads, loads_plain
 
 KEY = ["user_id", "timestamp", "event_type"]
 _MISSING = object()
@@ -406,20 +406,11 @@ def _properties_texts(values: list[Any]) -> _Column:
 
 
 def _properties_from_text(col: _Column, i: np.ndarray) -> None:
-    """Properties given as JSON text: orjson over the column; anything it does not read as an object
-    (not JSON, a lone surrogate, a number beyond 64 bits, another type) goes through ``_properties``."""
+    """Properties given as JSON text: msgspec over the column; anything it does not read as an object (not
+    JSON, a lone surrogate, another type), or an object orjson cannot write back (a number beyond 64 bits), goes
+    through ``_properties``."""
     texts = col.values[i]
-    # integers orjson would turn into floats (ASCII digits: their runs are the same in the UTF-8 bytes)
-    if has_long_number("\x01".join(texts).encode("utf-8", "surrogatepass")):
-        col.one_by_one(i, _properties)
-        return
-    parsed: list[Any] = []
-    add = parsed.append
-    for t in texts:
-        try:
-            add(orjson.loads(t))
-        except orjson.JSONDecodeError:
-            add(None)
+    parsed = list(map(loads_plain, texts))
     objects = np.fromiter((type(v) is dict for v in parsed), bool, len(parsed))
     col.one_by_one(i[~objects], _properties)
     j = np.flatnonzero(objects)
