@@ -74,6 +74,12 @@ class EarlyLoad:
         self.conn: Connection | None = None
         self.trans: RootTransaction | None = None
         self._files: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        try:
+            # here, not in the thread: the load stage creates the schema too, and a table first made by two
+            # connections at once can fail in one of them (the early load then stopped, for nothing)
+            self.store.create_schema()
+        except Exception as e:  # noqa: BLE001 -- the load stage meets the same problem and says so
+            self._stop(f"{type(e).__name__} while reading the schema")
         self._thread = threading.Thread(target=self._work, name="eventpipe-early-load", daemon=True)
         self._thread.start()
 
@@ -125,7 +131,6 @@ class EarlyLoad:
         self.copied[str(path)] = signature
 
     def _open(self) -> None:
-        self.store.create_schema()  # a read when the runner made it (stage functions called alone may not have)
         self.conn = self.store.engine.connect()
         self.trans = self.conn.begin()
         self.loader.begin(self.conn)
