@@ -16,6 +16,7 @@ from .common import BENCH_DIR, DEMO_DIRTY, DEMO_DUP, ROOT, WINDOW_START, iso, sa
 from .demo_api import DemoApi
 from .existing_rows import existing_rows_bench
 from .extract_only import STYLE_SECRETS, latency_bench, style_bench
+from .goals import judge
 from .limits import copy_limit, fetch_limits
 from .machine import machine_info, note_code_change
 from .peer import dlt_python, run_dlt_peer
@@ -88,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="afterwards, load the window into a table that already holds N other rows (a database "
         "eventpipe_bench_existing_N, built once and kept), beside a raw COPY into it; and time status",
+    )
+    p.add_argument(
+        "--rss-against",
+        metavar="RESULTS",
+        help="a results JSON of the same code at 1M events: judge this run's peak RSS (5M) against its peak",
     )
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
     p.add_argument(
@@ -176,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.keep,
             )
             add_dlt(res, peer)
+        if args.rss_against:
+            res["rss_against"] = args.rss_against
+            res["rss_against_mb"] = json.loads(Path(args.rss_against).read_text())["peak_rss_mb"]
+        res["goals"] = judge(res)
 
         Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
         print_table(res)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .common import STAGES, median
+from .goals import lines
 
 COLUMNS = (
     ("", "left"),
@@ -199,3 +200,9 @@ def print_table(res: dict[str, Any]) -> None:
             f"{e['status_s'] * 1000:.0f} ms, load summary {e['window_summary_s'] * 1000:.0f} ms, "
             f"`status` command {e['status_cli_wall_s']:.2f} s (Python's start included)"
         )
+    if res.get("goals"):
+        met = sum(1 for v in res["goals"] if v["met"])
+        measured = sum(1 for v in res["goals"] if v["met"] is not None)
+        con.print(f"goals (bench/README.md, The goals): {met} of {measured} measured met")
+        for line in lines(res["goals"]):
+            con.print(line, markup=False)

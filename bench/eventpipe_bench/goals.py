@@ -1,0 +1,126 @@
+"""The performance goals, judged on one benchmark run's results: each figure beside its goal, met or not.
+
+The goals are the ones the project set itself for the whole pipeline at 1M events (bench/README.md,
+*The goals*). A goal whose figure this run did not measure (no ``--dlt``, no ``--existing-rows``, no direct
+run, no ``--rss-against``) is listed as not measured, never as met."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+RSS_LIMIT_MB = 1024.0
+RSS_GROWTH = 0.10  # at 5M events: at most this much over the same code's peak at 1M
+
+
+@dataclass(frozen=True)
+class Goal:
+    key: str
+    text: str  # the goal as the table prints it
+    figure: Callable[[dict[str, Any]], float | None]
+    met: Callable[[float], bool]
+    unit: str  # how the figure prints: "/s", "x", "s", "MB", "%"
+
+
+def _ratio(name: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda res: (res.get("ratios") or {}).get(name)
+
+
+def _worst_overhead(res: dict[str, Any]) -> float | None:
+    runs = res.get("notebook_overhead_runs_s") or []
+    return max(runs) if runs else None
+
+
+def _rss_growth(res: dict[str, Any]) -> float | None:
+    base = res.get("rss_against_mb")
+    if not base or res.get("peak_rss_mb") is None:
+        return None
+    return (res["peak_rss_mb"] - base) / base * 100.0
+
+
+GOALS = (
+    Goal(
+        "transform_records_per_s",
+        "≥ 400,000/s on 2 cores",
+        lambda r: r.get("transform_records_per_s"),
+        lambda v: v >= 400_000,
+        "/s",
+    ),
+    Goal(
+        "end_to_end_vs_limit_sum",
+        "≤ 1.6× the bare fetch + raw COPY",
+        _ratio("end_to_end_vs_limit_sum"),
+        lambda v: v <= 1.6,
+        "x",
+    ),
+    Goal(
+        "end_to_end_vs_dlt_same_run",
+        "≥ 6× dlt 1.31, same run",
+        _ratio("end_to_end_vs_dlt_same_run"),
+        lambda v: v >= 6.0,
+        "x",
+    ),
+    Goal(
+        "notebook_overhead_s",
+        "≤ 1.5 s median",
+        lambda r: r.get("notebook_overhead_s"),
+        lambda v: v <= 1.5,
+        "s",
+    ),
+    Goal("notebook_overhead_worst_s", "≤ 2.5 s in every run", _worst_overhead, lambda v: v <= 2.5, "s"),
+    Goal(
+        "peak_rss_mb",
+        f"< {RSS_LIMIT_MB:,.0f} MB, whole tree",
+        lambda r: r.get("peak_rss_mb"),
+        lambda v: v < RSS_LIMIT_MB,
+        "MB",
+    ),
+    Goal(
+        "peak_rss_growth_pct",
+        f"≤ +{RSS_GROWTH:.0%} over --rss-against",
+        _rss_growth,
+        lambda v: v <= RSS_GROWTH * 100.0,
+        "%",
+    ),
+    Goal(
+        "load_vs_copy_existing_rows",
+        "≥ 0.8× raw COPY into the filled table",
+        _ratio("load_vs_copy_existing_rows"),
+        lambda v: v >= 0.8,
+        "x",
+    ),
+)
+
+
+def judge(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per goal: its figure in this run (None when not measured) and whether it met the goal (None then)."""
+    out = []
+    for g in GOALS:
+        v = g.figure(res)
+        out.append({"goal": g.key, "text": g.text, "value": v, "met": None if v is None else g.met(v)})
+    return out
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    if unit == "x":
+        return f"{value:.2f}×"
+    if unit == "%":
+        return f"{value:+.1f} %"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    return f"{value:.2f} s"
+
+
+def lines(verdicts: list[dict[str, Any]]) -> list[str]:
+    """The printed verdicts, one line a goal."""
+    units = {g.key: g.unit for g in GOALS}
+    out = []
+    for v in verdicts:
+        word = {True: "met", False: "NOT MET", None: "—"}[v["met"]]
+        out.append(f"  {v['goal']:<28} {fmt(v['value'], units[v['goal']]):>14}   goal {v['text']}: {word}")
+    return out

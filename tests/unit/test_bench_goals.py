@@ -1,0 +1,67 @@
+"""The benchmark's verdict on the performance goals (``bench/eventpipe_bench/goals.py``): each figure is
+judged against its goal at the goal's edge, and a figure the run did not measure is never counted as met."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from eventpipe_bench.goals import GOALS, judge, lines  # noqa: E402
+
+
+def _results(**over: object) -> dict:
+    res = {
+        "transform_records_per_s": 400_000.0,
+        "notebook_overhead_s": 1.5,
+        "notebook_overhead_runs_s": [1.2, 2.5, 1.5],
+        "peak_rss_mb": 1023.9,
+        "rss_against_mb": 931.0,
+        "ratios": {
+            "end_to_end_vs_limit_sum": 1.6,
+            "end_to_end_vs_dlt_same_run": 6.0,
+            "load_vs_copy_existing_rows": 0.8,
+        },
+    }
+    res.update(over)
+    return res
+
+
+def _verdict(res: dict) -> dict[str, bool | None]:
+    return {v["goal"]: v["met"] for v in judge(res)}
+
+
+def test_every_goal_is_met_exactly_at_its_edge() -> None:
+    assert _verdict(_results()) == {g.key: True for g in GOALS}
+
+
+@pytest.mark.parametrize(
+    ("over", "missed"),
+    [
+        ({"transform_records_per_s": 399_999.0}, "transform_records_per_s"),
+        ({"notebook_overhead_s": 1.51}, "notebook_overhead_s"),
+        ({"notebook_overhead_runs_s": [0.4, 2.51]}, "notebook_overhead_worst_s"),
+        ({"peak_rss_mb": 1024.0}, "peak_rss_mb"),
+        ({"rss_against_mb": 930.0}, "peak_rss_growth_pct"),  # 1023.9 is 10.1 % over 930
+        ({"ratios": {"end_to_end_vs_limit_sum": 1.61}}, "end_to_end_vs_limit_sum"),
+        ({"ratios": {"end_to_end_vs_dlt_same_run": 5.99}}, "end_to_end_vs_dlt_same_run"),
+        ({"ratios": {"load_vs_copy_existing_rows": 0.79}}, "load_vs_copy_existing_rows"),
+    ],
+)
+def test_a_figure_past_its_goal_is_not_met(over: dict, missed: str) -> None:
+    verdict = _verdict(_results(**over))
+    assert verdict[missed] is False
+    assert all(met for key, met in verdict.items() if key != missed and met is not None)
+
+
+def test_a_figure_not_measured_is_neither_met_nor_missed() -> None:
+    res = {"transform_records_per_s": 500_000.0, "ratios": {}}
+    verdict = _verdict(res)
+    assert verdict.pop("transform_records_per_s") is True
+    assert set(verdict.values()) == {None}
+    printed = lines(judge(res))
+    assert sum("not measured" in line for line in printed) == len(GOALS) - 1
+    assert not any(line.endswith(": met") for line in printed if "not measured" in line)
