@@ -16,7 +16,7 @@ from .common import BENCH_DIR, DEMO_DIRTY, DEMO_DUP, ROOT, WINDOW_START, iso, sa
 from .demo_api import DemoApi
 from .existing_rows import existing_rows_bench
 from .extract_only import STYLE_SECRETS, latency_bench, style_bench
-from .goals import judge
+from .goals import judge, judge_files
 from .limits import copy_limit, fetch_limits
 from .machine import machine_info, note_code_change
 from .peer import dlt_python, run_dlt_peer
@@ -97,6 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where to write the results JSON")
     p.add_argument(
+        "--judge",
+        nargs="+",
+        metavar="RESULTS",
+        help="run nothing: judge the goals on the medians of these results files (runs of the same command); "
+        "exit 1 when a measured goal is not met",
+    )
+    p.add_argument(
         "--style",
         choices=tuple(STYLE_SECRETS),
         help="only the source: extract with params/sources/STYLE.yaml against a bare loop over the same pages",
@@ -117,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.judge:
+        return judge_files(args.judge)
     since = WINDOW_START
     until = since + timedelta(hours=args.hours)
     per_hour = max(1, round(args.events / args.hours / (1 + DEMO_DUP * (1 - DEMO_DIRTY))))

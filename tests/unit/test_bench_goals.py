@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from eventpipe_bench.goals import GOALS, judge, lines  # noqa: E402
+from eventpipe_bench.goals import GOALS, judge, judge_files, judge_runs, lines  # noqa: E402
 
 
 def _results(**over: object) -> dict:
@@ -65,3 +65,35 @@ def test_a_figure_not_measured_is_neither_met_nor_missed() -> None:
     printed = lines(judge(res))
     assert sum("not measured" in line for line in printed) == len(GOALS) - 1
     assert not any(line.endswith(": met") for line in printed if "not measured" in line)
+
+
+def _by_goal(verdicts: list[dict]) -> dict[str, dict]:
+    return {v["goal"]: v for v in verdicts}
+
+
+def test_over_several_runs_the_median_is_judged_and_every_run_goals_on_the_worst_run() -> None:
+    runs = [
+        _results(ratios={"end_to_end_vs_limit_sum": 1.44}, notebook_overhead_runs_s=[1.1]),
+        _results(ratios={"end_to_end_vs_limit_sum": 1.70}, notebook_overhead_runs_s=[2.6]),  # both missed
+        _results(ratios={"end_to_end_vs_limit_sum": 1.57}, notebook_overhead_runs_s=[1.3]),
+    ]
+    v = _by_goal(judge_runs(runs))
+    e2e = v["end_to_end_vs_limit_sum"]
+    assert (e2e["value"], e2e["met"], e2e["met_in"], e2e["measured_in"]) == (1.57, True, 2, 3)
+    worst = v["notebook_overhead_worst_s"]
+    assert (worst["value"], worst["met"], worst["met_in"]) == (2.6, False, 2)
+    dlt = v["end_to_end_vs_dlt_same_run"]  # the ratios above replace the dlt ratio: measured by no run
+    assert (dlt["value"], dlt["met"], dlt["measured_in"]) == (None, None, 0)
+
+
+def test_judging_files_exits_by_the_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_results()))
+    bad.write_text(json.dumps(_results(transform_records_per_s=10.0)))
+    assert judge_files([str(good), str(good)]) == 0
+    assert judge_files([str(good), str(bad), str(bad)]) == 1  # the median run misses the transform goal
+    assert "transform_records_per_s" in capsys.readouterr().out
+    assert judge_files([str(good), str(tmp_path / "missing.json")]) == 2
+    assert "cannot read results file" in capsys.readouterr().out
