@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .common import STAGES, median
-from .goals import lines
+from .goals import MIN_EVENTS, lines
 
 COLUMNS = (
     ("", "left"),
@@ -200,6 +200,8 @@ def print_table(res: dict[str, Any]) -> None:
             f"{e['status_s'] * 1000:.0f} ms, load summary {e['window_summary_s'] * 1000:.0f} ms, "
             f"`status` command {e['status_cli_wall_s']:.2f} s (Python's start included)"
         )
+    if res["events"] < MIN_EVENTS:
+        con.print(f"goals: not judged (they are set for 1M events; this run had {res['events']:,})")
     if res.get("goals"):
         met = sum(1 for v in res["goals"] if v["met"])
         measured = sum(1 for v in res["goals"] if v["met"] is not None)

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from eventpipe_bench.goals import GOALS, judge, judge_files, judge_runs, lines  # noqa: E402
+from eventpipe_bench.goals import GOALS, MIN_EVENTS, judge, judge_files, judge_runs, lines  # noqa: E402
 
 
 def _results(**over: object) -> dict:
@@ -97,3 +97,14 @@ def test_judging_files_exits_by_the_verdict(tmp_path: Path, capsys: pytest.Captu
     assert "transform_records_per_s" in capsys.readouterr().out
     assert judge_files([str(good), str(tmp_path / "missing.json")]) == 2
     assert "cannot read results file" in capsys.readouterr().out
+
+
+def test_a_small_run_is_not_judged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert judge(_results(events=MIN_EVENTS - 1)) == []
+    assert len(judge(_results(events=1_000_167))) == len(GOALS)
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(_results(events=20_000)))
+    assert judge_files([str(small)]) == 2
+    assert "fewer than" in capsys.readouterr().out
