@@ -16,7 +16,7 @@ from .common import BENCH_DIR, DEMO_DIRTY, DEMO_DUP, ROOT, WINDOW_START, iso, sa
 from .demo_api import DemoApi
 from .existing_rows import existing_rows_bench
 from .extract_only import STYLE_SECRETS, latency_bench, style_bench
-from .goals import judge, judge_files
+from .goals import judge, judge_files, read_results
 from .limits import copy_limit, fetch_limits
 from .machine import machine_info, note_code_change
 from .peer import dlt_python, run_dlt_peer
@@ -126,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.judge:
         return judge_files(args.judge)
+    rss_against_mb = None
+    if args.rss_against:  # read now: a wrong path fails before minutes of runs, not after them
+        try:
+            rss_against_mb = read_results(args.rss_against)["peak_rss_mb"]
+        except (ValueError, KeyError) as e:
+            print(f"bench: --rss-against: {e}")
+            return 2
     since = WINDOW_START
     until = since + timedelta(hours=args.hours)
     per_hour = max(1, round(args.events / args.hours / (1 + DEMO_DUP * (1 - DEMO_DIRTY))))
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             add_dlt(res, peer)
         if args.rss_against:
             res["rss_against"] = args.rss_against
-            res["rss_against_mb"] = json.loads(Path(args.rss_against).read_text())["peak_rss_mb"]
+            res["rss_against_mb"] = rss_against_mb
         res["goals"] = judge(res)
 
         Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")

@@ -129,14 +129,19 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:.2f} s"
 
 
+_UNITS = {g.key: g.unit for g in GOALS}
+_WORD = {True: "met", False: "NOT MET", None: "—"}
+
+
+def _line(v: dict[str, Any], how: str = "") -> str:
+    """One goal's verdict: its key, the figure judged, the goal and the word."""
+    figure = fmt(v["value"], _UNITS[v["goal"]])
+    return f"  {v['goal']:<28} {how}{figure:>14}   goal {v['text']}: {_WORD[v['met']]}"
+
+
 def lines(verdicts: list[dict[str, Any]]) -> list[str]:
     """The printed verdicts, one line a goal."""
-    units = {g.key: g.unit for g in GOALS}
-    out = []
-    for v in verdicts:
-        word = {True: "met", False: "NOT MET", None: "—"}[v["met"]]
-        out.append(f"  {v['goal']:<28} {fmt(v['value'], units[v['goal']]):>14}   goal {v['text']}: {word}")
-    return out
+    return [_line(v) for v in verdicts]
 
 
 def judge_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,40 +170,42 @@ def judge_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def runs_lines(verdicts: list[dict[str, Any]]) -> list[str]:
     """The printed verdicts over several runs, one line a goal."""
-    units = {g.key: g.unit for g in GOALS}
     every = {g.key: g.every_run for g in GOALS}
     out = []
     for v in verdicts:
-        word = {True: "met", False: "NOT MET", None: "—"}[v["met"]]
-        each = ", ".join(fmt(x, units[v["goal"]]) if x is not None else "—" for x in v["values"])
-        how = "worst" if every[v["goal"]] else "median"
-        line = (
-            f"  {v['goal']:<28} {how:>6} {fmt(v['value'], units[v['goal']]):>14}   goal {v['text']}: {word}"
-        )
+        line = _line(v, f"{'worst' if every[v['goal']] else 'median':>6} ")
         if v["measured_in"]:
+            each = ", ".join(fmt(x, _UNITS[v["goal"]]) if x is not None else "—" for x in v["values"])
             line += f" (met in {v['met_in']} of {v['measured_in']} runs: {each})"
         out.append(line)
     return out
 
 
-def judge_files(paths: list[str]) -> int:
-    """``bench/run.py --judge FILE...``: the goals over several results files of the same command; exit 1
-    when a goal that was measured is not met by the median."""
+def read_results(path: str) -> dict[str, Any]:
+    """A results file of ``bench/run.py``, or ValueError with one line that says what is wrong with it."""
     import json
     from pathlib import Path
 
-    results = []
-    for p in paths:
-        try:
-            results.append(json.loads(Path(p).read_text()))
-        except (OSError, ValueError) as e:
-            print(f"bench: cannot read results file {p}: {e}")
-            return 2
-    small = [p for p, r in zip(paths, results) if r.get("events", MIN_EVENTS) < MIN_EVENTS]
-    if small:
-        print(
-            f"bench: {small[0]} is a run of fewer than {MIN_EVENTS:,} events; the goals are set for 1M events"
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read results file {path}: {e}") from None
+    if not isinstance(res, dict) or not isinstance(res.get("events"), int):
+        raise ValueError(f"{path} is not a results file of bench/run.py (no event count in it)")
+    if res["events"] < MIN_EVENTS:
+        raise ValueError(
+            f"{path} is a run of fewer than {MIN_EVENTS:,} events; the goals are set for 1M events"
         )
+    return res
+
+
+def judge_files(paths: list[str]) -> int:
+    """``bench/run.py --judge FILE...``: the goals over several results files of the same command; exit 1
+    when a goal that was measured is not met by the median."""
+    try:
+        results = [read_results(p) for p in paths]
+    except ValueError as e:
+        print(f"bench: {e}")
         return 2
     verdicts = judge_runs(results)
     commits = sorted({str((r.get("machine") or {}).get("git_commit")) for r in results})

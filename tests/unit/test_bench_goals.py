@@ -15,6 +15,7 @@ from eventpipe_bench.goals import GOALS, MIN_EVENTS, judge, judge_files, judge_r
 
 def _results(**over: object) -> dict:
     res = {
+        "events": 1_000_167,
         "transform_records_per_s": 400_000.0,
         "notebook_overhead_s": 1.5,
         "notebook_overhead_runs_s": [1.2, 2.5, 1.5],
@@ -108,3 +109,17 @@ def test_a_small_run_is_not_judged(tmp_path: Path, capsys: pytest.CaptureFixture
     small.write_text(json.dumps(_results(events=20_000)))
     assert judge_files([str(small)]) == 2
     assert "fewer than" in capsys.readouterr().out
+
+
+def test_a_file_that_is_not_results_and_a_wrong_rss_against_get_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eventpipe_bench.cli import main
+
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    assert judge_files([str(listing)]) == 2
+    assert "is not a results file" in capsys.readouterr().out
+    # read before anything runs: no database, no demo API, no temp folder is made for a wrong path
+    assert main(["--rss-against", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().out.strip().startswith("bench: --rss-against: cannot read results file")
